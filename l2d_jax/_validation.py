@@ -1,0 +1,122 @@
+"""Small shared argument checks with clear error messages.
+
+Checks on shapes and dtypes run at trace time (they only read static
+information). Checks on values (ranges, NaN, rows summing to one) need concrete
+arrays: they run when the argument is concrete (numpy or a committed
+``jax.Array`` outside of a trace) and are skipped for tracers, so that library
+functions stay jit-able. Scripts and loaders call them on concrete data before
+entering jitted code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_concrete(x: Any) -> bool:
+  """True when ``x`` holds values (not a tracer inside jit/vmap/grad)."""
+  return not isinstance(x, jax.core.Tracer)
+
+
+def check_ndim(x: Any, ndim: int, name: str, shape_doc: str) -> None:
+  """Raises ``ValueError`` unless ``x`` has ``ndim`` dimensions."""
+  if jnp.ndim(x) != ndim:
+    raise ValueError(
+        f"`{name}` must have shape {shape_doc} ({ndim} dims), got shape "
+        f"{tuple(jnp.shape(x))}."
+    )
+
+
+def check_integer(x: Any, name: str) -> None:
+  """Raises ``TypeError`` unless ``x`` has an integer dtype."""
+  if not jnp.issubdtype(jnp.result_type(x), jnp.integer):
+    raise TypeError(
+        f"`{name}` must have an integer dtype, got {jnp.result_type(x)}."
+    )
+
+
+def check_floating(x: Any, name: str) -> None:
+  """Raises ``TypeError`` unless ``x`` has a floating dtype."""
+  if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+    raise TypeError(
+        f"`{name}` must have a floating dtype, got {jnp.result_type(x)}."
+    )
+
+
+def check_probabilities(
+    probs: Any, name: str = "probs", *, atol: float = 1e-3, axis: int = -1
+) -> None:
+  """Checks a ``[..., K]`` array of probability rows (values when concrete).
+
+  Raises:
+    ValueError: NaN/inf, values outside [0, 1], or rows whose sum differs from
+      1 by more than ``atol``.
+  """
+  check_floating(probs, name)
+  if jnp.ndim(probs) < 1 or jnp.shape(probs)[axis] < 1:
+    raise ValueError(f"`{name}` must have a non-empty class axis, got shape "
+                     f"{tuple(jnp.shape(probs))}.")
+  if not is_concrete(probs):
+    return
+  p = np.asarray(probs)
+  if not np.all(np.isfinite(p)):
+    raise ValueError(f"`{name}` contains NaN or inf.")
+  if p.size and (p.min() < 0.0 or p.max() > 1.0):
+    raise ValueError(
+        f"`{name}` must lie in [0, 1], got values in [{p.min():.4g}, "
+        f"{p.max():.4g}]."
+    )
+  sums = p.sum(axis=axis)
+  if sums.size and np.max(np.abs(sums - 1.0)) > atol:
+    bad = int(np.argmax(np.abs(sums - 1.0)))
+    raise ValueError(
+        f"rows of `{name}` must sum to 1 (tolerance {atol}); row {bad} sums "
+        f"to {sums.reshape(-1)[bad]:.6g}."
+    )
+
+
+def check_labels(labels: Any, num_classes: int, name: str = "labels") -> None:
+  """Checks integer labels in ``[0, num_classes)`` (values when concrete)."""
+  check_integer(labels, name)
+  if not is_concrete(labels):
+    return
+  y = np.asarray(labels)
+  if y.size and (y.min() < 0 or y.max() >= num_classes):
+    raise ValueError(
+        f"`{name}` must lie in [0, {num_classes}), got values in "
+        f"[{y.min()}, {y.max()}]."
+    )
+
+
+def check_alpha(alpha: Any, name: str = "alpha") -> None:
+  """Checks miscoverage levels in the open interval (0, 1)."""
+  if not is_concrete(alpha):
+    return
+  a = np.asarray(alpha, dtype=np.float64)
+  if not np.all(np.isfinite(a)):
+    raise ValueError(f"`{name}` contains NaN or inf.")
+  if a.size and (a.min() <= 0.0 or a.max() >= 1.0):
+    raise ValueError(
+        f"`{name}` must lie in the open interval (0, 1), got values in "
+        f"[{a.min():.6g}, {a.max():.6g}]."
+    )
+
+
+def check_finite(x: Any, name: str) -> None:
+  """Raises ``ValueError`` if a concrete ``x`` contains NaN or inf."""
+  if is_concrete(x) and not np.all(np.isfinite(np.asarray(x))):
+    raise ValueError(f"`{name}` contains NaN or inf.")
+
+
+def check_same_leading(a: Any, b: Any, name_a: str, name_b: str) -> None:
+  """Checks that two arrays agree on their leading (batch) dimension."""
+  sa, sb = jnp.shape(a), jnp.shape(b)
+  if not sa or not sb or sa[0] != sb[0]:
+    raise ValueError(
+        f"`{name_a}` and `{name_b}` must share their leading dimension, got "
+        f"shapes {tuple(sa)} and {tuple(sb)}."
+    )
