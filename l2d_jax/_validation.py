@@ -120,3 +120,46 @@ def check_same_leading(a: Any, b: Any, name_a: str, name_b: str) -> None:
         f"`{name_a}` and `{name_b}` must share their leading dimension, got "
         f"shapes {tuple(sa)} and {tuple(sb)}."
     )
+
+
+def _kept(x: np.ndarray, where: Any) -> np.ndarray:
+  """Entries of ``x`` on the leading positions kept by ``where`` (numpy)."""
+  if where is None:
+    return x
+  w = np.asarray(where, dtype=bool)
+  w = w.reshape(w.shape + (1,) * (x.ndim - w.ndim))
+  return x[np.broadcast_to(w, x.shape)]
+
+
+def check_index_range(
+    x: Any, upper: int, name: str, *, where: Any = None
+) -> None:
+  """Checks integers in ``[0, upper)`` (values when concrete).
+
+  Like ``check_labels`` but only the entries whose leading positions are kept
+  by the boolean ``where`` (a prefix of ``x``'s shape) are checked, so padded
+  rows may hold placeholders such as -1.
+  """
+  check_integer(x, name)
+  if not is_concrete(x) or (where is not None and not is_concrete(where)):
+    return
+  v = _kept(np.asarray(x), where)
+  if v.size and (v.min() < 0 or v.max() >= upper):
+    raise ValueError(
+        f"`{name}` must lie in [0, {upper}), got values in [{v.min()}, "
+        f"{v.max()}]."
+    )
+
+
+def check_unit_interval(x: Any, name: str, *, where: Any = None) -> None:
+  """Checks finite values in [0, 1] (when concrete; ``where`` as above)."""
+  if not is_concrete(x) or (where is not None and not is_concrete(where)):
+    return
+  v = _kept(np.asarray(x, dtype=np.float64), where)
+  if not np.all(np.isfinite(v)):
+    raise ValueError(f"`{name}` contains NaN or inf.")
+  if v.size and (v.min() < 0.0 or v.max() > 1.0):
+    raise ValueError(
+        f"`{name}` must lie in [0, 1], got values in [{v.min():.6g}, "
+        f"{v.max():.6g}]."
+    )

@@ -4,8 +4,41 @@ Loaders read numpy/csv/json/zip only (never pickle) from a ``data_dir``.
 """
 
 # --- real annotation loaders (issue 2) ---
+from l2d_jax.data._byo import load_byo
+from l2d_jax.data._byo import save_byo
+from l2d_jax.data._cifar10h import load_cifar10h_counts
+from l2d_jax.data._cifar10h import load_cifar10h_raw
+from l2d_jax.data._cifar10n import CIFAR100_CLASSES
+from l2d_jax.data._cifar10n import load_cifar10n
+from l2d_jax.data._cifar10n import load_cifar10n_labels
+from l2d_jax.data._cifar10s import load_cifar10s
+from l2d_jax.data._common import AnnotatedDataset
+from l2d_jax.data._imagenet16h import load_imagenet16h
+from l2d_jax.data._imagenet16h import load_imagenet16h_classes
+from l2d_jax.data._imagenet16h import load_imagenet16h_human
+from l2d_jax.data._imagenet16h import load_imagenet16h_model_preds
+from l2d_jax.data._model_probs import MODEL_NAMES
+from l2d_jax.data._model_probs import load_human_model_truth
+from l2d_jax.data._model_probs import load_model_probs
 # --- end real annotation loaders ---
 # --- synthetic pools (issue 2) ---
+from l2d_jax.data._synthetic import balanced_assignment
+from l2d_jax.data._synthetic import synthetic_pool
 # --- end synthetic pools ---
 # --- images and mixture of Gaussians (issue 3) ---
+from l2d_jax.data._cifar10_images import CIFAR10_CLASSES
+from l2d_jax.data._cifar10_images import CIFAR10_MEAN
+from l2d_jax.data._cifar10_images import CIFAR10_STD
+from l2d_jax.data._cifar10_images import augment_crop_flip
+from l2d_jax.data._cifar10_images import crop_and_flip
+from l2d_jax.data._cifar10_images import epoch_permutation
+from l2d_jax.data._cifar10_images import iterate_batches
+from l2d_jax.data._cifar10_images import load_cifar10_images
+from l2d_jax.data._cifar10_images import load_cifar10_tfds
+from l2d_jax.data._cifar10_images import normalize_images
+from l2d_jax.data._cifar10_images import steps_per_epoch
+from l2d_jax.data._mog import PAPER_MEANS as MOG_PAPER_MEANS
+from l2d_jax.data._mog import as_numpy_rng
+from l2d_jax.data._mog import mixture_of_gaussians
+from l2d_jax.data._mog import train_val_test_split
 # --- end images and mixture of Gaussians ---

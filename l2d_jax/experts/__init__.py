@@ -7,5 +7,15 @@ from l2d_jax.experts._annotations import expert_accuracy
 from l2d_jax.experts._annotations import keep_bottom_fraction
 from l2d_jax.experts._annotations import leave_one_out_confusions
 from l2d_jax.experts._annotations import subsample_n_shots
+from l2d_jax.experts._segregativity import segregativity
+from l2d_jax.experts._selection import TIE_BREAKS
+from l2d_jax.experts._selection import select_expert
 # --- simulators (issue 3) ---
+from l2d_jax.experts._simulators import noisy_expert
+from l2d_jax.experts._simulators import noisy_experts
+from l2d_jax.experts._simulators import oracle_expert
+from l2d_jax.experts._simulators import oracle_experts
+from l2d_jax.experts._simulators import random_expert
+from l2d_jax.experts._simulators import specialised_experts
+from l2d_jax.experts._simulators import specialised_oracle_groups
 # --- end simulators ---

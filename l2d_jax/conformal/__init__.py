@@ -1,0 +1,55 @@
+"""Conformal prediction sets and training-free deferral by segregativity."""
+
+from l2d_jax.conformal._deferral import MODEL
+from l2d_jax.conformal._deferral import Outcomes
+from l2d_jax.conformal._deferral import STRATEGIES
+from l2d_jax.conformal._deferral import SweepMetrics
+from l2d_jax.conformal._deferral import prefix_segregativity
+from l2d_jax.conformal._deferral import strategy_outcomes
+from l2d_jax.conformal._deferral import sweep_metrics
+from l2d_jax.conformal._deferral import workload
+from l2d_jax.conformal._quantile import conformal_quantile
+from l2d_jax.conformal._quantile import coverage
+from l2d_jax.conformal._quantile import mean_set_size
+from l2d_jax.conformal._quantile import paper_alpha_grid
+from l2d_jax.conformal._quantile import prediction_sets
+from l2d_jax.conformal._quantile import quantile_rank
+from l2d_jax.conformal._quantile import set_sizes_from_sorted
+from l2d_jax.conformal._raps_tuning import DEFAULT_LAM_GRID
+from l2d_jax.conformal._raps_tuning import tune_raps
+from l2d_jax.conformal._scores import aps_scores
+from l2d_jax.conformal._scores import lac_scores
+from l2d_jax.conformal._scores import raps_scores
+from l2d_jax.conformal._scores import sort_probs
+from l2d_jax.conformal._scores import sorted_aps_scores
+from l2d_jax.conformal._scores import sorted_lac_scores
+from l2d_jax.conformal._scores import sorted_raps_scores
+from l2d_jax.experts._segregativity import segregativity
+
+__all__ = (
+    "MODEL",
+    "Outcomes",
+    "STRATEGIES",
+    "SweepMetrics",
+    "DEFAULT_LAM_GRID",
+    "aps_scores",
+    "conformal_quantile",
+    "coverage",
+    "lac_scores",
+    "mean_set_size",
+    "paper_alpha_grid",
+    "prediction_sets",
+    "prefix_segregativity",
+    "quantile_rank",
+    "raps_scores",
+    "segregativity",
+    "set_sizes_from_sorted",
+    "sort_probs",
+    "sorted_aps_scores",
+    "sorted_lac_scores",
+    "sorted_raps_scores",
+    "strategy_outcomes",
+    "sweep_metrics",
+    "tune_raps",
+    "workload",
+)

@@ -1,0 +1,152 @@
+"""CIFAR-10H: human labels of the 10,000 CIFAR-10 test images (Peterson et al.).
+
+Two releases of github jcpeterson/cifar-10h:
+
+- ``cifar10h-counts.npy``: ``[10000, 10]`` int64 counts of the human answers
+  per image and class (47-63 answers per image, 511,000 in all), CIFAR-10 test
+  order. :func:`load_cifar10h_counts`.
+- ``cifar10h-raw.csv`` (inside ``data/cifar10h-raw.zip``): one row per trial
+  of 2,571 Mechanical Turk annotators, each shown 200 test images and 10
+  attention checks. :func:`load_cifar10h_raw` reads the columns
+  ``annotator_id`` (integer id, not the Turk worker id), ``is_attn_check``
+  (1 for an attention-check trial), ``cifar10_test_test_idx`` (CIFAR-10 test
+  index; ``-99999`` for attention checks), ``true_label`` and
+  ``chosen_label`` (0-9, CIFAR-10 class order); the other columns of the
+  release (``trial_index``, ``image_filename``, ``true_category``,
+  ``chosen_category``, ``correct_guess``, ``reaction_time``,
+  ``time_elapsed``, ``subcategory``, ...) are ignored.
+
+References:
+  Peterson, Battleday, Griffiths, Russakovsky. Human uncertainty makes
+  classification more robust. ICCV 2019.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+from l2d_jax.data import _common
+
+_NUM_IMAGES = 10_000
+_NUM_CLASSES = 10
+_RAW_COLUMNS = ("annotator_id", "is_attn_check", "cifar10_test_test_idx",
+                "true_label", "chosen_label")
+_TRUE = frozenset({"1", "1.0", "true", "yes"})
+_FALSE = frozenset({"0", "0.0", "false", "no", ""})
+_FLAGS = _TRUE | _FALSE
+
+
+def load_cifar10h_counts(data_dir: _common.PathLike) -> np.ndarray:
+  """Loads the aggregated CIFAR-10H counts.
+
+  Args:
+    data_dir: the data root holding ``cifar10h/cifar10h-counts.npy``.
+
+  Returns:
+    ``[10000, 10]`` int64 counts in CIFAR-10 test order.
+
+  Raises:
+    FileNotFoundError: the file is missing.
+    ValueError: wrong shape, or values that are not non-negative integers.
+  """
+  path = pathlib.Path(data_dir) / "cifar10h" / "cifar10h-counts.npy"
+  counts = _common.load_npy(path, "CIFAR-10H counts file")
+  if counts.shape != (_NUM_IMAGES, _NUM_CLASSES):
+    raise ValueError(f"{path}: expected shape ({_NUM_IMAGES}, {_NUM_CLASSES}),"
+                     f" got {counts.shape}.")
+  if np.issubdtype(counts.dtype, np.floating) and np.any(
+      counts != np.round(counts)):
+    raise ValueError(f"{path}: counts must be integers.")
+  if counts.min() < 0:
+    raise ValueError(f"{path}: counts must be non-negative.")
+  return counts.astype(np.int64)
+
+
+def load_cifar10h_raw(
+    path: _common.PathLike,
+    *,
+    num_images: int = _NUM_IMAGES,
+    labels: np.ndarray | None = None,
+    duplicates: str = "first",
+) -> _common.AnnotatedDataset:
+  """Reads the original per-annotator file ``cifar10h-raw.csv``.
+
+  Attention-check rows (``is_attn_check`` = 1) and rows without a CIFAR-10
+  test index (empty or negative, the release writes ``-99999``) are dropped.
+  Each remaining row is one answer: image = ``cifar10_test_test_idx``,
+  expert = ``annotator_id``, answer = ``chosen_label``; the image's truth is
+  ``true_label``. Annotators left without any answer are excluded with a
+  warning.
+
+  Args:
+    path: ``cifar10h-raw.csv``, or the release's ``cifar10h-raw.zip``.
+    num_images: size of the image pool (test indices must be below it).
+    labels: optional ``[num_images]`` true labels of the pool (e.g. from
+      ``load_model_probs``); required when some image has no answer, and
+      checked against ``true_label`` otherwise.
+    duplicates: what to do when one annotator answered one image twice:
+      ``"first"`` (default; keep the earliest row), ``"last"``, ``"all"`` or
+      ``"error"``.
+
+  Returns:
+    ``AnnotatedDataset`` named ``"cifar10h"`` with ``probs=None``; expert
+    names are the ``annotator_id`` values in numeric order.
+
+  Raises:
+    FileNotFoundError: the file is missing.
+    ValueError: missing columns, a malformed row (naming file and line),
+      labels outside 0-9, test indices outside the pool, or inconsistent true
+      labels.
+  """
+  columns, lines = _common.read_csv(path, required=_RAW_COLUMNS,
+                                    what="CIFAR-10H raw file")
+  who = columns["annotator_id"]
+  empty = [k for k, name in enumerate(who) if not name.strip()]
+  if empty:
+    raise _common.row_error(path, lines[empty[0]], "empty 'annotator_id'.")
+  flags = [f.strip().lower() for f in columns["is_attn_check"]]
+  attention = np.fromiter((f in _TRUE for f in flags), bool, len(flags))
+  unknown = [k for k, f in enumerate(flags) if f not in _FLAGS]
+  if unknown:
+    k = unknown[0]
+    raise _common.row_error(path, lines[k], "column 'is_attn_check' must be 0 "
+                            f"or 1, got {columns['is_attn_check'][k]!r}.")
+  raw_idx = [v if v.strip() else "-1" for v in columns["cifar10_test_test_idx"]]
+  idx = _common.int_column(raw_idx, lines, path=path,
+                           column="cifar10_test_test_idx", allow_float=True)
+  # Attention checks and rows without a test index are not answers.
+  rows = np.flatnonzero(~attention & (idx >= 0))
+  image = idx[rows]
+  if image.size and image.max() >= num_images:
+    k = rows[np.argmax(image >= num_images)]
+    raise _common.row_error(path, lines[k], f"test index {idx[k]} is not in "
+                            f"the pool of {num_images} images.")
+  parsed = {}
+  for key in ("true_label", "chosen_label"):
+    column = columns[key]
+    value = _common.int_column([column[k] for k in rows], lines[rows],
+                               path=path, column=key, allow_float=True)
+    bad = (value < 0) | (value >= _NUM_CLASSES)
+    if np.any(bad):
+      k = int(np.argmax(bad))
+      raise _common.row_error(path, lines[rows[k]], f"{key} {value[k]} is not "
+                              "a CIFAR-10 label in [0, 10).")
+    parsed[key] = value
+  truth, answer = parsed["true_label"], parsed["chosen_label"]
+  roster = {name.strip() for name in who}
+  annotator = [who[k].strip() for k in rows]
+  if labels is not None:
+    labels = _common.check_label_array(
+        labels, num_images=num_images, num_classes=_NUM_CLASSES,
+        source="`labels`")
+  pool_labels = _common.labels_from_answers(
+      image, truth, num_images=num_images, labels=labels, source=str(path))
+  annotations, names = _common.build_annotations(
+      image, annotator, answer, num_images=num_images,
+      num_classes=_NUM_CLASSES, roster=roster, duplicates=duplicates,
+      source=str(path))
+  return _common.AnnotatedDataset(
+      probs=None, labels=pool_labels, annotations=annotations,
+      class_names=_common.CIFAR10_CLASSES, expert_names=names, name="cifar10h")

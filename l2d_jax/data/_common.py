@@ -1,0 +1,686 @@
+"""Shared pieces of the real-data loaders: the data set container and CSV helpers.
+
+Every loader returns (or builds) an :class:`AnnotatedDataset`: model
+probabilities, true labels and per-image human annotations over one pool of
+images. The helpers below read CSV files with the standard library (no pandas)
+and report malformed input as ``ValueError`` naming the file, the line and the
+problem, and missing files as ``FileNotFoundError`` naming the path.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import itertools
+import operator
+import os
+import pathlib
+import warnings
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from l2d_jax import _validation
+from l2d_jax.experts._annotations import Annotations
+
+PathLike = str | os.PathLike
+
+CIFAR10_CLASSES: tuple[str, ...] = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+    "ship", "truck")
+
+DUPLICATE_POLICIES: tuple[str, ...] = ("first", "last", "all", "error")
+
+
+@dataclasses.dataclass(frozen=True)
+class AnnotatedDataset:
+  """A pool of N images with model probabilities, true labels and annotations.
+
+  Attributes:
+    probs: ``[N, K]`` float32 model probabilities (rows sum to 1), or None when
+      the data set ships no model (e.g. CIFAR-10S; pair it with
+      ``load_model_probs``).
+    labels: ``[N]`` int32 true labels in ``[0, K)``.
+    annotations: ``Annotations`` over the same N images; images may have no
+      annotation at all (their mask row is all False).
+    class_names: K class names; index = label.
+    expert_names: J expert (annotator) names as in the source file; index =
+      expert id used in ``annotations.annotator``.
+    name: short name of the data set.
+    extras: further per-image arrays of the source (e.g. CIFAR-10N's
+      ``aggre_label``), each ``[N]``.
+  """
+
+  probs: np.ndarray | None
+  labels: np.ndarray
+  annotations: Annotations
+  class_names: tuple[str, ...]
+  expert_names: tuple[str, ...]
+  name: str
+  extras: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    labels = self.labels
+    _validation.check_ndim(labels, 1, "labels", "[num_images]")
+    num_images = labels.shape[0]
+    num_classes = len(self.class_names)
+    _validation.check_labels(labels, num_classes, "labels")
+    if self.annotations.num_images != num_images:
+      raise ValueError(
+          f"`annotations` cover {self.annotations.num_images} images but "
+          f"`labels` has {num_images}.")
+    if self.annotations.num_classes != num_classes:
+      raise ValueError(
+          f"`annotations` have {self.annotations.num_classes} classes but "
+          f"`class_names` has {num_classes}.")
+    if self.annotations.num_experts != len(self.expert_names):
+      raise ValueError(
+          f"`annotations` have {self.annotations.num_experts} experts but "
+          f"`expert_names` has {len(self.expert_names)}.")
+    if self.probs is not None:
+      if tuple(self.probs.shape) != (num_images, num_classes):
+        raise ValueError(
+            f"`probs` must have shape [num_images, num_classes]=[{num_images}, "
+            f"{num_classes}], got {tuple(self.probs.shape)}.")
+      _validation.check_probabilities(self.probs, "probs")
+    for key, value in self.extras.items():
+      if np.shape(value)[:1] != (num_images,):
+        raise ValueError(f"extras[{key!r}] must have leading dimension "
+                         f"{num_images}, got shape {np.shape(value)}.")
+
+  @property
+  def num_images(self) -> int:
+    """Number of images N."""
+    return int(self.labels.shape[0])
+
+  @property
+  def num_classes(self) -> int:
+    """Number of classes K."""
+    return len(self.class_names)
+
+  @property
+  def num_experts(self) -> int:
+    """Number of experts J."""
+    return len(self.expert_names)
+
+
+# ---------------------------------------------------------------------------
+# Files and CSV parsing.
+
+
+def existing_file(path: PathLike, what: str = "file") -> pathlib.Path:
+  """Returns ``path`` as a ``Path``; raises ``FileNotFoundError`` if missing."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"{what} not found: {path}")
+  return path
+
+
+def open_text(path: pathlib.Path) -> io.TextIOBase:
+  """Opens a text file, or the only ``.csv`` member of a ``.zip`` archive."""
+  if path.suffix.lower() != ".zip":
+    return open(path, newline="", encoding="utf-8")
+  archive = zipfile.ZipFile(path)
+  members = [m for m in archive.namelist()
+             if m.lower().endswith(".csv") and not m.startswith("__MACOSX")]
+  if len(members) != 1:
+    archive.close()
+    raise ValueError(f"{path}: expected exactly one .csv file in the archive, "
+                     f"found {members}.")
+  return io.TextIOWrapper(archive.open(members[0]), encoding="utf-8",
+                          newline="")
+
+
+def row_error(path: PathLike, line: int, problem: str) -> ValueError:
+  """A ``ValueError`` that names the file, the line number and the problem."""
+  return ValueError(f"{path}, line {line}: {problem}")
+
+
+def read_csv(
+    path: PathLike,
+    *,
+    required: Sequence[str],
+    optional: Sequence[str] = (),
+    what: str = "CSV file",
+) -> tuple[dict[str, tuple[str, ...]], np.ndarray]:
+  """Reads the named columns of a CSV file with a header, column-wise.
+
+  Args:
+    path: the CSV file, or a ``.zip`` archive holding exactly one CSV file.
+    required: column names that the header must contain.
+    optional: further columns to return when present.
+    what: how the file is called in error messages.
+
+  Returns:
+    ``(columns, lines)``: ``columns`` maps each requested column present in
+    the header to a tuple of its raw string fields, one per non-empty data
+    row; ``lines`` is the ``[rows]`` int64 line number of each row in the file
+    (the header being line 1), for error messages.
+
+  Raises:
+    FileNotFoundError: the file does not exist.
+    ValueError: empty file, missing required columns, unreadable CSV, or a
+      row whose number of fields differs from the header's (naming the file
+      and the line).
+  """
+  path = existing_file(path, what)
+  with open_text(path) as handle:
+    reader = csv.reader(handle)
+    try:
+      header = next(reader)
+    except StopIteration:
+      raise ValueError(f"{path}: empty file, expected a header with columns "
+                       f"{list(required)}.") from None
+    except csv.Error as err:
+      raise row_error(path, 1, f"unreadable header ({err}).") from None
+    header = [h.strip().lstrip("\ufeff") for h in header]
+    position = {name: i for i, name in enumerate(header)}
+    missing = [c for c in required if c not in position]
+    if missing:
+      raise ValueError(f"{path}: missing required column(s) {missing}; header "
+                       f"is {header}.")
+    names = list(required) + [c for c in optional if c in position]
+    getter = operator.itemgetter(*[position[c] for c in names])
+    width = len(header)
+    fast = _read_simple_rows(reader, getter, width)
+  if fast is not None:
+    records, lines = fast
+  else:
+    with open_text(path) as handle:
+      reader = csv.reader(handle)
+      next(reader)
+      records, lines = _read_rows_checked(reader, getter, header, path)
+  if len(names) == 1:
+    records = [(r,) for r in records]
+  values = list(zip(*records)) if records else [()] * len(names)
+  return dict(zip(names, values)), lines
+
+
+def _read_simple_rows(
+    reader: Any, getter: Any, width: int, chunk: int = 1 << 16
+) -> tuple[list, np.ndarray] | None:
+  """Fast path: every record is one non-blank line of ``width`` fields.
+
+  Returns ``(records, lines)``, or None as soon as the file is not that simple
+  (a blank line, a bad row, a quoted line break or a CSV error), in which
+  case the caller re-reads it row by row to report exact line numbers.
+  """
+  records: list = []
+  lines = []
+  next_line = reader.line_num + 1
+  try:
+    while True:
+      rows = list(itertools.islice(reader, chunk))
+      if not rows:
+        break
+      end_line = reader.line_num
+      if end_line - next_line + 1 != len(rows) or any(
+          len(r) != width for r in rows):
+        return None
+      records.extend(map(getter, rows))
+      lines.append(np.arange(next_line, end_line + 1, dtype=np.int64))
+      next_line = end_line + 1
+  except csv.Error:
+    return None
+  lines = np.concatenate(lines) if lines else np.zeros(0, np.int64)
+  return records, lines
+
+
+def _read_rows_checked(
+    reader: Any, getter: Any, header: list[str], path: pathlib.Path
+) -> tuple[list, np.ndarray]:
+  """Row-by-row reading with exact line numbers and errors."""
+  width = len(header)
+  records, lines = [], []
+  try:
+    for fields in reader:
+      if len(fields) != width:
+        if not fields or (len(fields) == 1 and not fields[0].strip()):
+          continue
+        raise row_error(path, reader.line_num,
+                        f"expected {width} fields (header {header}), got "
+                        f"{len(fields)}.")
+      records.append(getter(fields))
+      lines.append(reader.line_num)
+  except csv.Error as err:
+    raise row_error(path, reader.line_num, f"malformed CSV ({err}).") from None
+  return records, np.asarray(lines, np.int64)
+
+
+def parse_int(
+    value: str,
+    *,
+    path: PathLike,
+    line: int,
+    column: str,
+    allow_float: bool = False,
+) -> int:
+  """Parses an integer field (``"12"``, or ``"12.0"`` when ``allow_float``).
+
+  Raises:
+    ValueError: naming the file, the line and the column.
+  """
+  text = value.strip()
+  try:
+    return int(text)
+  except ValueError:
+    pass
+  if allow_float:
+    try:
+      number = float(text)
+    except ValueError:
+      number = float("nan")
+    if np.isfinite(number) and number == int(number):
+      return int(number)
+  kind = "an integer" + (" (possibly written as a float)" if allow_float else "")
+  raise row_error(path, line, f"column {column!r} must be {kind}, got "
+                  f"{value!r}.")
+
+
+def int_column(
+    values: Sequence[str],
+    lines: np.ndarray,
+    *,
+    path: PathLike,
+    column: str,
+    allow_float: bool = False,
+) -> np.ndarray:
+  """Parses a column of integer fields at once (int64).
+
+  Args:
+    values: the raw fields.
+    lines: ``[len(values)]`` their line numbers.
+    path: file name for messages.
+    column: column name for messages.
+    allow_float: accept integral floats such as ``"1128.0"``.
+
+  Returns:
+    ``[len(values)]`` int64 array.
+
+  Raises:
+    ValueError: naming the file, the line and the column of the first field
+      that is not an integer.
+  """
+  try:
+    if allow_float:
+      number = np.asarray(values, dtype=np.float64)
+      if np.all(np.isfinite(number)) and np.all(number == np.round(number)):
+        return number.astype(np.int64)
+    else:
+      return np.asarray(values, dtype=np.int64)
+  except (ValueError, OverflowError):
+    pass
+  for value, line in zip(values, lines.tolist()):
+    parse_int(value, path=path, line=line, column=column,
+              allow_float=allow_float)
+  raise ValueError(f"{path}: column {column!r} must hold integers.")
+
+
+def read_numeric_csv(
+    path: PathLike,
+    *,
+    num_cols: int,
+    what: str = "CSV file",
+) -> np.ndarray:
+  """Reads a headerless all-numeric CSV file as a ``[rows, num_cols]`` array.
+
+  A fast ``np.loadtxt`` pass; on failure the file is scanned again with the
+  ``csv`` module to report the first bad line.
+
+  Raises:
+    FileNotFoundError: the file does not exist.
+    ValueError: a row with the wrong number of fields, a non-numeric or
+      non-finite value (naming the file and the line), or an empty file.
+  """
+  path = existing_file(path, what)
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")  # "empty input file" is raised below.
+      data = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+  except ValueError:
+    data = None
+  if data is not None and data.shape[1:] == (num_cols,) and np.all(
+      np.isfinite(data)):
+    if data.shape[0] == 0:
+      raise ValueError(f"{path}: empty file, expected rows of {num_cols} "
+                       "numbers.")
+    return data
+  if data is not None and data.size == 0:
+    raise ValueError(f"{path}: empty file, expected rows of {num_cols} "
+                     "numbers.")
+  with open(path, newline="", encoding="utf-8") as handle:
+    reader = csv.reader(handle)
+    for fields in reader:
+      line = reader.line_num
+      if not fields:
+        continue
+      if len(fields) != num_cols:
+        raise row_error(path, line, f"expected {num_cols} comma-separated "
+                        f"numbers, got {len(fields)} fields.")
+      for col, text in enumerate(fields):
+        try:
+          number = float(text)
+        except ValueError:
+          raise row_error(path, line, f"column {col} is not a number: "
+                          f"{text!r}.") from None
+        if not np.isfinite(number):
+          raise row_error(path, line, f"column {col} is not finite: "
+                          f"{text!r}.")
+  raise ValueError(f"{path}: could not be read as a numeric table with "
+                   f"{num_cols} columns.")
+
+
+def read_json(path: PathLike, what: str = "JSON file") -> Any:
+  """Reads a JSON file; ``ValueError`` naming the file on a syntax error."""
+  import json  # Local: only two loaders need it.
+  path = existing_file(path, what)
+  try:
+    with open(path, encoding="utf-8") as handle:
+      return json.load(handle)
+  except json.JSONDecodeError as err:
+    raise row_error(path, err.lineno, f"invalid JSON ({err.msg}).") from None
+
+
+def load_npy(path: PathLike, what: str = "array file") -> np.ndarray:
+  """``np.load`` of a ``.npy``/``.npz`` file without pickle."""
+  path = existing_file(path, what)
+  try:
+    return np.load(path, allow_pickle=False)
+  except ValueError as err:
+    raise ValueError(f"{path}: cannot be read without pickle ({err}).") from None
+
+
+# ---------------------------------------------------------------------------
+# Probabilities.
+
+
+def normalize_probs(
+    probs: np.ndarray,
+    *,
+    source: str,
+    atol: float = 1e-3,
+) -> np.ndarray:
+  """Checks rows of probabilities and renormalises them to sum exactly to 1.
+
+  Args:
+    probs: ``[N, K]`` probabilities.
+    source: file or array name for error messages.
+    atol: largest accepted deviation of a row sum from 1.
+
+  Returns:
+    ``[N, K]`` float32 rows that sum to 1.
+
+  Raises:
+    ValueError: NaN/inf, negative values, or a row sum off by more than
+      ``atol`` (naming the first bad row, 0-based).
+  """
+  p = np.asarray(probs, dtype=np.float64)
+  if p.ndim != 2:
+    raise ValueError(f"{source}: probabilities must be [N, K], got shape "
+                     f"{p.shape}.")
+  if not np.all(np.isfinite(p)):
+    bad = int(np.argwhere(~np.isfinite(p))[0, 0])
+    raise ValueError(f"{source}: probabilities contain NaN or inf (row {bad}).")
+  if p.size and p.min() < 0.0:
+    bad = int(np.argwhere(p < 0.0)[0, 0])
+    raise ValueError(f"{source}: negative probability in row {bad}.")
+  sums = p.sum(axis=1)
+  off = np.abs(sums - 1.0)
+  if off.size and off.max() > atol:
+    bad = int(np.argmax(off))
+    raise ValueError(
+        f"{source}: probability rows must sum to 1 (tolerance {atol}); row "
+        f"{bad} sums to {sums[bad]:.6g}.")
+  return (p / sums[:, None]).astype(np.float32)
+
+
+def normalize_scores(scores: np.ndarray, *, source: str) -> np.ndarray:
+  """Divides non-negative class scores by their row sums (float32).
+
+  Raises:
+    ValueError: NaN/inf, negative values or a row summing to 0.
+  """
+  s = np.asarray(scores, dtype=np.float64)
+  if not np.all(np.isfinite(s)):
+    raise ValueError(f"{source}: class scores contain NaN or inf.")
+  if s.size and s.min() < 0.0:
+    bad = int(np.argwhere(s < 0.0)[0, 0])
+    raise ValueError(f"{source}: negative class score in row {bad}.")
+  sums = s.sum(axis=1)
+  if sums.size and sums.min() <= 0.0:
+    raise ValueError(f"{source}: class scores of row {int(np.argmin(sums))} "
+                     "sum to 0; cannot normalise.")
+  return (s / sums[:, None]).astype(np.float32)
+
+
+def check_label_array(
+    labels: np.ndarray,
+    *,
+    num_images: int,
+    num_classes: int,
+    source: str,
+) -> np.ndarray:
+  """Returns ``labels`` as ``[num_images]`` int32 after range checks.
+
+  Float arrays are accepted when every value is integral (e.g. a label column
+  written as ``3.0``).
+
+  Raises:
+    ValueError: wrong shape, non-integral values or labels out of range.
+  """
+  y = np.asarray(labels)
+  if y.shape != (num_images,):
+    raise ValueError(f"{source}: labels must have shape [{num_images}], got "
+                     f"{y.shape}.")
+  if np.issubdtype(y.dtype, np.floating):
+    if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+      raise ValueError(f"{source}: labels must be integers.")
+  elif not np.issubdtype(y.dtype, np.integer):
+    raise ValueError(f"{source}: labels must be integers, got dtype {y.dtype}.")
+  if y.size and (y.min() < 0 or y.max() >= num_classes):
+    bad = int(np.argmax((y < 0) | (y >= num_classes)))
+    raise ValueError(
+        f"{source}: labels must lie in [0, {num_classes}); image {bad} has "
+        f"label {y[bad]}.")
+  return y.astype(np.int32)
+
+
+# ---------------------------------------------------------------------------
+# From one row per answer to padded annotations.
+
+
+def _id_sort_key(name: str) -> tuple[int, int, str]:
+  try:
+    return (0, int(name), "")
+  except ValueError:
+    return (1, 0, name)
+
+
+def sort_expert_names(names: Iterable[str]) -> tuple[str, ...]:
+  """Unique names, integers in numeric order first, then other strings."""
+  return tuple(sorted(set(names), key=_id_sort_key))
+
+
+def resolve_duplicates(
+    image: np.ndarray,
+    expert: np.ndarray,
+    *,
+    duplicates: str,
+    source: str,
+) -> np.ndarray:
+  """Indices of the answers to keep when an expert answered an image twice.
+
+  Args:
+    image: ``[n]`` image index of each answer, in source order.
+    expert: ``[n]`` expert id of each answer.
+    duplicates: ``"first"`` keeps the earliest answer of each (image,
+      expert) pair, ``"last"`` the latest, ``"all"`` keeps every answer and
+      ``"error"`` raises.
+    source: file name for messages.
+
+  Returns:
+    Sorted ``[n_kept]`` indices into the inputs.
+
+  Raises:
+    ValueError: unknown policy, or a duplicate under ``"error"``.
+  """
+  if duplicates not in DUPLICATE_POLICIES:
+    raise ValueError(f"`duplicates` must be one of {DUPLICATE_POLICIES}, got "
+                     f"{duplicates!r}.")
+  n = image.shape[0]
+  if duplicates == "all" or n == 0:
+    return np.arange(n)
+  key = image.astype(np.int64) * (int(expert.max()) + 1) + expert
+  if duplicates == "last":
+    _, rev_first = np.unique(key[::-1], return_index=True)
+    keep = n - 1 - rev_first
+  else:
+    _, keep = np.unique(key, return_index=True)
+  if duplicates == "error" and keep.size < n:
+    dup = np.setdiff1d(np.arange(n), keep)[0]
+    raise ValueError(
+        f"{source}: expert {int(expert[dup])} answered image "
+        f"{int(image[dup])} more than once (pass duplicates='first', 'last' "
+        "or 'all').")
+  return np.sort(keep)
+
+
+def build_annotations(
+    image: np.ndarray,
+    annotator: Sequence[str],
+    answer: np.ndarray,
+    *,
+    num_images: int,
+    num_classes: int,
+    roster: Sequence[str] | None = None,
+    expert_order: Sequence[str] | None = None,
+    duplicates: str = "first",
+    source: str,
+) -> tuple[Annotations, tuple[str, ...]]:
+  """Builds padded ``Annotations`` from one row per answer with named experts.
+
+  Expert ids are assigned in :func:`sort_expert_names` order (or in
+  ``expert_order``) over the experts that have at least one usable answer.
+  Experts of ``roster`` (everyone seen in the source, e.g. before attention
+  checks or a noise filter were applied) without any usable answer are
+  excluded with a warning, following ``l2d_jax.experts.drop_unusable_experts``.
+
+  Args:
+    image: ``[n]`` image index of each answer.
+    annotator: ``n`` annotator names.
+    answer: ``[n]`` answered labels.
+    num_images: size of the image pool N.
+    num_classes: number of classes K.
+    roster: all annotator names of the source; defaults to ``annotator``.
+    expert_order: optional ordered list of every allowed annotator name; it
+      fixes the expert ids and is also the roster.
+    duplicates: policy for several answers of one expert on one image (see
+      :func:`resolve_duplicates`).
+    source: file name for messages.
+
+  Returns:
+    ``(annotations, expert_names)``.
+
+  Raises:
+    ValueError: images or answers out of range, or duplicates under
+      ``"error"``.
+  """
+  image = np.asarray(image, dtype=np.int64).reshape(-1)
+  answer = np.asarray(answer, dtype=np.int64).reshape(-1)
+  annotator = list(annotator)
+  if not image.shape[0] == len(annotator) == answer.shape[0]:
+    raise ValueError(f"{source}: image, annotator and answer columns differ in "
+                     "length.")
+  if image.size and (image.min() < 0 or image.max() >= num_images):
+    bad = int(np.argmax((image < 0) | (image >= num_images)))
+    raise ValueError(f"{source}: annotation for image {image[bad]}, which is "
+                     f"not in the pool of {num_images} images.")
+  if answer.size and (answer.min() < 0 or answer.max() >= num_classes):
+    bad = int(np.argmax((answer < 0) | (answer >= num_classes)))
+    raise ValueError(f"{source}: answer {answer[bad]} is not a label in "
+                     f"[0, {num_classes}).")
+  names = sort_expert_names(annotator)
+  if expert_order is not None:
+    order = list(expert_order)
+    if len(set(order)) != len(order):
+      raise ValueError(f"{source}: expert names must be unique.")
+    unknown = set(names) - set(order)
+    if unknown:
+      raise ValueError(f"{source}: annotators {sorted(unknown)[:3]} are not in "
+                       "the list of experts.")
+    present = set(names)
+    names = tuple(name for name in order if name in present)
+    roster = order
+  if roster is not None:
+    unusable = set(roster) - set(names)
+    if unusable:
+      warnings.warn(
+          f"{source}: {len(unusable)} of {len(set(roster))} annotators have "
+          "no usable answers and are excluded (e.g. "
+          f"{sorted(unusable, key=_id_sort_key)[:3]}).", stacklevel=3)
+  index = {name: j for j, name in enumerate(names)}
+  expert = np.fromiter((index[a] for a in annotator), dtype=np.int64,
+                       count=len(annotator))
+  keep = resolve_duplicates(image, expert, duplicates=duplicates,
+                            source=source)
+  annotations = Annotations.from_long(
+      image[keep].astype(np.int32), expert[keep].astype(np.int32),
+      answer[keep].astype(np.int32), num_images=num_images,
+      num_experts=len(names), num_classes=num_classes)
+  return annotations, names
+
+
+def labels_from_answers(
+    image: np.ndarray,
+    truth: np.ndarray,
+    *,
+    num_images: int,
+    labels: np.ndarray | None,
+    source: str,
+) -> np.ndarray:
+  """Per-image true labels from a per-answer truth column.
+
+  Args:
+    image: ``[n]`` image index of each answer.
+    truth: ``[n]`` true label recorded with each answer.
+    num_images: N.
+    labels: optional ``[N]`` labels of the whole pool; when given, the truth
+      column must agree with it.
+    source: file name for messages.
+
+  Returns:
+    ``[N]`` int32 labels.
+
+  Raises:
+    ValueError: one image with two different true labels, a disagreement
+      with ``labels``, or (without ``labels``) images with no answer.
+  """
+  image = np.asarray(image, dtype=np.int64)
+  truth = np.asarray(truth, dtype=np.int64)
+  out = np.full(num_images, -1, np.int64)
+  out[image] = truth
+  clash = out[image] != truth
+  if np.any(clash):
+    bad = int(image[np.argmax(clash)])
+    raise ValueError(f"{source}: image {bad} is recorded with two different "
+                     "true labels.")
+  if labels is not None:
+    ref = np.asarray(labels)
+    wrong = ref[image] != truth
+    if np.any(wrong):
+      k = int(np.argmax(wrong))
+      raise ValueError(
+          f"{source}: true label {truth[k]} of image {image[k]} disagrees with "
+          f"the given labels ({ref[image[k]]}); {int(wrong.sum())} answers "
+          "disagree.")
+    return ref.astype(np.int32)
+  missing = np.flatnonzero(out < 0)
+  if missing.size:
+    raise ValueError(
+        f"{source}: {missing.size} of {num_images} images have no answer, so "
+        f"their true label is unknown (e.g. image {missing[0]}); pass "
+        "`labels` for the whole pool.")
+  return out.astype(np.int32)

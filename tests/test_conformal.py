@@ -1,0 +1,222 @@
+"""Conformal scores, quantiles, sets, RAPS tuning and coverage."""
+
+import fractions
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from benchmarks import conformal_reference as ref
+from l2d_jax import conformal
+
+
+def _probs(rng, n, k, ties=False):
+  p = rng.dirichlet(np.full(k, 0.5), n)
+  if ties:  # force exact ties between some labels
+    p = np.round(p, 1) + 1e-9
+    p /= p.sum(1, keepdims=True)
+    p = np.round(p, 6)
+    p[:, -1] = 1 - p[:, :-1].sum(1)
+    p = np.clip(p, 0, 1)
+  return p.astype(np.float32)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_scores_match_numpy_reference(ties):
+  rng = np.random.default_rng(0)
+  p = _probs(rng, 50, 7, ties)
+  y = rng.integers(0, 7, 50)
+  np.testing.assert_allclose(conformal.lac_scores(p), ref.lac(p), atol=1e-6)
+  np.testing.assert_allclose(conformal.aps_scores(p), ref.aps(p), atol=1e-5)
+  np.testing.assert_allclose(conformal.raps_scores(p, k_reg=2, lam=0.1),
+                             ref.raps(p, 2, 0.1), atol=1e-5)
+  np.testing.assert_allclose(conformal.aps_scores(p, y),
+                             ref.aps(p)[np.arange(50), y], atol=1e-5)
+  np.testing.assert_allclose(
+      jax.jit(conformal.lac_scores)(p, y), 1 - p[np.arange(50), y], atol=1e-6)
+
+
+def test_sorted_scores_are_nondecreasing_and_consistent():
+  rng = np.random.default_rng(1)
+  p = _probs(rng, 40, 10, ties=True)
+  order, sp = conformal.sort_probs(p)
+  for fn, full in ((conformal.sorted_lac_scores, conformal.lac_scores(p)),
+                   (conformal.sorted_aps_scores, conformal.aps_scores(p))):
+    rs = np.asarray(fn(sp))
+    assert np.all(np.diff(rs, axis=1) >= -1e-7)
+    np.testing.assert_allclose(
+        rs, np.take_along_axis(np.asarray(full), np.asarray(order), 1),
+        atol=1e-6)
+
+
+def test_randomized_aps_needs_key_and_lies_between_bounds(rng):
+  p = _probs(np.random.default_rng(2), 30, 5)
+  with pytest.raises(ValueError, match="key"):
+    conformal.aps_scores(p, randomized=True)
+  r = np.asarray(conformal.aps_scores(p, key=rng, randomized=True))
+  hi = np.asarray(conformal.aps_scores(p))
+  lo = hi - p
+  assert np.all(r <= hi + 1e-6) and np.all(r >= lo - 1e-6)
+  # One u per point: the sets stay prefixes.
+  _, sp = conformal.sort_probs(p)
+  rs = np.asarray(conformal.sorted_aps_scores(sp, key=rng, randomized=True))
+  assert np.all(np.diff(rs, axis=1) >= -1e-7)
+
+
+def _exact_quantile(scores, alpha):
+  s = np.sort(scores)
+  k = math.ceil((len(s) + 1) * (1 - fractions.Fraction(str(alpha))))
+  return np.inf if k > len(s) else s[k - 1]
+
+
+@pytest.mark.parametrize("n", [1, 9, 99, 100, 999, 1000, 1001])
+def test_conformal_quantile_is_exact_order_statistic(n):
+  rng = np.random.default_rng(n)
+  s = rng.random(n).astype(np.float32)
+  alphas = np.round(np.concatenate([np.arange(1, 100) / 1000,
+                                    np.arange(1, 100) / 100]), 3)
+  got = np.asarray(conformal.conformal_quantile(s, alphas))
+  want = np.array([_exact_quantile(s, a) for a in alphas])
+  np.testing.assert_array_equal(got, want.astype(np.float32))
+  # Scalar alpha gives a scalar; jit and presorted agree.
+  assert conformal.conformal_quantile(s, 0.1).shape == ()
+  np.testing.assert_array_equal(
+      jax.jit(conformal.conformal_quantile, static_argnames="presorted")(
+          np.sort(s), alphas, presorted=True), got)
+
+
+def test_conformal_quantile_differs_from_np_quantile_higher():
+  # The common np.quantile(..., ceil((n+1)(1-a))/n, 'higher') shortcut picks
+  # the next order statistic here; ours must not.
+  s = np.arange(1000, dtype=np.float32)
+  a = 0.1
+  exact = _exact_quantile(s, a)
+  shortcut = np.quantile(s, math.ceil(1001 * 0.9) / 1000, method="higher")
+  assert float(conformal.conformal_quantile(s, a)) == exact == 900.0
+  assert shortcut != exact
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 300), alpha=st.floats(0.001, 0.999))
+def test_quantile_rank_property(n, alpha):
+  alpha = round(alpha, 3)
+  if not 0 < alpha < 1:
+    return
+  want = math.ceil((n + 1) * (1 - fractions.Fraction(str(alpha))))
+  assert int(conformal.quantile_rank(n, alpha)) == want
+
+
+def test_prediction_sets_coverage_and_size():
+  rng = np.random.default_rng(3)
+  p = _probs(rng, 20, 4)
+  y = rng.integers(0, 4, 20)
+  s = conformal.lac_scores(p)
+  q = jnp.array([0.3, 0.6, 0.9])
+  sets = conformal.prediction_sets(s, q)
+  chex.assert_shape(sets, (3, 20, 4))
+  want = np.asarray(s)[None] <= np.asarray(q)[:, None, None]
+  np.testing.assert_array_equal(sets, want)
+  np.testing.assert_allclose(conformal.coverage(sets, y),
+                             want[:, np.arange(20), y].mean(1))
+  np.testing.assert_allclose(conformal.mean_set_size(sets),
+                             want.sum(-1).mean(-1))
+  # Prefix sizes agree with label-space sets.
+  _, sp = conformal.sort_probs(p)
+  sizes = conformal.set_sizes_from_sorted(conformal.sorted_lac_scores(sp), q)
+  np.testing.assert_array_equal(np.asarray(sizes).T, want.sum(-1))
+
+
+@pytest.mark.parametrize("score", ["lac", "aps", "raps"])
+def test_marginal_coverage_over_random_splits(score):
+  """Coverage >= 1 - alpha (and <= 1 - alpha + 1/(n+1)) over many splits."""
+  rng = np.random.default_rng(4)
+  n_cal, n_test, k, splits = 200, 200, 6, 300
+  logits = rng.normal(size=(splits, n_cal + n_test, k)) * 2
+  p = np.exp(logits)
+  p /= p.sum(-1, keepdims=True)
+  y = np.array([[rng.choice(k, p=row) for row in block] for block in p])
+  p = p.astype(np.float32)
+  alpha = 0.1
+  fn = {"lac": conformal.lac_scores, "aps": conformal.aps_scores,
+        "raps": lambda q, lab=None: conformal.raps_scores(
+            q, lab, k_reg=2, lam=0.05)}[score]
+
+  @jax.jit
+  def one(pp, yy):
+    cal = fn(pp[:n_cal], yy[:n_cal])
+    q = conformal.conformal_quantile(cal, alpha)
+    sets = conformal.prediction_sets(fn(pp[n_cal:]), q)
+    return conformal.coverage(sets, yy[n_cal:])
+
+  cov = np.asarray(jax.vmap(one)(p, y.astype(np.int32)))
+  mean = cov.mean()
+  # Each split's coverage has mean in [1-a, 1-a+1/(n+1)]; its variance is at
+  # most that of a Beta-binomial; 4 standard errors of the mean over splits.
+  se = cov.std(ddof=1) / np.sqrt(splits)
+  assert mean >= 1 - alpha - 4 * se
+  assert mean <= 1 - alpha + 1 / (n_cal + 1) + 4 * se
+
+
+def test_tune_raps_matches_reference_rules():
+  rng = np.random.default_rng(5)
+  p = _probs(rng, 300, 10)
+  y = rng.integers(0, 10, 300)
+  alphas = np.array([0.05, 0.1, 0.2])
+  k_reg, lam = conformal.tune_raps(p, y, alphas)
+  ranks = np.array([1 + (row > row[t]).sum() for row, t in zip(p, y)])
+  for i, a in enumerate(alphas):
+    assert int(k_reg[i]) == int(np.quantile(ranks, 1 - a, method="higher"))
+    sizes = []
+    for cand in conformal.DEFAULT_LAM_GRID:
+      sc = ref.raps(p, int(k_reg[i]), cand)
+      q = ref.quantile(sc[np.arange(300), y], a)
+      sizes.append((sc <= q).sum(1).mean())
+    np.testing.assert_allclose(float(lam[i]),
+                               conformal.DEFAULT_LAM_GRID[int(np.argmin(
+                                   np.round(sizes, 6)))], rtol=1e-6)
+
+
+def test_paper_alpha_grid():
+  g = conformal.paper_alpha_grid(0.9914)
+  assert g[0] == 0.001 and g[8] == 0.009 and g[9] == 0.019
+  assert 0.109 in g and 0.319 in g and g[-1] <= 0.99
+  assert np.all(np.diff(g) > 0)
+  with pytest.raises(ValueError, match="model_accuracy"):
+    conformal.paper_alpha_grid(1.0)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.array([[0.5, 0.6]], np.float32), "sum to 1"),
+    (np.array([[1.5, -0.5]], np.float32), r"\[0, 1\]"),
+    (np.array([[np.nan, 1.0]], np.float32), "NaN"),
+])
+def test_bad_probabilities_raise(bad, match):
+  with pytest.raises(ValueError, match=match):
+    conformal.lac_scores(bad, np.array([0]))
+
+
+def test_bad_inputs_raise():
+  p = np.full((3, 2), 0.5, np.float32)
+  with pytest.raises(ValueError, match="labels"):
+    conformal.aps_scores(p, np.array([0, 1, 2]))
+  with pytest.raises(ValueError, match="labels"):
+    conformal.aps_scores(p, np.array([0, 1]))
+  with pytest.raises(TypeError, match="labels"):
+    conformal.lac_scores(p, np.array([0.0, 1.0, 0.0]))
+  with pytest.raises(ValueError, match="alpha"):
+    conformal.conformal_quantile(np.ones(5), 0.0)
+  with pytest.raises(ValueError, match="alpha"):
+    conformal.conformal_quantile(np.ones(5), np.array([0.1, 1.0]))
+  with pytest.raises(ValueError, match="empty"):
+    conformal.conformal_quantile(np.ones(0), 0.1)
+  with pytest.raises(ValueError, match="NaN"):
+    conformal.conformal_quantile(np.array([0.1, np.nan]), 0.1)
+  with pytest.raises(ValueError, match="probs"):
+    conformal.lac_scores(np.ones(3, np.float32))
+  with pytest.raises(ValueError, match="lam"):
+    conformal.raps_scores(p, k_reg=1, lam=-1.0)
