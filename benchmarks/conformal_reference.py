@@ -60,11 +60,15 @@ def segregativity_loo(conf, label, answer, in_set, exclude):
 
 def deferral_loop(probs_cal, labels_cal, probs_test, labels_test, annotator,
                   answer, valid, confusion, alphas, *, score, costs,
-                  strategy="segregativity", exclude=None):
+                  strategy="segregativity", exclude=None,
+                  include_crossing=None):
   """Per-alpha accuracy / queries / max Q/E / avg Q/E, the slow way.
 
-  Ties between experts go to the cheapest, then to the first slot.
+  Ties between experts go to the cheapest, then to the first slot. APS sets
+  keep the threshold-crossing label unless ``include_crossing=False``.
   """
+  if include_crossing is None:
+    include_crossing = score == "aps"
   if exclude is None:
     exclude = valid
   fn = {"lac": lac, "aps": aps}[score]
@@ -81,6 +85,9 @@ def deferral_loop(probs_cal, labels_cal, probs_test, labels_test, annotator,
     for i in range(labels_test.size):
       y = labels_test[i]
       in_set = test_scores[i] <= q
+      if include_crossing and not in_set.all():
+        above = np.where(in_set, np.inf, test_scores[i])
+        in_set[int(np.argmin(above))] = True
       covered += in_set[y]
       if in_set.sum() == 1:
         right += int(np.argmax(in_set) == y)

@@ -159,10 +159,12 @@ def stratified_sample(rng: np.random.Generator, candidates: np.ndarray,
 # Jitted pieces (shapes are fixed across splits, so each compiles once).
 
 
-@jax.jit
-def _sizes_fixed(cal_scores, test_rank_scores, pos_test, alphas):
+@functools.partial(jax.jit, static_argnames=("include_crossing",))
+def _sizes_fixed(cal_scores, test_rank_scores, pos_test, alphas, *,
+                 include_crossing):
   q = conformal.conformal_quantile(cal_scores, alphas)
-  sizes = conformal.set_sizes_from_sorted(test_rank_scores, q)
+  sizes = conformal.set_sizes_from_sorted(test_rank_scores, q,
+                                          include_crossing=include_crossing)
   covered = pos_test[:, None] < sizes
   return sizes, covered.mean(axis=0), sizes.mean(axis=0)
 
@@ -174,8 +176,10 @@ def _sizes_raps(sp_cal, pos_cal, sp_test, pos_test, alphas, k_reg, lam):
         conformal.sorted_raps_scores(sp_cal, k_reg=k, lam=l),
         pos_cal[:, None], axis=-1)[:, 0]
     q = conformal.conformal_quantile(cal, a)
-    return (conformal.sorted_raps_scores(sp_test, k_reg=k, lam=l)
-            <= q).sum(axis=-1).astype(jnp.int32)
+    # Non-randomized RAPS keeps the threshold-crossing label (never empty).
+    count = (conformal.sorted_raps_scores(sp_test, k_reg=k, lam=l)
+             <= q).sum(axis=-1)
+    return jnp.minimum(count + 1, sp_test.shape[-1]).astype(jnp.int32)
   sizes = jax.vmap(one)(alphas, k_reg, lam).T  # [n_test, A]
   covered = pos_test[:, None] < sizes
   return sizes, covered.mean(axis=0), sizes.mean(axis=0)
@@ -315,8 +319,10 @@ def sweep(pool: Pool, *, scores: Sequence[str], alphas: np.ndarray,
                                       pos_label[test], alphas_j, k_reg, lam)
       else:
         cal_scores = rank_scores[s][cal, pos_label[cal]]
+        # The paper keeps the threshold-crossing label for APS (and RAPS).
         sizes, cov, msz = _sizes_fixed(cal_scores, rank_scores[s][test],
-                                       pos_label[test], alphas_j)
+                                       pos_label[test], alphas_j,
+                                       include_crossing=(s == "aps"))
       per["coverage"][s].append(np.asarray(cov))
       per["mean_set_size"][s].append(np.asarray(msz))
       sizes_by_score.append(sizes)

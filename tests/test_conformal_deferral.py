@@ -49,7 +49,8 @@ def test_sweep_matches_loop_reference(score, strategy):
   rs = np.asarray(fn(sp))
   pos = np.argsort(order, 1)[np.arange(labels.size), labels]
   q = conformal.conformal_quantile(rs[cal, pos[cal]], alphas)
-  sizes = conformal.set_sizes_from_sorted(rs[test], q)
+  sizes = conformal.set_sizes_from_sorted(rs[test], q,
+                                          include_crossing=(score == "aps"))
   got = conformal.sweep_metrics(sizes, out, num_experts=ann.num_experts)
   np.testing.assert_allclose(got.accuracy, want["accuracy"], atol=1e-6)
   np.testing.assert_array_equal(got.queries, want["queries"])
@@ -122,9 +123,10 @@ def test_sweep_compiles_once_across_splits():
   exp._sizes_fixed._clear_cache()  # pylint: disable=protected-access
   per = exp.sweep(pool, scores=["lac", "aps", "raps"], alphas=alphas,
                   n_splits=4, cal_size=100, seed=0, progress=False)
-  # One compilation per strategy (3) and one for both fixed scores.
+  # One compilation per strategy (3) and per fixed score (LAC, APS), however
+  # many splits.
   assert exp._strategy_sweep._cache_size() == 3  # pylint: disable=protected-access
-  assert exp._sizes_fixed._cache_size() == 1  # pylint: disable=protected-access
+  assert exp._sizes_fixed._cache_size() == 2  # pylint: disable=protected-access
   assert len(per["baselines"]["model"]) == 4
   res, det = exp.summarise(per, pool=pool, alphas=alphas,
                            scores=["lac", "aps", "raps"])

@@ -82,12 +82,19 @@ def conformal_quantile(
   return jnp.where(k > n, jnp.inf, q).astype(s.dtype)
 
 
-def prediction_sets(scores: ArrayLike, qhat: ArrayLike) -> jax.Array:
+def prediction_sets(
+    scores: ArrayLike, qhat: ArrayLike, *, include_crossing: bool = False
+) -> jax.Array:
   """Prediction sets ``{y : s(x, y) <= qhat}``.
 
   Args:
     scores: ``[n, K]`` scores of every label.
     qhat: scalar threshold, or ``[A]`` thresholds (one set per alpha).
+    include_crossing: also include the threshold-crossing label, the label
+      with the smallest score above ``qhat`` (first label on ties). With APS
+      or RAPS scores calibrated with ``u = 1`` this is the non-randomized
+      set of Romano et al. / Angelopoulos et al. (``allow_zero_sets=False``):
+      never empty, and a superset of the plain set, so still valid.
 
   Returns:
     ``[n, K]`` bool for a scalar ``qhat``; ``[A, n, K]`` for ``[A]``.
@@ -95,9 +102,19 @@ def prediction_sets(scores: ArrayLike, qhat: ArrayLike) -> jax.Array:
   _validation.check_ndim(scores, 2, "scores", "[n, num_classes]")
   s, q = jnp.asarray(scores), jnp.asarray(qhat)
   if q.ndim == 0:
-    return s <= q
-  _validation.check_ndim(q, 1, "qhat", "[] or [A]")
-  return s[None] <= q[:, None, None]
+    sets = s <= q
+  else:
+    _validation.check_ndim(q, 1, "qhat", "[] or [A]")
+    s = s[None]
+    q = q[:, None, None]
+    sets = s <= q
+  if include_crossing:
+    above = jnp.where(sets, jnp.inf, s)
+    crossing = jnp.argmin(above, axis=-1)
+    has = jnp.isfinite(jnp.min(above, axis=-1))
+    sets = sets | (jax.nn.one_hot(crossing, s.shape[-1], dtype=bool)
+                   & has[..., None])
+  return sets
 
 
 def coverage(sets: ArrayLike, labels: ArrayLike) -> jax.Array:
@@ -123,7 +140,7 @@ def mean_set_size(sets: ArrayLike) -> jax.Array:
 
 
 def set_sizes_from_sorted(
-    sorted_scores: ArrayLike, qhat: ArrayLike
+    sorted_scores: ArrayLike, qhat: ArrayLike, *, include_crossing: bool = False
 ) -> jax.Array:
   """Set sizes when scores are non-decreasing along the class axis.
 
@@ -133,6 +150,8 @@ def set_sizes_from_sorted(
   Args:
     sorted_scores: ``[n, K]`` non-decreasing rank scores.
     qhat: ``[A]`` thresholds (or scalar).
+    include_crossing: add the threshold-crossing rank (see
+      ``prediction_sets``): ``size = min(K, count + 1)``.
 
   Returns:
     ``[n, A]`` (or ``[n]``) int32 set sizes in ``[0, K]``.
@@ -140,7 +159,10 @@ def set_sizes_from_sorted(
   s = jnp.asarray(sorted_scores)
   q = jnp.asarray(qhat)
   side = jax.vmap(lambda row: jnp.searchsorted(row, q, side="right"))
-  return side(s).astype(jnp.int32)
+  sizes = side(s).astype(jnp.int32)
+  if include_crossing:
+    sizes = jnp.minimum(sizes + 1, s.shape[-1])
+  return sizes
 
 
 def paper_alpha_grid(model_accuracy: float) -> np.ndarray:

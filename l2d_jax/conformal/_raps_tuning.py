@@ -36,7 +36,8 @@ def tune_raps(
   (numpy's ``'higher'`` rule, as in the reference implementation) of the
   1-indexed ranks of the true labels; ``lam`` is the grid value whose
   conformalised sets on the tuning set have the smallest mean size (first
-  value on ties).
+  value on ties). Sets keep the threshold-crossing label, as the
+  non-randomized sets of the reference implementation do.
 
   Args:
     probs: ``[n, K]`` probabilities of the tuning points.
@@ -81,7 +82,8 @@ def tune_raps(
                                              randomized=randomized)
     cal = jnp.take_along_axis(rank_scores, pos[:, None], axis=-1)[:, 0]
     q = _quantile.conformal_quantile(cal, a)
-    return (rank_scores <= q).sum(axis=-1).mean()
+    count = (rank_scores <= q).sum(axis=-1)
+    return jnp.minimum(count + 1, rank_scores.shape[-1]).mean()
 
   sizes = jax.vmap(lambda a, k: jax.vmap(lambda lam: mean_size(a, k, lam))(
       lam_grid))(alpha, k_reg)

@@ -109,32 +109,33 @@ def load_byo(
 
   allowed = None if expert_order is None else frozenset(expert_order)
   ann_path = directory / "annotations.csv"
-  columns, rows = _common.iter_csv(ann_path, required=_COLUMNS,
-                                   what="annotations file")
-  c_img, c_who, c_ans = (columns[c] for c in _COLUMNS)
-  image, annotator, answer = [], [], []
-  for line, fields in rows:
-    img = _common.parse_int(fields[c_img], path=ann_path, line=line,
-                            column="image")
-    if not 0 <= img < num_images:
-      raise _common.row_error(ann_path, line, f"image {img} is not in the "
-                              f"pool of {num_images} images.")
-    ans = _common.parse_int(fields[c_ans], path=ann_path, line=line,
-                            column="answer")
-    if not 0 <= ans < num_classes:
-      raise _common.row_error(ann_path, line, f"answer {ans} is not a label in "
-                              f"[0, {num_classes}).")
-    who = fields[c_who].strip()
-    if not who:
-      raise _common.row_error(ann_path, line, "empty 'annotator'.")
-    if allowed is not None and who not in allowed:
-      raise _common.row_error(ann_path, line, f"annotator {who!r} is not in "
-                              f"'expert_names' of {meta_path}.")
-    image.append(img)
-    annotator.append(who)
-    answer.append(ans)
+  columns, lines = _common.read_csv(ann_path, required=_COLUMNS,
+                                    what="annotations file")
+  image = _common.int_column(columns["image"], lines, path=ann_path,
+                             column="image")
+  answer = _common.int_column(columns["answer"], lines, path=ann_path,
+                              column="answer")
+  bad = (image < 0) | (image >= num_images)
+  if np.any(bad):
+    k = int(np.argmax(bad))
+    raise _common.row_error(ann_path, lines[k], f"image {image[k]} is not in "
+                            f"the pool of {num_images} images.")
+  bad = (answer < 0) | (answer >= num_classes)
+  if np.any(bad):
+    k = int(np.argmax(bad))
+    raise _common.row_error(ann_path, lines[k], f"answer {answer[k]} is not a "
+                            f"label in [0, {num_classes}).")
+  annotator = _common.strip_all(columns["annotator"])
+  if "" in annotator:
+    raise _common.row_error(ann_path, lines[annotator.index("")],
+                            "empty 'annotator'.")
+  if allowed is not None:
+    for who, line in zip(annotator, lines.tolist()):
+      if who not in allowed:
+        raise _common.row_error(ann_path, line, f"annotator {who!r} is not in "
+                                f"'expert_names' of {meta_path}.")
   annotations, names = _common.build_annotations(
-      np.asarray(image, np.int64), annotator, np.asarray(answer, np.int64),
+      image, annotator, answer,
       num_images=num_images, num_classes=num_classes,
       expert_order=expert_order, duplicates=duplicates, source=str(ann_path))
 
@@ -165,6 +166,11 @@ def save_byo(
 
   Returns:
     The directory as a ``Path``.
+
+  Example:
+    >>> save_byo(load_cifar10s(data_dir), "/tmp/cifar10s_byo")  # doctest: +SKIP
+    >>> load_byo("/tmp/cifar10s_byo").num_experts  # doctest: +SKIP
+    248
   """
   directory = pathlib.Path(directory)
   directory.mkdir(parents=True, exist_ok=True)

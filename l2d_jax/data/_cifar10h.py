@@ -102,18 +102,24 @@ def load_cifar10h_raw(
   """
   columns, lines = _common.read_csv(path, required=_RAW_COLUMNS,
                                     what="CIFAR-10H raw file")
-  who = columns["annotator_id"]
-  empty = [k for k, name in enumerate(who) if not name.strip()]
-  if empty:
-    raise _common.row_error(path, lines[empty[0]], "empty 'annotator_id'.")
-  flags = [f.strip().lower() for f in columns["is_attn_check"]]
-  attention = np.fromiter((f in _TRUE for f in flags), bool, len(flags))
-  unknown = [k for k, f in enumerate(flags) if f not in _FLAGS]
-  if unknown:
-    k = unknown[0]
-    raise _common.row_error(path, lines[k], "column 'is_attn_check' must be 0 "
-                            f"or 1, got {columns['is_attn_check'][k]!r}.")
-  raw_idx = [v if v.strip() else "-1" for v in columns["cifar10_test_test_idx"]]
+  who = _common.strip_all(columns["annotator_id"])
+  roster = set(who)
+  if "" in roster:
+    k = who.index("")
+    raise _common.row_error(path, lines[k], "empty 'annotator_id'.")
+  flag_of = {}
+  for raw in set(columns["is_attn_check"]):
+    flag = raw.strip().lower()
+    if flag not in _FLAGS:
+      k = columns["is_attn_check"].index(raw)
+      raise _common.row_error(path, lines[k], "column 'is_attn_check' must be "
+                              f"0 or 1, got {raw!r}.")
+    flag_of[raw] = flag in _TRUE
+  attention = np.fromiter(map(flag_of.__getitem__, columns["is_attn_check"]),
+                          bool, len(lines))
+  raw_idx = columns["cifar10_test_test_idx"]
+  if any(not v.strip() for v in set(raw_idx)):
+    raw_idx = [v if v.strip() else "-1" for v in raw_idx]
   idx = _common.int_column(raw_idx, lines, path=path,
                            column="cifar10_test_test_idx", allow_float=True)
   # Attention checks and rows without a test index are not answers.
@@ -125,8 +131,7 @@ def load_cifar10h_raw(
                             f"the pool of {num_images} images.")
   parsed = {}
   for key in ("true_label", "chosen_label"):
-    column = columns[key]
-    value = _common.int_column([column[k] for k in rows], lines[rows],
+    value = _common.int_column(_common.take(columns[key], rows), lines[rows],
                                path=path, column=key, allow_float=True)
     bad = (value < 0) | (value >= _NUM_CLASSES)
     if np.any(bad):
@@ -135,8 +140,7 @@ def load_cifar10h_raw(
                               "a CIFAR-10 label in [0, 10).")
     parsed[key] = value
   truth, answer = parsed["true_label"], parsed["chosen_label"]
-  roster = {name.strip() for name in who}
-  annotator = [who[k].strip() for k in rows]
+  annotator = _common.take(who, rows)
   if labels is not None:
     labels = _common.check_label_array(
         labels, num_images=num_images, num_classes=_NUM_CLASSES,

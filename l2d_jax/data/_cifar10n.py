@@ -134,12 +134,12 @@ def load_cifar10n(
   arrays = load_cifar10n_labels(data_dir, which=which)
   path = pathlib.Path(data_dir) / "cifar10n" / side_name
   worker_cols = [w for w, _ in workers]
-  columns, rows = _common.iter_csv(path, required=["Image-batch"] + worker_cols,
-                                   what="CIFAR-N side-information file")
-  starts, names = [], [[] for _ in workers]
-  for line, fields in rows:
-    batch = fields[columns["Image-batch"]].strip()
-    parts = batch.split("--")
+  columns, lines = _common.read_csv(
+      path, required=["Image-batch", *worker_cols],
+      what="CIFAR-N side-information file")
+  starts = []
+  for batch, line in zip(columns["Image-batch"], lines.tolist()):
+    parts = batch.strip().split("--")
     if len(parts) != 2:
       raise _common.row_error(path, line, "column 'Image-batch' must look like "
                               f"'a--b', got {batch!r}.")
@@ -150,11 +150,12 @@ def load_cifar10n(
                               f"{batch_size} train indices in [0, "
                               f"{_NUM_IMAGES}).")
     starts.append(first)
-    for slot, col in enumerate(worker_cols):
-      worker = fields[columns[col]].strip()
-      if not worker:
-        raise _common.row_error(path, line, f"empty {col!r}.")
-      names[slot].append(worker)
+  names = []
+  for col in worker_cols:
+    ids = _common.strip_all(columns[col])
+    if "" in ids:
+      raise _common.row_error(path, lines[ids.index("")], f"empty {col!r}.")
+    names.append(ids)
   starts = np.asarray(starts, np.int64)
   covered = np.bincount(
       (starts[:, None] + np.arange(batch_size)).reshape(-1),

@@ -84,6 +84,11 @@ def load_cifar10s(
     ValueError: a malformed row or response JSON (naming file and line), an
       unknown class name, an image index outside 0-9999, or a ``label``
       disagreeing with the CIFAR-10 labels.
+
+  Example:
+    >>> ds = load_cifar10s(data_dir, model="densenet-bc-L190-k40")  # doctest: +SKIP
+    >>> ds.num_experts, int(ds.annotations.mask.any(1).sum())  # doctest: +SKIP
+    (248, 1000)
   """
   data_dir = pathlib.Path(data_dir)
   probs = None
@@ -97,37 +102,35 @@ def load_cifar10s(
       labels, num_images=_NUM_IMAGES, num_classes=10, source="CIFAR-10 labels")
 
   path = data_dir / "cifar10s" / "raw_human_data.csv"
-  columns, rows = _common.iter_csv(path, required=_COLUMNS,
-                                   what="CIFAR-10S raw file")
-  c_sub, c_task, c_resp, c_label, c_img = (columns[c] for c in _COLUMNS)
-  roster: set[str] = set()
+  columns, lines = _common.read_csv(path, required=_COLUMNS,
+                                    what="CIFAR-10S raw file")
+  subjects = _common.strip_all(columns["subject"])
+  roster = set(subjects) - {""}
+  rows = [k for k, task in enumerate(columns["task"]) if task.strip() in _TASKS]
   image, annotator, answer, truth = [], [], [], []
-  for line, fields in rows:
-    subject = fields[c_sub].strip()
-    if subject:
-      roster.add(subject)
-    if fields[c_task].strip() not in _TASKS:
-      continue
+  for k in rows:
+    line = int(lines[k])
+    subject = subjects[k]
     if not subject:
       raise _common.row_error(path, line, "empty 'subject'.")
-    idx = _common.parse_int(fields[c_img], path=path, line=line,
+    idx = _common.parse_int(columns["img_id"][k], path=path, line=line,
                             column="img_id", allow_float=True)
     if not 0 <= idx < _NUM_IMAGES:
       raise _common.row_error(path, line, f"img_id {idx} is not a CIFAR-10 "
                               f"test index in [0, {_NUM_IMAGES}).")
+    text = columns["response"][k]
     try:
-      response = json.loads(fields[c_resp])
-      choice = response["classSelect"]
+      choice = json.loads(text)["classSelect"]
     except (json.JSONDecodeError, KeyError, TypeError):
       raise _common.row_error(path, line, "column 'response' must be JSON with "
-                              "a 'classSelect' entry, got "
-                              f"{fields[c_resp][:60]!r}.") from None
+                              f"a 'classSelect' entry, got {text[:60]!r}."
+                              ) from None
     if not (isinstance(choice, str) and choice.lower().startswith(_PREFIX)):
       raise _common.row_error(path, line, "'classSelect' must look like "
                               f"'mostProb<Class>', got {choice!r}.")
     answer.append(_class_index(choice[len(_PREFIX):], path=path, line=line,
                                what="answered class"))
-    truth.append(_class_index(fields[c_label], path=path, line=line,
+    truth.append(_class_index(columns["label"][k], path=path, line=line,
                               what="label"))
     image.append(idx)
     annotator.append(subject)

@@ -102,45 +102,54 @@ def load_imagenet16h_model_preds(
     required.append("noise_level")
   if model_name is not None:
     required.append("model_name")
-  columns, rows = _common.iter_csv(path, required=required,
-                                   what="ImageNet-16H model predictions")
-  score_cols = [columns[name] for name in class_names]
-  names, labels, scores, lines = [], [], [], []
-  for line, fields in rows:
-    if noise_level is not None and _noise(
-        fields[columns["noise_level"]], path=path, line=line) != noise_level:
-      continue
-    if model_name is not None and fields[columns["model_name"]].strip(
-    ) != model_name:
-      continue
-    category = fields[columns["category"]].strip()
-    if category not in index:
+  columns, lines = _common.read_csv(path, required=required,
+                                    what="ImageNet-16H model predictions")
+  keep = np.ones(len(lines), bool)
+  if noise_level is not None:
+    levels = _common.int_column(columns["noise_level"], lines, path=path,
+                                column="noise_level", allow_float=True)
+    keep &= levels == noise_level
+  if model_name is not None:
+    keep &= np.asarray(_common.strip_all(columns["model_name"])) == model_name
+  rows = np.flatnonzero(keep)
+  lines = lines[rows]
+  names = _common.strip_all(_common.take(columns["image_name"], rows))
+  labels = []
+  for category, line in zip(_common.take(columns["category"], rows),
+                            lines.tolist()):
+    if category.strip() not in index:
       raise _common.row_error(path, line, f"category {category!r} is not one "
                               f"of the classes {class_names}.")
+    labels.append(index[category.strip()])
+  scores = np.zeros((len(rows), len(class_names)))
+  for k, name in enumerate(class_names):
     try:
-      row = [float(fields[c]) for c in score_cols]
+      scores[:, k] = np.asarray(_common.take(columns[name], rows), np.float64)
     except ValueError:
-      raise _common.row_error(path, line, "class scores must be numbers."
-                              ) from None
-    if not all(np.isfinite(row)) or min(row) < 0.0 or sum(row) <= 0.0:
-      raise _common.row_error(path, line, "class scores must be finite, "
-                              "non-negative and not all 0.")
-    names.append(fields[columns["image_name"]].strip())
-    labels.append(index[category])
-    scores.append(row)
-    lines.append(line)
+      for text, line in zip(_common.take(columns[name], rows), lines.tolist()):
+        try:
+          float(text)
+        except ValueError:
+          raise _common.row_error(path, line, f"class score {name!r} is not a "
+                                  f"number: {text!r}.") from None
+      raise
+  bad = ~np.all(np.isfinite(scores), 1) | (scores.min(1) < 0.0)
+  bad |= ~(scores.sum(1) > 0.0)
+  if np.any(bad):
+    raise _common.row_error(path, lines[np.argmax(bad)], "class scores must be "
+                            "finite, non-negative and not all 0.")
   if not names:
     raise ValueError(f"{path}: no rows (noise_level={noise_level}, "
                      f"model_name={model_name!r}).")
   seen: dict[str, int] = {}
-  for name, line in zip(names, lines):
+  for name, line in zip(names, lines.tolist()):
     if name in seen:
       raise _common.row_error(
           path, line, f"image {name!r} already appeared on line {seen[name]}; "
           "select one noise level and model with `noise_level=` and "
           "`model_name=`.")
     seen[name] = line
-  probs = _common.normalize_scores(np.asarray(scores), source=str(path))
+  probs = _common.normalize_scores(scores, source=str(path))
   return tuple(names), probs, np.asarray(labels, np.int32), class_names
 
 
@@ -189,35 +198,35 @@ def load_imagenet16h_human(
   pool = {name: i for i, name in enumerate(image_names)}
   if len(pool) != len(image_names):
     raise ValueError("`image_names` must be unique.")
-  columns, rows = _common.iter_csv(
+  columns, lines = _common.read_csv(
       path, required=(*_HUMAN_COLUMNS, annotator_column),
       what="ImageNet-16H human answers")
-  c_img, c_cat, c_noise, c_ans = (columns[c] for c in _HUMAN_COLUMNS)
-  c_who = columns[annotator_column]
-  roster: set[str] = set()
+  who = _common.strip_all(columns[annotator_column])
+  roster = set(who)
+  if "" in roster:
+    raise _common.row_error(path, lines[who.index("")],
+                            f"empty {annotator_column!r}.")
+  rows = np.arange(len(lines))
+  if noise_level is not None:
+    levels = _common.int_column(columns["noise_level"], lines, path=path,
+                                column="noise_level", allow_float=True)
+    rows = np.flatnonzero(levels == noise_level)
   image, annotator, answer, truth = [], [], [], []
-  for line, fields in rows:
-    who = fields[c_who].strip()
-    if not who:
-      raise _common.row_error(path, line, f"empty {annotator_column!r}.")
-    roster.add(who)
-    if noise_level is not None and _noise(fields[c_noise], path=path,
-                                          line=line) != noise_level:
-      continue
-    name = fields[c_img].strip()
+  for k in rows.tolist():
+    line = int(lines[k])
+    name = columns["image_name"][k].strip()
     if name not in pool:
       raise _common.row_error(path, line, f"image {name!r} is not in the pool "
                               f"of {len(pool)} images.")
     values = []
-    for col, what in ((c_cat, "image_category"),
-                      (c_ans, "participant_classification")):
-      key = fields[col].strip().lower()
+    for col in ("image_category", "participant_classification"):
+      key = columns[col][k].strip().lower()
       if key not in index:
-        raise _common.row_error(path, line, f"{what} {fields[col]!r} is not "
+        raise _common.row_error(path, line, f"{col} {columns[col][k]!r} is not "
                                 f"one of the classes {tuple(class_names)}.")
       values.append(index[key])
     image.append(pool[name])
-    annotator.append(who)
+    annotator.append(who[k])
     truth.append(values[0])
     answer.append(values[1])
   image = np.asarray(image, np.int64)
