@@ -115,10 +115,8 @@ def load_pool(dataset: str, *, data_dir: str | None, model: str,
           "cifar10h-raw.csv from github.com/jcpeterson/cifar-10h and pass "
           "--raw-csv.")
     probs, labels, _ = data.load_model_probs(data_dir, model)
-    ds = data.load_cifar10h_raw(path)
-    if not np.array_equal(np.asarray(ds.labels), labels):
-      raise ValueError("true labels of the raw CIFAR-10H file disagree with "
-                       "the model-probability file.")
+    # The loader checks that the raw file's true labels agree with these.
+    ds = data.load_cifar10h_raw(path, labels=labels)
     has = np.asarray(ds.annotations.mask).any(axis=1)
     return Pool(probs, labels, ds.annotations, np.flatnonzero(has), None,
                 dataset, model)
@@ -540,7 +538,12 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--ablation", choices=("f_kept", "n_shots"), default=None,
                  help="sweep the paper's ablation grid (one score: "
                  "--score, default aps when 'all').")
+  p.add_argument("--ablation-grid", default=None,
+                 help="comma-separated values for --ablation (default: the "
+                 "paper's f_kept 1.0..0.25 step 0.05 / n_shots 5,10,15,20).")
   p.add_argument("--tie-break", choices=experts.TIE_BREAKS, default="random")
+  p.add_argument("--costs", default=None,
+                 help="a .npy of J per-expert costs for --tie-break cost.")
   p.add_argument("--raw-csv", default=None, help="CIFAR-10H cifar10h-raw.csv.")
   p.add_argument("--human-csv", default=None,
                  help="ImageNet-16H human-annotation CSV (original schema).")
@@ -560,13 +563,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   model_acc = float((pool.probs.argmax(1) == pool.labels).mean())
   alphas = parse_alphas(args, model_acc)
   scores = list(SCORES) if args.score == "all" else [args.score]
+  costs = None
+  if args.costs:
+    costs = np.load(args.costs, allow_pickle=False).astype(np.float32)
+    if costs.shape != (pool.annotations.num_experts,):
+      raise ValueError(f"--costs must hold [J]=[{pool.annotations.num_experts}]"
+                       f" costs, got shape {costs.shape}.")
+  elif args.tie_break == "cost":
+    raise ValueError("--tie-break cost needs --costs (a .npy of J costs).")
   common = dict(alphas=alphas, n_splits=args.splits, cal_size=args.cal_size,
-                seed=args.seed, tie_break=args.tie_break,
+                seed=args.seed, tie_break=args.tie_break, costs=costs,
                 progress=not args.no_progress)
   t0 = time.perf_counter()
   if args.ablation:
     score = "aps" if args.score == "all" else args.score
     grid = F_KEPT_GRID if args.ablation == "f_kept" else N_SHOTS_GRID
+    if args.ablation_grid:
+      cast = float if args.ablation == "f_kept" else int
+      try:
+        grid = tuple(cast(v) for v in args.ablation_grid.split(",") if v)
+      except ValueError as e:
+        raise ValueError(f"--ablation-grid: {e}") from e
     rows = []
     for v in tqdm(grid, desc=args.ablation, disable=args.no_progress):
       kw = {args.ablation: v}

@@ -1,0 +1,548 @@
+"""One data-parallel, resumable optax trainer for every L2D method."""
+
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+from tqdm import tqdm
+
+from l2d_jax.training._checkpoint import CheckpointStore
+from l2d_jax.training._log import write_jsonl
+from l2d_jax.training._mesh import DATA_AXIS
+from l2d_jax.training._mesh import check_batch
+from l2d_jax.training._mesh import data_mesh
+from l2d_jax.training._mesh import num_data_shards
+
+Batch = Mapping[str, Any]
+LossFn = Callable[[nnx.Module, dict[str, jax.Array]],
+                  tuple[jax.Array, Mapping[str, jax.Array]]]
+OutputFn = Callable[[nnx.Module, dict[str, jax.Array]],
+                    Mapping[str, jax.Array]]
+
+
+class NonFiniteError(FloatingPointError):
+  """NaN/inf in an input batch, the training loss or a monitored metric."""
+
+
+def _copy(tree: Any) -> Any:
+  return jax.tree.map(lambda x: x.copy(), tree)
+
+
+def _nonfinite(batch: Batch) -> list[str]:
+  bad = []
+  for name, value in batch.items():
+    arr = np.asarray(value)
+    if np.issubdtype(arr.dtype, np.inexact) and not np.isfinite(arr).all():
+      bad.append(f"`{name}` ({arr.size - int(np.isfinite(arr).sum())} "
+                 "NaN/inf values)")
+  return bad
+
+
+def _pad(batch: Batch, size: int) -> dict[str, np.ndarray]:
+  """Pads every entry to ``size`` rows by repeating its last row."""
+  out = {}
+  for name, value in batch.items():
+    arr = np.asarray(value)
+    extra = size - arr.shape[0]
+    out[name] = (np.concatenate([arr, np.repeat(arr[-1:], extra, axis=0)])
+                 if extra else arr)
+  return out
+
+
+class Trainer:
+  """Trains an NNX model with optax, data-parallel over a device mesh.
+
+  The model and the ``nnx.Optimizer`` are split into one ``nnx.State``,
+  replicated on every device (``P()``); each batch is split along its
+  leading axis over the mesh's ``'data'`` axis (``P('data')``), and
+  ``jax.jit`` inserts the gradient all-reduce. The jitted step donates the
+  state, so the trainer owns its arrays: read results through
+  :attr:`model` (a copy) or the model passed in, which :meth:`fit` updates
+  in place when it returns.
+
+  Determinism and resumption: the state saved each epoch holds parameters,
+  BatchNorm statistics, optimiser state and the model's ``nnx.Rngs``
+  counters (dropout). If ``train_batches(epoch)`` is a pure function of the
+  epoch (and a seed), e.g. :class:`EpochBatches`, a run that is killed and
+  resumed replays the lost epochs with the same batches and random numbers
+  and ends with the same parameters as an uninterrupted run. Randomness used
+  by a loss must come from the model's ``nnx.Rngs`` or from the batches.
+
+  Args:
+    model: the NNX module to train. Its mode is set by the trainer:
+      ``model.train()`` in the train step, ``model.eval()`` in evaluation.
+    tx: an optax transformation (see :func:`sgd_cosine`,
+      :func:`adam_cosine`), applied to the ``nnx.Param`` variables.
+    loss_fn: ``loss_fn(model, batch) -> (loss, aux)``: a scalar loss and a
+      dict of scalar metrics, traced once under ``jax.jit``; ``batch`` is a
+      dict of ``jax.Array`` with the same keys as the host batches.
+    mesh: a mesh with a ``'data'`` axis (default: :func:`data_mesh` over all
+      local devices). Batch sizes must be multiples of its size.
+    checkpoint_dir: directory for orbax checkpoints and ``metrics.jsonl``
+      (``None``: no checkpoints, no resumption).
+    save_every: save a training checkpoint every this many epochs (the last
+      epoch and an early stop are always saved).
+    max_to_keep: training checkpoints kept (the best model is kept apart).
+    log_path: JSON-lines metrics log (default
+      ``checkpoint_dir/metrics.jsonl``; ``None`` without a checkpoint dir).
+    check_inputs: check every host batch for NaN/inf with numpy before the
+      step (cheap next to a forward pass; disable for maximum throughput).
+    progress: show ``tqdm`` progress bars.
+
+  Raises:
+    ValueError: a mesh without a ``'data'`` axis or bad options.
+
+  Example:
+    >>> import numpy as np, optax
+    >>> from flax import nnx
+    >>> from l2d_jax.models import MLP
+    >>> from l2d_jax.training import EpochBatches, Trainer, data_mesh
+    >>> def loss_fn(model, batch):
+    ...   logits = model(batch["x"])
+    ...   loss = optax.softmax_cross_entropy_with_integer_labels(
+    ...       logits, batch["y"]).mean()
+    ...   return loss, {}
+    >>> data = {"x": np.random.rand(64, 2).astype(np.float32),
+    ...         "y": np.random.randint(0, 2, 64)}
+    >>> trainer = Trainer(MLP(2, (8,), 2, rngs=nnx.Rngs(0)),
+    ...                   optax.sgd(0.1), loss_fn, mesh=data_mesh(1),
+    ...                   progress=False)
+    >>> history = trainer.fit(
+    ...     lambda e: EpochBatches(data, 16, seed=0, epoch=e), 2)
+    >>> [r["epoch"] for r in history]
+    [1, 2]
+  """
+
+  def __init__(
+      self,
+      model: nnx.Module,
+      tx: optax.GradientTransformation,
+      loss_fn: LossFn,
+      *,
+      mesh: Mesh | None = None,
+      checkpoint_dir: str | os.PathLike[str] | None = None,
+      save_every: int = 1,
+      max_to_keep: int = 2,
+      log_path: str | os.PathLike[str] | None = None,
+      check_inputs: bool = True,
+      progress: bool = True,
+  ):
+    if save_every < 1:
+      raise ValueError(f"`save_every` must be >= 1, got {save_every}.")
+    self.mesh = data_mesh() if mesh is None else mesh
+    self.num_shards = num_data_shards(self.mesh)
+    self._replicated = NamedSharding(self.mesh, P())
+    self._sharded = NamedSharding(self.mesh, P(DATA_AXIS))
+    self._user_model = model
+    self._loss_fn = loss_fn
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    self._graphdef, state = nnx.split((model, optimizer))
+    # A copy: the step donates its input, the caller's arrays must survive.
+    self._state = jax.device_put(state, self._replicated, may_alias=False)
+    self._store = (None if checkpoint_dir is None else
+                   CheckpointStore(checkpoint_dir, max_to_keep=max_to_keep))
+    if log_path is None and checkpoint_dir is not None:
+      log_path = pathlib.Path(checkpoint_dir) / "metrics.jsonl"
+    self.log_path = None if log_path is None else pathlib.Path(log_path)
+    self._save_every = save_every
+    self._check_inputs = check_inputs
+    self._progress = progress
+    self._started = False
+    self.trace_count = 0
+    self.epoch = 0
+    self.step = 0
+    self.history: list[dict[str, Any]] = []
+    self._es = dict(best_value=None, best_epoch=None, bad_epochs=0,
+                    stopped=False, monitor=None, mode=None)
+    self._best_state = None
+    self._train_step = jax.jit(
+        self._train_step_impl,
+        in_shardings=(self._replicated, self._sharded),
+        out_shardings=(self._replicated, self._replicated, self._replicated),
+        donate_argnums=0)
+    self._output_fns: dict[Any, Callable[..., Any]] = {}
+
+  # ---------------------------------------------------------------- steps --
+
+  def _train_step_impl(self, state, batch):
+    self.trace_count += 1  # Python side effect: runs once per trace.
+    model, optimizer = nnx.merge(self._graphdef, state)
+    model.train()
+
+    def objective(m):
+      loss, aux = self._loss_fn(m, batch)
+      if jax.numpy.shape(loss) != ():
+        raise ValueError("loss_fn must return a scalar loss, got shape "
+                         f"{jax.numpy.shape(loss)}.")
+      if not isinstance(aux, Mapping):
+        raise TypeError("loss_fn must return (loss, dict_of_scalars), got aux "
+                        f"of type {type(aux).__name__}.")
+      for k, v in aux.items():
+        if jax.numpy.shape(v) != ():
+          raise ValueError(f"aux metric `{k}` must be a scalar, got shape "
+                           f"{jax.numpy.shape(v)}.")
+      return loss, dict(aux)
+
+    (loss, aux), grads = nnx.value_and_grad(objective, has_aux=True)(model)
+    optimizer.update(model, grads)
+    return nnx.state((model, optimizer)), loss, aux
+
+  def _output_fn(self, fn: OutputFn) -> Callable[..., Any]:
+    if fn not in self._output_fns:
+      graphdef = self._graphdef
+
+      def run(state, batch):
+        model, _ = nnx.merge(graphdef, state)
+        model.eval()
+        out = fn(model, batch)
+        if not isinstance(out, Mapping):
+          raise TypeError("the evaluation function must return a dict of "
+                          f"per-example arrays, got {type(out).__name__}.")
+        size = next(iter(batch.values())).shape[0]
+        for k, v in out.items():
+          if jax.numpy.ndim(v) < 1 or jax.numpy.shape(v)[0] != size:
+            raise ValueError(
+                f"output `{k}` must be per-example with leading axis {size}, "
+                f"got shape {jax.numpy.shape(v)}; return values before "
+                "averaging over the batch.")
+        return dict(out)
+
+      self._output_fns[fn] = jax.jit(
+          run, in_shardings=(self._replicated, self._sharded),
+          out_shardings=self._sharded)
+    return self._output_fns[fn]
+
+  def _outputs(self, batches: Iterable[Batch], fn: OutputFn
+               ) -> Iterator[dict[str, np.ndarray]]:
+    run = self._output_fn(fn)
+    padded_size = 0
+    for i, batch in enumerate(batches):
+      size = check_batch(batch, 1, where=f"evaluation batch {i}")
+      if self._check_inputs and (bad := _nonfinite(batch)):
+        raise NonFiniteError(
+            f"evaluation batch {i} contains NaN/inf in {', '.join(bad)}.")
+      # One padded size for all batches, so a short last batch does not
+      # trigger a second compilation.
+      padded_size = max(padded_size,
+                        -(-size // self.num_shards) * self.num_shards)
+      out = run(self._state, jax.device_put(_pad(batch, padded_size),
+                                            self._sharded))
+      yield {k: np.asarray(v)[:size] for k, v in jax.device_get(out).items()}
+
+  def evaluate(self, batches: Iterable[Batch], metrics_fn: OutputFn
+               ) -> dict[str, float]:
+    """Averages per-example metrics over batches, in eval mode.
+
+    Batches of any size are padded to a multiple of the device count and
+    the padding is dropped before averaging. ``metrics_fn`` is compiled once
+    per function object: pass the same (module-level) function every time.
+
+    Args:
+      batches: iterable of host batches (dicts of arrays).
+      metrics_fn: ``metrics_fn(model, batch) -> {name: [batch] array}``
+        (e.g. per-example correctness or loss), traced under ``jax.jit``.
+
+    Returns:
+      ``{name: mean over all examples}`` as Python floats.
+
+    Raises:
+      ValueError: no batches, or outputs that are not per-example.
+      NonFiniteError: NaN/inf in a batch (when ``check_inputs``).
+    """
+    sums: dict[str, float] = {}
+    count = 0
+    for out in self._outputs(batches, metrics_fn):
+      for k, v in out.items():
+        if v.ndim != 1:
+          raise ValueError(f"metric `{k}` must have shape [batch], got "
+                           f"[batch, ...] with shape {v.shape}.")
+        sums[k] = sums.get(k, 0.0) + float(np.sum(v, dtype=np.float64))
+      count += len(next(iter(out.values()))) if out else 0
+    if count == 0:
+      raise ValueError("evaluate() got no batches (or no outputs).")
+    return {k: s / count for k, s in sums.items()}
+
+  def predict(self, batches: Iterable[Batch], output_fn: OutputFn
+              ) -> dict[str, np.ndarray]:
+    """Collects per-example outputs (e.g. logits) over batches, in eval mode.
+
+    Args:
+      batches: iterable of host batches (dicts of arrays).
+      output_fn: ``output_fn(model, batch) -> {name: [batch, ...] array}``.
+
+    Returns:
+      ``{name: [num_examples, ...] numpy array}``, in batch order.
+
+    Raises:
+      ValueError: no batches.
+    """
+    parts: dict[str, list[np.ndarray]] = {}
+    for out in self._outputs(batches, output_fn):
+      for k, v in out.items():
+        parts.setdefault(k, []).append(v)
+    if not parts:
+      raise ValueError("predict() got no batches (or no outputs).")
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+  # ---------------------------------------------------------------- state --
+
+  @property
+  def model(self) -> nnx.Module:
+    """A copy of the current model (safe to keep: never donated)."""
+    model, _ = nnx.merge(self._graphdef, self._state)
+    nnx.update(model, _copy(nnx.state(model)))
+    return model
+
+  def _model_state(self) -> nnx.State:
+    return self._state[0]
+
+  def _set_model_state(self, model_state: nnx.State) -> None:
+    model, optimizer = nnx.merge(self._graphdef, self._state)
+    nnx.update(model, _copy(model_state))
+    self._state = nnx.state((model, optimizer))
+
+  def _meta(self) -> dict[str, Any]:
+    return dict(epoch=self.epoch, step=self.step, history=self.history,
+                has_best=self._best_state is not None, **self._es)
+
+  def _save(self) -> None:
+    self._store.save(self.epoch, self._state, self._best_state, self._meta())
+
+  def _restore(self, resume: bool | str, monitor: str | None,
+               mode: str) -> None:
+    step = self._store.resume_step(resume)
+    if step is None:
+      return
+    meta = self._store.restore_meta(step)
+    if meta.get("monitor") != monitor or (
+        monitor is not None and meta.get("mode") != mode):
+      raise ValueError(
+          f"the checkpoint in {self._store.root} monitored "
+          f"{meta.get('monitor')!r} ({meta.get('mode')}), this run "
+          f"{monitor!r} ({mode}); resume with the same early-stopping "
+          "settings.")
+    state, best = self._store.restore(
+        step, self._state,
+        self._model_state() if meta.get("has_best") else None)
+    self._state = jax.device_put(state, self._replicated)
+    self._best_state = best
+    self.epoch, self.step = int(meta["epoch"]), int(meta["step"])
+    self.history = list(meta["history"])
+    self._es.update({k: meta[k] for k in self._es})
+    # Exported best models newer than this checkpoint are replayed.
+    self._store.drop_best_after(step)
+    if best is not None and self._es["best_epoch"] is not None:
+      self._store.save_best(int(self._es["best_epoch"]), best)
+
+  # ------------------------------------------------------------------ fit --
+
+  def fit(
+      self,
+      train_batches: Callable[[int], Iterable[Batch]],
+      num_epochs: int,
+      *,
+      eval_fn: Callable[[], Mapping[str, float]] | None = None,
+      monitor: str | None = None,
+      mode: str = "max",
+      patience: int | None = None,
+      restore_best: bool = True,
+      resume: bool | str = False,
+      on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+  ) -> list[dict[str, Any]]:
+    """Trains until ``num_epochs`` epochs are done or early stopping.
+
+    Each epoch runs the jitted step on every batch of
+    ``train_batches(epoch)``, then ``eval_fn()``, updates early stopping,
+    appends a record to ``history`` and the JSON-lines log, saves a
+    checkpoint (every ``save_every`` epochs) and calls ``on_epoch_end``.
+
+    Args:
+      train_batches: ``epoch -> iterable of host batches`` (dicts of numpy
+        arrays with a common leading axis, a multiple of the device count).
+        Must be a pure function of the epoch for exact resumption, and
+        should give equal-sized batches so the step compiles once.
+      num_epochs: total epochs of the run (counting epochs already done
+        when resuming).
+      eval_fn: called after each epoch, returns ``{name: float}`` (usually
+        ``lambda: trainer.evaluate(val_batches, metrics_fn)``).
+      monitor: key of ``eval_fn``'s dict for early stopping / best model.
+      mode: ``'max'`` or ``'min'``: whether larger ``monitor`` is better.
+      patience: stop after this many epochs without strict improvement
+        ("look-ahead"); ``None`` never stops early.
+      restore_best: load the best model state (by ``monitor``) into the
+        trainer and ``model`` at the end. The optimiser state is the last.
+      resume: ``False``: start fresh; the checkpoint directory must be
+        missing or empty (a previous run is never overwritten). ``True``:
+        continue from the latest checkpoint; raises if there is none.
+        ``'auto'``: continue if ``checkpoint_dir/ckpt`` has anything in it,
+        else start fresh.
+      on_epoch_end: ``callback(record)`` after the epoch's checkpoint.
+
+    Returns:
+      The history: one record per completed epoch with ``epoch``, ``step``,
+      ``seconds``, ``train/loss``, ``train/<aux>`` (epoch means) and
+      ``eval/<name>``.
+
+    Raises:
+      NonFiniteError: NaN/inf in a batch (``check_inputs``), a non-finite
+        loss or monitored value; the message names the step. No checkpoint
+        is written after the last good one, and this trainer's state is then
+        unusable: resume from the checkpoint.
+      FileExistsError, FileNotFoundError, CheckpointError: see ``resume``.
+      ValueError: bad arguments, empty epochs, or batches whose size is not
+        a multiple of the device count.
+    """
+    if mode not in ("max", "min"):
+      raise ValueError(f"`mode` must be 'max' or 'min', got {mode!r}.")
+    if monitor is not None and eval_fn is None:
+      raise ValueError("`monitor` needs an `eval_fn`.")
+    if patience is not None and (monitor is None or patience < 1):
+      raise ValueError("`patience` needs a `monitor` and must be >= 1.")
+    if resume is not False and self._store is None:
+      raise ValueError("`resume` needs a `checkpoint_dir`.")
+    if not self._started:
+      if self._store is not None:
+        self._restore(resume, monitor, mode)
+      self._es.update(monitor=monitor, mode=mode)
+      self._started = True
+    if self.log_path is not None:
+      write_jsonl(self.log_path, self.history)
+
+    epochs = tqdm(total=num_epochs, initial=self.epoch, desc="epochs",
+                  disable=not self._progress)
+    try:
+      while self.epoch < num_epochs and not self._es["stopped"]:
+        record = self._run_epoch(train_batches, eval_fn, monitor, mode,
+                                 patience)
+        epochs.update(1)
+        epochs.set_postfix({k: f"{v:.4g}" for k, v in record.items()
+                            if k.startswith(("train/loss", "eval/"))})
+        last = self.epoch >= num_epochs or self._es["stopped"]
+        if self._store is not None and (
+            last or self.epoch % self._save_every == 0):
+          self._save()
+        if on_epoch_end is not None:
+          on_epoch_end(record)
+    finally:
+      epochs.close()
+    if restore_best and self._best_state is not None:
+      self._set_model_state(self._best_state)
+    nnx.update(self._user_model, _copy(self._model_state()))
+    return list(self.history)
+
+  def _run_epoch(self, train_batches, eval_fn, monitor, mode, patience):
+    epoch = self.epoch
+    start = time.perf_counter()
+    batches = train_batches(epoch)
+    total = len(batches) if hasattr(batches, "__len__") else None
+    bar = tqdm(batches, total=total, desc=f"epoch {epoch + 1}", leave=False,
+               disable=not self._progress)
+    losses: list[float] = []
+    aux_sums: dict[str, float] = {}
+    pending = None  # (step, batch index, loss, aux) awaiting a host check.
+
+    def check(item):
+      step, index, loss, aux = item
+      loss, aux = jax.device_get((loss, aux))
+      if not math.isfinite(float(loss)):
+        raise NonFiniteError(
+            f"non-finite loss ({float(loss)}) at step {step} (epoch index "
+            f"{epoch}, batch {index}). Training stopped; "
+            + self._last_good())
+      losses.append(float(loss))
+      for k, v in aux.items():
+        aux_sums[k] = aux_sums.get(k, 0.0) + float(v)
+
+    try:
+      for index, batch in enumerate(bar):
+        step = self.step + 1
+        where = f"step {step} (epoch index {epoch}, batch {index})"
+        check_batch(batch, self.num_shards, where=where)
+        if self._check_inputs and (bad := _nonfinite(batch)):
+          if pending is not None:
+            check(pending)  # report an earlier bad loss first
+          raise NonFiniteError(
+              f"{where}: the input batch contains NaN/inf in "
+              f"{', '.join(bad)}. Training stopped; " + self._last_good())
+        self._state, loss, aux = self._train_step(
+            self._state, jax.device_put(dict(batch), self._sharded))
+        self.step = step
+        # Check the previous step while this one runs: one step of latency
+        # keeps the device queue full; a bad state is never saved anyway.
+        if pending is not None:
+          check(pending)
+          if self._progress and index % 10 == 0:
+            bar.set_postfix(loss=f"{losses[-1]:.4g}")
+        pending = (step, index, loss, aux)
+      if pending is None:
+        raise ValueError(f"train_batches({epoch}) yielded no batches.")
+      check(pending)
+    finally:
+      bar.close()
+
+    record: dict[str, Any] = {"epoch": epoch + 1, "step": self.step,
+                              "train/loss": float(np.mean(losses))}
+    record.update({f"train/{k}": v / len(losses) for k, v in aux_sums.items()})
+    if eval_fn is not None:
+      metrics = {k: float(v) for k, v in eval_fn().items()}
+      record.update({f"eval/{k}": v for k, v in metrics.items()})
+      if monitor is not None:
+        self._update_early_stopping(metrics, monitor, mode, patience,
+                                    epoch + 1)
+    record["seconds"] = time.perf_counter() - start
+    self.epoch = epoch + 1
+    self.history.append(record)
+    if self.log_path is not None:
+      write_jsonl(self.log_path, self.history)
+    return record
+
+  def _update_early_stopping(self, metrics, monitor, mode, patience, epoch):
+    if monitor not in metrics:
+      raise KeyError(f"monitor {monitor!r} is not among the eval metrics "
+                     f"{sorted(metrics)}.")
+    value = metrics[monitor]
+    if not math.isfinite(value):
+      raise NonFiniteError(f"monitored metric {monitor!r} is {value} after "
+                           f"epoch {epoch}. " + self._last_good())
+    best = self._es["best_value"]
+    if best is None or (value > best if mode == "max" else value < best):
+      self._es.update(best_value=value, best_epoch=epoch, bad_epochs=0)
+      self._best_state = _copy(self._model_state())
+      if self._store is not None:
+        self._store.save_best(epoch, self._best_state)
+    else:
+      self._es["bad_epochs"] += 1
+      if patience is not None and self._es["bad_epochs"] >= patience:
+        self._es["stopped"] = True
+
+  def _last_good(self) -> str:
+    if self._store is None:
+      return "no checkpoint directory was given."
+    step = self._store.latest_step()
+    if step is None:
+      return f"no checkpoint was saved yet in {self._store.root}."
+    return (f"the last good checkpoint (epoch {step}) in {self._store.root} "
+            "is kept; resume from it with resume=True.")
+
+  def close(self) -> None:
+    """Closes the checkpoint managers."""
+    if self._store is not None:
+      self._store.close()
+
+  def __enter__(self) -> Trainer:
+    return self
+
+  def __exit__(self, *exc_info: Any) -> None:
+    self.close()
