@@ -163,3 +163,14 @@ def check_unit_interval(x: Any, name: str, *, where: Any = None) -> None:
         f"`{name}` must lie in [0, 1], got values in [{v.min():.6g}, "
         f"{v.max():.6g}]."
     )
+
+
+def check_mask(where: Any, size: int, name: str = "where") -> None:
+  """Checks an optional boolean ``[size]`` example mask (trace time)."""
+  if where is None:
+    return
+  if tuple(jnp.shape(where)) != (size,):
+    raise ValueError(f"`{name}` must have shape [N]=({size},), got "
+                     f"{tuple(jnp.shape(where))}.")
+  if jnp.result_type(where) != jnp.bool_:
+    raise TypeError(f"`{name}` must be boolean, got {jnp.result_type(where)}.")

@@ -17,6 +17,7 @@ multi-expert builders are ``jax.vmap`` over the one-expert simulator.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -54,6 +55,8 @@ def _check_labels_groups(labels: Any, groups: Any, num_classes: int,
         f"{num_groups}.")
 
 
+# Jitted so that eager calls from scripts compile once per shape.
+@functools.partial(jax.jit, static_argnums=(4, 5))
 def _simulate(key, labels, groups, p_group, num_classes, exclude_true_label):
   """One expert: true label with probability ``p_group[groups]``, else random.
 
@@ -71,6 +74,16 @@ def _simulate(key, labels, groups, p_group, num_classes, exclude_true_label):
   else:
     guess = jax.random.randint(key_guess, labels.shape, 0, num_classes)
   return jnp.where(knows, labels, guess).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5))
+def _simulate_many(key, labels, groups, p_correct, num_classes,
+                   exclude_true_label):
+  """``_simulate`` vmapped over experts: ``p_correct [J(, G)]`` -> ``[N, J]``."""
+  keys = jax.random.split(key, p_correct.shape[0])
+  def one(k, p):
+    return _simulate(k, labels, groups, p, num_classes, exclude_true_label)
+  return jax.vmap(one, out_axes=1)(keys, p_correct)
 
 
 def noisy_expert(
@@ -121,7 +134,8 @@ def noisy_expert(
     Consistent Surrogate Losses, Confidence Calibration, and Conformal
     Ensembles, AISTATS 2023.
   """
-  p_shape = jnp.shape(p_correct)
+  p_correct = jnp.asarray(p_correct)
+  p_shape = p_correct.shape
   if len(p_shape) > 1:
     raise ValueError(f"`p_correct` must be a scalar or [G], got shape "
                      f"{tuple(p_shape)}.")
@@ -270,7 +284,8 @@ def noisy_experts(
     Consistent Surrogate Losses, Confidence Calibration, and Conformal
     Ensembles, AISTATS 2023.
   """
-  p_shape = jnp.shape(p_correct)
+  p_correct = jnp.asarray(p_correct)
+  p_shape = p_correct.shape
   if len(p_shape) not in (1, 2) or p_shape[0] < 1:
     raise ValueError(f"`p_correct` must have shape [J] or [J, G] with J >= 1, "
                      f"got {tuple(p_shape)}.")
@@ -279,10 +294,8 @@ def noisy_experts(
   _validation.check_unit_interval(p_correct, "p_correct")
   if groups is None:
     groups = labels
-  keys = jax.random.split(key, p_shape[0])
-  def one(k, p):
-    return _simulate(k, labels, groups, p, num_classes, exclude_true_label)
-  return jax.vmap(one, out_axes=1)(keys, jnp.asarray(p_correct))
+  return _simulate_many(key, labels, groups, p_correct, num_classes,
+                        exclude_true_label)
 
 
 def oracle_experts(

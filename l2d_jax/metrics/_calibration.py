@@ -7,6 +7,7 @@ static: jit with ``static_argnames="num_bins"``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -32,16 +33,6 @@ class ReliabilityDiagram(NamedTuple):
   counts: jax.Array
 
 
-def _check_where(where: Any, n: int) -> None:
-  if where is None:
-    return
-  if jnp.shape(where) != (n,):
-    raise ValueError(f"`where` must have shape [N]=({n},), got "
-                     f"{tuple(jnp.shape(where))}.")
-  if jnp.result_type(where) != jnp.bool_:
-    raise TypeError(f"`where` must be boolean, got {jnp.result_type(where)}.")
-
-
 def _check_inputs(confidences: Any, correct: Any, num_bins: Any,
                   where: Any) -> None:
   if isinstance(num_bins, bool) or not isinstance(num_bins, int):
@@ -55,11 +46,13 @@ def _check_inputs(confidences: Any, correct: Any, num_bins: Any,
   if jnp.shape(correct) != (n,):
     raise ValueError(f"`correct` must have shape [N]=({n},) like "
                      f"`confidences`, got {tuple(jnp.shape(correct))}.")
-  _check_where(where, n)
+  _validation.check_mask(where, n)
   _validation.check_unit_interval(confidences, "confidences", where=where)
   _validation.check_unit_interval(correct, "correct", where=where)
 
 
+# Jitted so that eager calls compile once per shape, not once per primitive.
+@functools.partial(jax.jit, static_argnums=2)
 def _bin_sums(confidences, correct, num_bins, where):
   """Per-bin weighted counts, confidence sums and correct sums."""
   conf = jnp.asarray(confidences)
@@ -251,7 +244,7 @@ def expert_calibration_errors(
         f"{tuple(jnp.shape(expert_predictions))}.")
   _validation.check_same_leading(correctness, labels, "correctness", "labels")
   correct = jnp.asarray(expert_predictions) == jnp.asarray(labels)[:, None]
-  _check_where(where, jnp.shape(labels)[0])
+  _validation.check_mask(where, jnp.shape(labels)[0])
   _validation.check_floating(correctness, "correctness")
   _validation.check_unit_interval(correctness, "correctness", where=where)
   def one(conf, corr):

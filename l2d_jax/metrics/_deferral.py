@@ -19,12 +19,7 @@ def _check_defer(defer: Any, where: Any) -> int:
   _validation.check_ndim(defer, 1, "defer", "[N]")
   _validation.check_integer(defer, "defer")
   n = jnp.shape(defer)[0]
-  if where is not None:
-    if jnp.shape(where) != (n,):
-      raise ValueError(f"`where` must have shape [N]=({n},), got "
-                       f"{tuple(jnp.shape(where))}.")
-    if jnp.result_type(where) != jnp.bool_:
-      raise TypeError(f"`where` must be boolean, got {jnp.result_type(where)}.")
+  _validation.check_mask(where, n)
   return n
 
 
