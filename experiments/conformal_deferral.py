@@ -186,31 +186,63 @@ def _sizes_raps(sp_cal, pos_cal, sp_test, pos_test, alphas, k_reg, lam):
 _tune_raps = jax.jit(conformal.tune_raps)
 
 
-@functools.partial(jax.jit, static_argnames=("strategy", "num_experts",
-                                             "tie_break"))
-def _strategy_sweep(key, seg, model_correct, annotator, expert_correct, valid,
-                    sizes_by_score, costs, *, strategy, num_experts, tie_break):
-  out = conformal.strategy_outcomes(
-      seg, model_correct, annotator, expert_correct, valid, strategy=strategy,
-      key=key, tie_break=tie_break, costs=costs)
-  return [conformal.sweep_metrics(s, out, num_experts=num_experts)
-          for s in sizes_by_score]
-
-
 @functools.partial(jax.jit, static_argnames=("num_experts",))
-def _baselines(key, model_correct, annotator, expert_correct, valid,
+def _strategy_sweep(key, seg, model_correct, annotator, expert_correct, valid,
+                    sizes_by_score, slot_costs, *, num_experts):
+  """Metrics of every strategy (leading axis, ``STRATEGIES`` order).
+
+  The strategies differ only in their selection scores, so one vmapped program
+  (one compilation) serves all three. Costs break ties (then the key); naive
+  random gets equal costs, i.e. a uniformly random valid annotator.
+  """
+  scores = jnp.stack([conformal.strategy_scores(seg, t) for t in STRATEGIES])
+  costs = jnp.stack([slot_costs, slot_costs, jnp.zeros_like(slot_costs)])
+  valid_s = jnp.broadcast_to(valid[:, None, :], scores.shape[1:])
+
+  def one(k, sc, cc):
+    slot = experts.select_expert(sc, valid_s, tie_break="cost", key=k,
+                                 costs=cc[:, None, :])
+    out = conformal.outcomes_from_slots(slot, model_correct, annotator,
+                                        expert_correct)
+    return [conformal.sweep_metrics(s, out, num_experts=num_experts)
+            for s in sizes_by_score]
+
+  return jax.vmap(one)(jax.random.split(key, len(STRATEGIES)), scores, costs)
+
+
+@jax.jit
+def _precompute(sorted_probs, annotations, labels):
+  confusion = experts.confusion_matrices(annotations, labels)
+  accuracy, _ = experts.expert_accuracy(confusion)
+  return (conformal.sorted_lac_scores(sorted_probs),
+          conformal.sorted_aps_scores(sorted_probs), confusion, accuracy)
+
+
+_seg_table = jax.jit(conformal.prefix_segregativity,
+                     static_argnames=("undefined_value", "batch_size"))
+
+
+@functools.partial(jax.jit, static_argnames=("n_shots",))
+def _n_shots_confusion(key, annotations, labels, *, n_shots):
+  sub = experts.subsample_n_shots(key, annotations, labels, n_shots=n_shots)
+  return experts.confusion_matrices(sub, labels), sub.mask
+
+
+def _baselines(rng, model_correct, annotator, expert_correct, valid,
                hindsight_acc, *, num_experts):
-  k_rand, k_best = jax.random.split(key)
-  rand = experts.select_expert(jnp.zeros(valid.shape), valid, key=k_rand)
-  best = experts.select_expert(hindsight_acc[annotator], valid, key=k_best)
+  """Model, random annotator and best annotator in hindsight (numpy)."""
+  rows = np.arange(valid.shape[0])
+  rand = np.argmax(np.where(valid, rng.random(valid.shape), -1.0), axis=1)
+  acc = np.where(valid, hindsight_acc[annotator], -np.inf)
+  tied = acc == acc.max(axis=1, keepdims=True)
+  best = np.argmax(np.where(tied, rng.random(valid.shape), -1.0), axis=1)
   out = {}
   for name, slot in (("random_expert", rand), ("best_expert", best)):
-    correct = jnp.take_along_axis(expert_correct, slot[:, None], axis=1)[:, 0]
-    who = jnp.take_along_axis(annotator, slot[:, None], axis=1)[:, 0]
-    out[name] = (correct.mean(),) + conformal.workload(
-        who, num_experts=num_experts)
-  out["model"] = (model_correct.mean(), jnp.array(0), jnp.array(0),
-                  jnp.array(0.0))
+    who = annotator[rows, slot]
+    hist = np.bincount(who, minlength=num_experts)
+    out[name] = (float(expert_correct[rows, slot].mean()), float(hist.sum()),
+                 float(hist.max()), float(hist.sum() / (hist > 0).sum()))
+  out["model"] = (float(model_correct.mean()), 0.0, 0.0, 0.0)
   return out
 
 
@@ -250,34 +282,32 @@ def sweep(pool: Pool, *, scores: Sequence[str], alphas: np.ndarray,
         f"(f_kept={f_kept}); the paper stops its f_kept sweep before this "
         "point.")
   experts.drop_unusable_experts(ann)
-  order, sp = (np.asarray(a) for a in conformal.sort_probs(probs))
+  order = np.argsort(-probs, axis=1, kind="stable")
+  sp = np.take_along_axis(probs, order, axis=1)
   inv = np.argsort(order, axis=1)
   pos_label = inv[np.arange(labels.size), labels].astype(np.int32)
   model_correct_all = order[:, 0] == labels
   annotator_all = np.asarray(ann.annotator)
   answer_all = np.asarray(ann.answer)
   expert_correct_all = answer_all == labels[:, None]
-  confusion = experts.confusion_matrices(ann, jnp.asarray(labels))
-  hindsight_acc, _ = experts.expert_accuracy(confusion)
-  rank_scores = {"lac": np.asarray(conformal.sorted_lac_scores(sp)),
-                 "aps": np.asarray(conformal.sorted_aps_scores(sp))}
-  costs_j = jnp.asarray(costs if costs is not None else np.zeros(num_j),
-                        jnp.float32)
+  lac_rs, aps_rs, confusion, hindsight_acc = _precompute(sp, ann, labels)
+  rank_scores = {"lac": np.asarray(lac_rs), "aps": np.asarray(aps_rs)}
+  hindsight_acc = np.asarray(hindsight_acc)
+  use_costs = tie_break == "cost" and costs is not None
+  costs_j = np.asarray(costs if use_costs else np.zeros(num_j), np.float32)
 
   def seg_table(idx, conf, exclude):
-    return conformal.prefix_segregativity(
-        order[idx], labels[idx], annotator_all[idx], answer_all[idx],
-        valid_all[idx], conf, exclude_own=exclude)
+    return _seg_table(order[idx], labels[idx], annotator_all[idx],
+                      answer_all[idx], valid_all[idx], conf,
+                      exclude_own=exclude)
 
   table_cache = None
-  if n_shots is None and pool.test_fixed is not None:
-    idx = pool.test_fixed
+  if n_shots is None:
+    idx = (pool.test_fixed if pool.test_fixed is not None
+           else pool.cal_candidates)
     table_cache = (idx, np.asarray(seg_table(idx, confusion, valid_all[idx])))
-  elif n_shots is None:
-    idx = pool.cal_candidates
-    table_cache = (idx, np.asarray(seg_table(idx, confusion, valid_all[idx])))
-  where = {int(i): r for r, i in enumerate(table_cache[0])} if table_cache \
-      else None
+  where = ({int(i): r for r, i in enumerate(table_cache[0])}
+           if table_cache else None)
 
   rng = np.random.default_rng(seed)
   key = jax.random.key(seed)
@@ -290,7 +320,7 @@ def sweep(pool: Pool, *, scores: Sequence[str], alphas: np.ndarray,
                                        "best_expert")}}
   alphas_j = jnp.asarray(alphas, jnp.float32)
   for _ in tqdm(range(n_splits), desc="splits", disable=not progress):
-    key, k_split, k_shots, k_base = jax.random.split(key, 4)
+    key, k_split, k_shots = jax.random.split(key, 3)
     cal = stratified_sample(rng, pool.cal_candidates, labels, cal_size)
     if pool.test_fixed is not None:
       test = pool.test_fixed
@@ -300,10 +330,9 @@ def sweep(pool: Pool, *, scores: Sequence[str], alphas: np.ndarray,
       rows = np.array([where[int(i)] for i in test])
       seg = table_cache[1][rows]
     else:
-      sub = experts.subsample_n_shots(k_shots, ann, jnp.asarray(labels),
-                                      n_shots=n_shots)
-      conf_s = experts.confusion_matrices(sub, jnp.asarray(labels))
-      seg = seg_table(test, conf_s, np.asarray(sub.mask)[test])
+      conf_s, sub_mask = _n_shots_confusion(k_shots, ann, labels,
+                                            n_shots=n_shots)
+      seg = seg_table(test, conf_s, np.asarray(sub_mask)[test])
     sizes_by_score = []
     for s in scores:
       if s == "raps":
@@ -326,16 +355,16 @@ def sweep(pool: Pool, *, scores: Sequence[str], alphas: np.ndarray,
       sizes_by_score.append(sizes)
     args = (seg, model_correct_all[test], annotator_all[test],
             expert_correct_all[test], valid_all[test])
-    for t_i, t in enumerate(STRATEGIES):
-      res = _strategy_sweep(jax.random.fold_in(k_split, t_i), *args,
-                            sizes_by_score, costs_j, strategy=t,
-                            num_experts=num_j, tie_break=tie_break)
-      for s, m in zip(scores, res):
-        for f in conformal.SweepMetrics._fields:
-          per["strategies"][s][t][f].append(np.asarray(getattr(m, f)))
-    base = _baselines(k_base, *args[1:], hindsight_acc, num_experts=num_j)
+    res = _strategy_sweep(k_split, *args, sizes_by_score,
+                          costs_j[annotator_all[test]], num_experts=num_j)
+    for s, m in zip(scores, res):
+      for f in conformal.SweepMetrics._fields:
+        v = np.asarray(getattr(m, f))
+        for t_i, t in enumerate(STRATEGIES):
+          per["strategies"][s][t][f].append(v[t_i])
+    base = _baselines(rng, *args[1:], hindsight_acc, num_experts=num_j)
     for b, v in base.items():
-      per["baselines"][b].append([float(x) for x in v])
+      per["baselines"][b].append(list(v))
     per["n_test"] = int(test.size)
   per["model_accuracy_pool"] = float(model_correct_all.mean())
   return per

@@ -4,8 +4,10 @@ from l2d_jax.conformal._deferral import MODEL
 from l2d_jax.conformal._deferral import Outcomes
 from l2d_jax.conformal._deferral import STRATEGIES
 from l2d_jax.conformal._deferral import SweepMetrics
+from l2d_jax.conformal._deferral import outcomes_from_slots
 from l2d_jax.conformal._deferral import prefix_segregativity
 from l2d_jax.conformal._deferral import strategy_outcomes
+from l2d_jax.conformal._deferral import strategy_scores
 from l2d_jax.conformal._deferral import sweep_metrics
 from l2d_jax.conformal._deferral import workload
 from l2d_jax.conformal._quantile import conformal_quantile
@@ -37,6 +39,7 @@ __all__ = (
     "coverage",
     "lac_scores",
     "mean_set_size",
+    "outcomes_from_slots",
     "paper_alpha_grid",
     "prediction_sets",
     "prefix_segregativity",
@@ -49,6 +52,7 @@ __all__ = (
     "sorted_lac_scores",
     "sorted_raps_scores",
     "strategy_outcomes",
+    "strategy_scores",
     "sweep_metrics",
     "tune_raps",
     "workload",

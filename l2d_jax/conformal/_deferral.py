@@ -123,6 +123,48 @@ class Outcomes(NamedTuple):
   expert: jax.Array
 
 
+def strategy_scores(seg_table: ArrayLike, strategy: str) -> jax.Array:
+  """Selection scores ``[n, K + 1, M]`` of each annotator under a strategy.
+
+  ``'segregativity'`` scores by segregativity over each prefix set,
+  ``'naive_most_accurate'`` by whole-matrix (leave-one-out) accuracy at every
+  size, ``'naive_random'`` gives every annotator the same score (a random
+  valid annotator is then drawn by the tie-break).
+  """
+  if strategy not in STRATEGIES:
+    raise ValueError(f"`strategy` must be one of {STRATEGIES}, got "
+                     f"{strategy!r}.")
+  seg = jnp.swapaxes(jnp.asarray(seg_table), 1, 2)  # [n, S, M]
+  if strategy == "segregativity":
+    return seg
+  if strategy == "naive_most_accurate":
+    return jnp.broadcast_to(seg[:, -1:, :], seg.shape)
+  return jnp.zeros(seg.shape, seg.dtype)
+
+
+def outcomes_from_slots(
+    slot: ArrayLike,
+    model_correct: ArrayLike,
+    annotator: ArrayLike,
+    expert_correct: ArrayLike,
+) -> "Outcomes":
+  """Outcomes when annotator ``slot[i, s]`` answers point i at set size s.
+
+  Size 1 is always the model's answer, whatever ``slot`` says.
+  """
+  slot = jnp.asarray(slot)
+  annotator = jnp.asarray(annotator)
+  num_s = slot.shape[1]
+  e_correct = jnp.take_along_axis(jnp.asarray(expert_correct, bool), slot,
+                                  axis=1)
+  e_id = jnp.take_along_axis(annotator, slot, axis=1)
+  model_answers = (jnp.arange(num_s) == 1)[None, :]
+  correct = jnp.where(model_answers, jnp.asarray(model_correct, bool)[:, None],
+                      e_correct)
+  expert = jnp.where(model_answers, MODEL, e_id).astype(jnp.int32)
+  return Outcomes(correct=correct, expert=expert)
+
+
 def strategy_outcomes(
     seg_table: ArrayLike,
     model_correct: ArrayLike,
@@ -134,7 +176,7 @@ def strategy_outcomes(
     key: jax.Array,
     tie_break: str = "random",
     costs: ArrayLike | None = None,
-) -> Outcomes:
+) -> "Outcomes":
   """Outcome of a deferral strategy for every point and prefix size.
 
   ``|set| = 1`` lets the model answer. Otherwise ``'segregativity'`` consults
@@ -150,43 +192,30 @@ def strategy_outcomes(
     valid: ``[n, M]`` bool; every point needs at least one valid annotator.
     strategy: one of ``STRATEGIES``.
     key: PRNG key for random tie-breaks / random choice.
-    tie_break: ``'random'`` or ``'cost'``.
+    tie_break: ``'random'`` or ``'cost'`` (cheapest tied annotator, then
+      random); ``'naive_random'`` ignores costs.
     costs: ``[J]`` expert costs for ``tie_break='cost'``.
 
   Returns:
     ``Outcomes`` with ``[n, K + 1]`` arrays.
   """
-  if strategy not in STRATEGIES:
-    raise ValueError(f"`strategy` must be one of {STRATEGIES}, got "
-                     f"{strategy!r}.")
-  seg = jnp.asarray(seg_table)
+  scores = strategy_scores(seg_table, strategy)
   annotator = jnp.asarray(annotator)
   valid = jnp.asarray(valid, bool)
-  n, _, num_s = seg.shape
-  slot_costs = None if costs is None else jnp.asarray(costs)[annotator]
-  if strategy == "segregativity":
-    scores = jnp.swapaxes(seg, 1, 2)  # [n, S, M]
-    slot = _selection.select_expert(
-        scores, jnp.broadcast_to(valid[:, None, :], scores.shape),
-        tie_break=tie_break, key=key,
-        costs=None if slot_costs is None else slot_costs[:, None, :])
+  if tie_break not in _selection.TIE_BREAKS:
+    raise ValueError(f"`tie_break` must be one of {_selection.TIE_BREAKS}, "
+                     f"got {tie_break!r}.")
+  if tie_break == "cost" and costs is None:
+    raise ValueError("`costs` is required when `tie_break='cost'`.")
+  # Equal costs make the cost tie-break a random one (the key draws).
+  if tie_break == "cost" and strategy != "naive_random":
+    slot_costs = jnp.asarray(costs)[annotator]
   else:
-    if strategy == "naive_most_accurate":
-      scores = seg[:, :, -1]  # the whole matrix
-    else:
-      scores = jnp.zeros(valid.shape)
-    one = _selection.select_expert(
-        scores, valid, tie_break=tie_break if strategy != "naive_random"
-        else "random", key=key, costs=slot_costs)
-    slot = jnp.broadcast_to(one[:, None], (n, num_s))
-  e_correct = jnp.take_along_axis(jnp.asarray(expert_correct, bool), slot,
-                                  axis=1)
-  e_id = jnp.take_along_axis(annotator, slot, axis=1)
-  model_answers = (jnp.arange(num_s) == 1)[None, :]
-  correct = jnp.where(model_answers, jnp.asarray(model_correct, bool)[:, None],
-                      e_correct)
-  expert = jnp.where(model_answers, MODEL, e_id).astype(jnp.int32)
-  return Outcomes(correct=correct, expert=expert)
+    slot_costs = jnp.zeros(annotator.shape)
+  slot = _selection.select_expert(
+      scores, jnp.broadcast_to(valid[:, None, :], scores.shape),
+      tie_break="cost", key=key, costs=slot_costs[:, None, :])
+  return outcomes_from_slots(slot, model_correct, annotator, expert_correct)
 
 
 class SweepMetrics(NamedTuple):

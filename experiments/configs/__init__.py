@@ -1,0 +1,1 @@
+"""Documented experiment configurations (one module per experiment)."""
