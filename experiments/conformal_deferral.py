@@ -200,7 +200,9 @@ def _strategy_sweep(key, seg, model_correct, annotator, expert_correct, valid,
   valid_s = jnp.broadcast_to(valid[:, None, :], scores.shape[1:])
 
   def one(k, sc, cc):
-    slot = experts.select_expert(sc, valid_s, tie_break="cost", key=k,
+    # One random priority per (point, annotator), shared by all set sizes.
+    prio = jax.random.uniform(k, annotator.shape)[:, None, :]
+    slot = experts.select_expert(sc, valid_s, tie_break="cost", priority=prio,
                                  costs=cc[:, None, :])
     out = conformal.outcomes_from_slots(slot, model_correct, annotator,
                                         expert_correct)

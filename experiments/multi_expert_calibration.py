@@ -506,9 +506,12 @@ def load_progress(out: pathlib.Path, identity: dict[str, Any],
     return []
   state = json.loads(path.read_text())
   if state.get("identity") != json.loads(json.dumps(identity)):
-    old = state.get("identity", {})
-    diff = sorted(k for k in set(old) | set(identity)
-                  if json.dumps(old.get(k)) != json.dumps(identity.get(k)))
+    flat = lambda d: {**{k: v for k, v in d.items() if k != "config"},
+                      **{f"config.{k}": v
+                         for k, v in d.get("config", {}).items()}}
+    old, new = flat(state.get("identity", {})), flat(identity)
+    diff = sorted(k for k in set(old) | set(new)
+                  if json.dumps(old.get(k)) != json.dumps(new.get(k)))
     raise ValueError(
         f"{out} holds runs of a different configuration (differs in: "
         f"{', '.join(diff)}); use another --out or pass --restart.")

@@ -182,6 +182,10 @@ def test_select_expert_tie_breaks(rng):
   pick = experts.select_expert(scores[:1], valid[:1].at[0, 1:3].set(False),
                                key=rng)
   assert int(pick[0]) == 0
+  # Explicit priorities replace the key.
+  pick = experts.select_expert(scores[:1], valid[:1],
+                               priority=jnp.array([0.0, 0.1, 0.9, 1.0]))
+  assert int(pick[0]) == 2
   with pytest.raises(ValueError, match="tie_break"):
     experts.select_expert(scores, valid, tie_break="first")
   with pytest.raises(ValueError, match="key"):

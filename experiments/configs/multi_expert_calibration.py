@@ -54,9 +54,10 @@ def mog_paper() -> dict[str, Any]:
   4-layer MLP ``2 -> 32 -> 16 -> 8 -> K + J`` trained with SGD (Nesterov
   momentum 0.9, weight decay 5e-4, cosine schedule), batch 1024, at most 200
   epochs, early stopping with a look-ahead of 20 epochs on the validation
-  loss. The authors' script uses lr 0.001; with this small net and batch
-  size that barely moves the deferral heads within 200 epochs, so the lr
-  here is 0.1 (``--set lr=0.001`` gives the literal recipe).
+  loss. The paper gives no learning rate; the authors' script uses 0.001,
+  with which no run has converged after 200 epochs (the best validation loss
+  is always at the last epoch), so the lr here is 0.01 (``--lr 0.001`` gives
+  the literal recipe; 0.1 kills the 8-unit bottleneck at initialisation).
 
   Command::
 
@@ -78,7 +79,7 @@ def mog_paper() -> dict[str, Any]:
       separation=None,
       scale=1.0,
       optimizer="sgd",
-      lr=0.1,
+      lr=0.01,
       momentum=0.9,
       nesterov=True,
       weight_decay=5e-4,

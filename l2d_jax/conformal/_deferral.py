@@ -212,9 +212,11 @@ def strategy_outcomes(
     slot_costs = jnp.asarray(costs)[annotator]
   else:
     slot_costs = jnp.zeros(annotator.shape)
+  # One random priority per (point, annotator), shared by all set sizes.
+  priority = jax.random.uniform(key, annotator.shape)[:, None, :]
   slot = _selection.select_expert(
       scores, jnp.broadcast_to(valid[:, None, :], scores.shape),
-      tie_break="cost", key=key, costs=slot_costs[:, None, :])
+      tie_break="cost", costs=slot_costs[:, None, :], priority=priority)
   return outcomes_from_slots(slot, model_correct, annotator, expert_correct)
 
 

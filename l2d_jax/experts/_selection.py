@@ -16,6 +16,7 @@ def select_expert(
     tie_break: str = "random",
     key: jax.Array | None = None,
     costs: ArrayLike | None = None,
+    priority: ArrayLike | None = None,
 ) -> jax.Array:
   """Index of the best-scoring valid candidate, ties broken at random or by cost.
 
@@ -30,6 +31,9 @@ def select_expert(
     tie_break: ``'random'`` (needs ``key``) or ``'cost'`` (needs ``costs``).
     key: PRNG key.
     costs: ``[..., M]`` candidate costs (lower is better).
+    priority: optional random priorities broadcastable to ``[..., M]`` used
+      instead of drawing from ``key`` (e.g. one draw per point and candidate
+      shared by all prefix sets, which is much cheaper than one per set).
 
   Returns:
     ``[...]`` int32 slot index; 0 where no candidate is valid (check
@@ -53,9 +57,12 @@ def select_expert(
       raise ValueError("`costs` is required when `tie_break='cost'`.")
     c = jnp.where(tied, jnp.broadcast_to(jnp.asarray(costs), s.shape), jnp.inf)
     tied = tied & (c == c.min(axis=-1, keepdims=True))
-    if key is None:
+    if key is None and priority is None:
       return jnp.argmax(tied, axis=-1).astype(jnp.int32)
-  elif key is None:
+  elif key is None and priority is None:
     raise ValueError("`key` is required when `tie_break='random'`.")
-  u = jax.random.uniform(key, s.shape)
+  if priority is None:
+    u = jax.random.uniform(key, s.shape)
+  else:
+    u = jnp.broadcast_to(jnp.asarray(priority), s.shape)
   return jnp.argmax(jnp.where(tied, u, -1.0), axis=-1).astype(jnp.int32)
