@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import pathlib
 import shutil
@@ -305,6 +306,41 @@ def make_batches(split: Split, expert_preds: np.ndarray, *, batch_size: int,
 # Evaluation.
 
 
+@functools.partial(jax.jit, static_argnames=("parameterisation", "num_bins"))
+def _test_metrics(logits, labels, expert_preds, *, parameterisation,
+                  num_bins):
+  """All test-set numbers in one compiled function (see evaluate_logits)."""
+  num_experts = expert_preds.shape[1]
+  num_classes = logits.shape[-1] - num_experts
+  if parameterisation == "softmax":
+    conf = losses.softmax_correctness(logits, num_experts=num_experts)
+    raw = losses.softmax_correctness(logits, num_experts=num_experts,
+                                     cap=False)
+    above_one = jnp.mean(raw > 1, axis=0)
+  else:
+    conf = losses.ova_correctness(logits, num_experts=num_experts)
+    above_one = jnp.zeros(num_experts)
+  correct = expert_preds == labels[:, None]
+  ece = metrics.expert_calibration_errors(conf, expert_preds, labels,
+                                          num_bins=num_bins)
+  defer = losses.defer_decision(logits, num_experts=num_experts)
+  class_pred = jnp.argmax(logits[:, :num_classes], axis=-1)
+  diagram = jax.vmap(
+      lambda c, k: metrics.reliability_diagram(c, k, num_bins=num_bins),
+      in_axes=1)(conf, correct)
+  return dict(
+      ece=ece,
+      system_accuracy=metrics.system_accuracy(defer, class_pred,
+                                              expert_preds, labels),
+      mean_estimate=conf.mean(axis=0),
+      expert_accuracy=correct.mean(axis=0),
+      softmax_estimate_above_one=above_one,
+      classifier_accuracy=jnp.mean(class_pred == labels),
+      coverage=metrics.coverage(defer),
+      deferral_rates=metrics.deferral_rates(defer, num_experts=num_experts),
+      diagram=diagram)
+
+
 def evaluate_logits(logits: np.ndarray, labels: np.ndarray,
                     expert_preds: np.ndarray, parameterisation: str, *,
                     num_bins: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -314,54 +350,32 @@ def evaluate_logits(logits: np.ndarray, labels: np.ndarray,
     logits: ``[N, K + J]`` test logits.
     labels: ``[N]`` true labels.
     expert_preds: ``[N, J]`` expert answers.
-    parameterisation: ``"softmax"`` or ``"ova"``.
+    parameterisation: ``"softmax"`` (estimates capped at 1) or ``"ova"``.
     num_bins: ECE bins.
 
   Returns:
     ``(metrics, diagnostics)``: ``{"ece_per_expert", "ece_mean",
     "system_accuracy"}`` and extra numbers (mean estimate and observed
     accuracy per expert, share of uncapped softmax estimates above 1,
-    coverage, deferral rates, classifier accuracy, reliability diagrams).
+    classifier accuracy, coverage, deferral rates, per-expert reliability
+    diagrams).
   """
-  num_experts = expert_preds.shape[1]
-  logits = jnp.asarray(logits)
-  if parameterisation == "softmax":
-    conf = losses.softmax_correctness(logits, num_experts=num_experts)
-    raw = losses.softmax_correctness(logits, num_experts=num_experts,
-                                     cap=False)
-    above_one = np.asarray(jnp.mean(raw > 1, axis=0))
-  else:
-    conf = losses.ova_correctness(logits, num_experts=num_experts)
-    above_one = np.zeros(num_experts)
-  labels_j = jnp.asarray(labels)
-  preds_j = jnp.asarray(expert_preds)
-  ece = np.asarray(metrics.expert_calibration_errors(
-      conf, preds_j, labels_j, num_bins=num_bins), np.float64)
-  defer = losses.defer_decision(logits, num_experts=num_experts)
-  num_classes = logits.shape[-1] - num_experts
-  class_pred = jnp.argmax(logits[:, :num_classes], axis=-1)
-  correct = preds_j == labels_j[:, None]
-  diagrams = []
-  for j in range(num_experts):
-    d = metrics.reliability_diagram(conf[:, j], correct[:, j],
-                                    num_bins=num_bins)
-    diagrams.append({"confidence": np.asarray(d.confidence),
-                     "accuracy": np.asarray(d.accuracy),
-                     "counts": np.asarray(d.counts)})
+  m = jax.device_get(_test_metrics(
+      jnp.asarray(logits, jnp.float32), jnp.asarray(labels, jnp.int32),
+      jnp.asarray(expert_preds, jnp.int32),
+      parameterisation=parameterisation, num_bins=num_bins))
+  ece = np.asarray(m["ece"], np.float64)
   out = {"ece_per_expert": [float(v) for v in ece],
          "ece_mean": float(ece.mean()),
-         "system_accuracy": float(metrics.system_accuracy(
-             defer, class_pred, preds_j, labels_j))}
-  diag = {
-      "mean_estimate": np.asarray(conf.mean(axis=0)),
-      "expert_accuracy": np.asarray(correct.mean(axis=0)),
-      "softmax_estimate_above_one": above_one,
-      "classifier_accuracy": float(jnp.mean(class_pred == labels_j)),
-      "coverage": float(metrics.coverage(defer)),
-      "deferral_rates": np.asarray(metrics.deferral_rates(
-          defer, num_experts=num_experts)),
-      "reliability": diagrams,
-  }
+         "system_accuracy": float(m["system_accuracy"])}
+  d = m["diagram"]
+  diag = {k: (np.asarray(m[k]) if np.ndim(m[k]) else float(m[k]))
+          for k in ("mean_estimate", "expert_accuracy",
+                    "softmax_estimate_above_one", "classifier_accuracy",
+                    "coverage", "deferral_rates")}
+  diag["reliability"] = [
+      {"confidence": d.confidence[j], "accuracy": d.accuracy[j],
+       "counts": d.counts[j]} for j in range(ece.size)]
   return out, diag
 
 
@@ -625,7 +639,10 @@ def plot(results: list[dict[str, Any]], details: list[dict[str, Any]],
       ax.plot(np.asarray(r["confidence"])[ok], np.asarray(r["accuracy"])[ok],
               "k.", label="bin mean estimate")
     axes[0].set_ylabel("observed correctness")
-    axes[0].legend(fontsize=7)
+    for ax in axes:
+      if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+        break
     _io.save_figure(fig, out / "reliability.png")
     plt.close(fig)
     written.append("reliability.png")

@@ -107,7 +107,15 @@ def mog_cpu() -> dict[str, Any]:
 
 
 def mog_gpu() -> dict[str, Any]:
-  """MoG on GPU: identical to :func:`mog_paper` (no benefit from a GPU)."""
+  """MoG on GPU: identical to :func:`mog_paper` (no benefit from a GPU).
+
+  Command::
+
+    python -m experiments.multi_expert_calibration --dataset mog \
+        --experiment specialised --config gpu --seeds 3
+
+  Expected: as :func:`mog_paper`.
+  """
   return mog_paper()
 
 

@@ -12,7 +12,7 @@ if _flag not in os.environ.get("XLA_FLAGS", ""):
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parent
 DATA_DIR = pathlib.Path(
     os.environ.get("L2D_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
 
