@@ -22,7 +22,6 @@ import numbers
 import os
 import pathlib
 import queue
-import tempfile
 import threading
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from l2d_jax import _atomic
 from l2d_jax.data._mog import as_numpy_rng
 
 CIFAR10_CLASSES = (
@@ -182,20 +182,8 @@ def _save_cache_atomic(
     path: pathlib.Path, images: np.ndarray, labels: np.ndarray, fingerprint: str
 ) -> None:
   """Writes the ``.npz`` to a temporary file in the same folder, then renames."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, images=images, labels=labels, fingerprint=np.array(fingerprint))
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    try:
-      os.unlink(tmp)
-    except FileNotFoundError:
-      pass
-    raise
+  _atomic.atomic_write(path, lambda f: np.savez(
+      f, images=images, labels=labels, fingerprint=np.array(fingerprint)))
 
 
 def load_cifar10_images(

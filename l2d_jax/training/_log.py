@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from l2d_jax import _atomic
 
 
 def write_jsonl(path: str | os.PathLike[str],
@@ -22,21 +22,8 @@ def write_jsonl(path: str | os.PathLike[str],
     path: destination file; parent directories are created.
     records: JSON-serialisable mappings.
   """
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                             suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w") as f:
-      for record in records:
-        f.write(json.dumps(dict(record), sort_keys=True) + "\n")
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  data = "".join(json.dumps(dict(r), sort_keys=True) + "\n" for r in records)
+  _atomic.atomic_write(path, lambda f: f.write(data.encode()))
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
