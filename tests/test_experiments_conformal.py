@@ -157,3 +157,30 @@ def _annotated(path):
   with path.open() as f:
     return [int(r["cifar10_test_test_idx"]) for r in csv.DictReader(f)
             if r["is_attn_check"] == "0"]
+
+
+def test_imagenet16h_schema_file_end_to_end(data_dir, tmp_path):
+  """A small human CSV in the original ImageNet-16H schema + real VGG-19 preds."""
+  names, _, labels, classes = data.load_imagenet16h_model_preds(data_dir)
+  rng = np.random.default_rng(0)
+  header = ("id", "worker_id", "participant_id", "image_name",
+            "image_category", "noise_level", "participant_classification",
+            "confidence", "correct", "classification_time")
+  path = tmp_path / "human_only_classification_6per_img_export.csv"
+  row_id = 0
+  with path.open("w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(header)
+    for i, (name, y) in enumerate(zip(names, labels)):
+      for worker in rng.choice(40, 6, replace=False):
+        ans = y if rng.random() < 0.86 else int(rng.integers(0, 16))
+        w.writerow((row_id, f"w{worker}", 100 + worker, name, classes[y], 95,
+                    classes[ans], "high", int(ans == y), 1234))
+        row_id += 1
+  out = tmp_path / "h16"
+  exp.main(["--dataset", "imagenet16h", "--data-dir", str(data_dir),
+            "--human-csv", str(path), "--splits", "2", "--cal-size", "1000",
+            "--alphas", "0.05,0.2", "--score", "aps", "--out", str(out),
+            "--no-progress"])
+  res = _check_results(out, ["aps"], 2)
+  assert res["n_test"] == 200
