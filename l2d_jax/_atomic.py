@@ -21,6 +21,10 @@ def atomic_write(path: str | os.PathLike[str],
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
                              suffix=".tmp")
   try:
+    # mkstemp creates 0600 files; give the result the usual permissions.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     with os.fdopen(fd, "wb") as f:
       write(f)
       f.flush()
