@@ -162,3 +162,26 @@ def test_wide_resnet_bad_depth_and_inputs():
     nnx.eval_shape(lambda m: m(jnp.zeros((2, 3, 16, 16))), model)
   with pytest.raises(ValueError, match="NHWC"):
     nnx.eval_shape(lambda m: m(jnp.zeros((16, 16, 3))), model)
+
+
+def test_small_cnn_space_to_depth_matches_plain_conv_pool():
+  """The fast space-to-depth block is the same function, with the same grads."""
+  from l2d_jax.models import _cnn  # pylint: disable=g-import-not-at-top
+  m = _cnn.SmallCNN(10, num_experts=4, rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(1), (8, 32, 32, 3))
+
+  def plain(model, x):
+    for conv in (model.conv1, model.conv2):
+      x = _cnn._pool(nnx.relu(conv(x)))  # pylint: disable=protected-access
+    x = x.reshape(x.shape[0], -1)
+    x = nnx.relu(model.fc2(nnx.relu(model.fc1(x))))
+    return model.head(x)
+
+  np.testing.assert_allclose(m(x), plain(m, x), atol=1e-5)
+  g_fast = nnx.grad(lambda mm: mm(x).sum())(m)
+  g_plain = nnx.grad(lambda mm: plain(mm, x).sum())(m)
+  for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_plain)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  # Odd sizes fall back to the plain path.
+  odd = _cnn.SmallCNN(3, image_size=31, rngs=nnx.Rngs(0))
+  assert odd(jnp.zeros((2, 31, 31, 3))).shape == (2, 3)
