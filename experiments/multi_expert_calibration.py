@@ -609,9 +609,17 @@ def plot(results: list[dict[str, Any]], details: list[dict[str, Any]],
       sd = scale * np.array([rows[s][key + "_std"] for s in x])
       ax.plot(x, m, marker="o", color=COLOURS[p], label=LABELS[p])
       ax.fill_between(x, m - sd, m + sd, color=COLOURS[p], alpha=0.25)
+      # Individual seeds: a mean over seeds can hide failed runs.
+      runs = [r for r in results if r["parameterisation"] == p]
+      y = [(r["ece_per_expert"][0] if key == "random_ece" else
+            r["ece_mean"] if key == "ece" else 100 * r["system_accuracy"])
+           for r in runs]
+      ax.scatter([r["setting"] for r in runs], y, s=9, color=COLOURS[p],
+                 alpha=0.5, linewidths=0)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(f"{experiment} (mean ± std over seeds)", fontsize=9)
+    ax.set_title(f"{experiment} (mean ± std over seeds; dots: seeds)",
+                 fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
     _io.save_figure(fig, out / name)

@@ -30,5 +30,7 @@ from l2d_jax.training._mesh import shard_batch
 from l2d_jax.training._optimizers import adam_cosine
 from l2d_jax.training._optimizers import cosine_schedule
 from l2d_jax.training._optimizers import sgd_cosine
+from l2d_jax.training._trainer import CPU_COMPILER_OPTIONS
 from l2d_jax.training._trainer import NonFiniteError
 from l2d_jax.training._trainer import Trainer
+from l2d_jax.training._trainer import default_compiler_options
