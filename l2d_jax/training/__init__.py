@@ -8,6 +8,7 @@ exactly. ``EpochBatches`` gives a data order that is a pure function of
 """
 
 __all__ = [
+    "CPU_COMPILER_OPTIONS",
     "CheckpointError",
     "EpochBatches",
     "NonFiniteError",
@@ -15,6 +16,7 @@ __all__ = [
     "adam_cosine",
     "cosine_schedule",
     "data_mesh",
+    "default_compiler_options",
     "load_checkpoint",
     "read_jsonl",
     "sgd_cosine",
