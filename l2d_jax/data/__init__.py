@@ -3,6 +3,43 @@
 Loaders read numpy/csv/json/zip only (never pickle) from a ``data_dir``.
 """
 
+__all__ = (
+    "AnnotatedDataset",
+    "as_numpy_rng",
+    "augment_crop_flip",
+    "balanced_assignment",
+    "CIFAR100_CLASSES",
+    "CIFAR10_CLASSES",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "crop_and_flip",
+    "epoch_permutation",
+    "iterate_batches",
+    "load_byo",
+    "load_cifar10_images",
+    "load_cifar10_tfds",
+    "load_cifar10h_counts",
+    "load_cifar10h_raw",
+    "load_cifar10n",
+    "load_cifar10n_labels",
+    "load_cifar10s",
+    "load_human_model_truth",
+    "load_imagenet16h",
+    "load_imagenet16h_classes",
+    "load_imagenet16h_human",
+    "load_imagenet16h_model_preds",
+    "load_model_probs",
+    "mixture_of_gaussians",
+    "MODEL_NAMES",
+    "MOG_PAPER_MEANS",
+    "normalize_images",
+    "save_byo",
+    "steps_per_epoch",
+    "synthetic_pool",
+    "train_val_test_split",
+)
+
+
 # --- real annotation loaders (issue 2) ---
 from l2d_jax.data._byo import load_byo
 from l2d_jax.data._byo import save_byo

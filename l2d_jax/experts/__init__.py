@@ -1,5 +1,26 @@
 """Experts: annotation data model, confusion matrices, selection, simulators."""
 
+__all__ = (
+    "Annotations",
+    "confusion_matrices",
+    "drop_unusable_experts",
+    "expert_accuracy",
+    "keep_bottom_fraction",
+    "leave_one_out_confusions",
+    "noisy_expert",
+    "noisy_experts",
+    "oracle_expert",
+    "oracle_experts",
+    "random_expert",
+    "segregativity",
+    "select_expert",
+    "specialised_experts",
+    "specialised_oracle_groups",
+    "subsample_n_shots",
+    "TIE_BREAKS",
+)
+
+
 from l2d_jax.experts._annotations import Annotations
 from l2d_jax.experts._annotations import confusion_matrices
 from l2d_jax.experts._annotations import drop_unusable_experts

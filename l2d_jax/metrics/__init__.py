@@ -1,5 +1,21 @@
 """Metrics: deferral workload, significance tests, calibration."""
 
+__all__ = (
+    "coverage",
+    "deferral_rates",
+    "expected_calibration_error",
+    "expert_calibration_errors",
+    "paired_one_tailed_test",
+    "PairedTest",
+    "reliability_diagram",
+    "ReliabilityDiagram",
+    "significance_marks",
+    "system_accuracy",
+    "system_predictions",
+    "workload",
+)
+
+
 # --- workload and significance (issue 2) ---
 from l2d_jax.conformal._deferral import workload
 from l2d_jax.metrics._significance import PairedTest
