@@ -735,6 +735,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                f"{diag['train_seconds']:.1f} s")
   results = write_outputs(out, args.dataset, args.experiment, identity, runs,
                           final=True)
+  ckpt_root = out / "checkpoints"
+  if ckpt_root.is_dir() and not any(ckpt_root.iterdir()):
+    ckpt_root.rmdir()
   print(table(results, args.dataset, args.experiment))
   print(f"wrote {out}/results.json, details.json, table.md, ece.png, "
         f"system_accuracy.png, reliability.png "

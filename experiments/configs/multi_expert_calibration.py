@@ -67,9 +67,14 @@ def mog_paper() -> dict[str, Any]:
 
   Expected (paper, Fig. 1 top row): softmax ECE grows with the number of
   experts and, for the random expert of §5.3, as the other experts improve;
-  OvA ECE stays flat; OvA system accuracy is equal or slightly higher. See
-  the README section "Multi-expert calibration experiment" for what this
-  configuration measures on CPU.
+  OvA ECE stays flat; OvA system accuracy is equal or slightly higher.
+  Measured here (5 seeds, README "Multi-expert calibration experiment"):
+  OvA ECE flat at 0.011-0.018 for 1-8 experts; softmax ECE 0.020 -> 0.141
+  (mean) from 1 to 8 experts, driven by runs whose 8-unit layer dies (1, 2
+  and 3 of 5 seeds at 4, 6, 8 experts; system accuracy then drops to
+  62-81 %); without those runs softmax stays at 0.02-0.035, still above OvA
+  for >= 2 experts. The random expert's softmax ECE is 0.032-0.040 against
+  OvA's 0.004 (§5.3), not the paper's > 0.4.
   """
   return dict(
       model="mlp",
@@ -180,8 +185,10 @@ def cifar10_cpu() -> dict[str, Any]:
         --experiment increasing-experts --config cpu --seeds 1 \
         --settings 1,4,8 --data-dir ../shared/data
 
-  Expected: see the README section "Multi-expert calibration experiment"
-  (measured on 2 CPU cores); a qualitative check of the paper's trend only.
+  Expected (measured, 2 seeds, README "Multi-expert calibration
+  experiment"): about 25 s per run; softmax ECE about 0.04 for 1-8 experts
+  (no growth), OvA about 0.014; system accuracy about 70 % for both. A
+  qualitative check only: the paper's trend needs the GPU recipe.
   """
   return dict(
       model="small_cnn",
