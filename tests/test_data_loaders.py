@@ -8,7 +8,6 @@ human answers) are tested on small synthetic files in their original schema.
 import csv
 import json
 import pathlib
-import time
 import warnings
 import zipfile
 
@@ -183,7 +182,7 @@ def test_cifar10h_raw_missing_column_and_file(tmp_path):
 
 
 @pytest.mark.slow
-def test_cifar10h_raw_full_size_is_fast(tmp_path):
+def test_cifar10h_raw_full_size(tmp_path):
   # 2,571 annotators x (200 answers + 10 attention checks), as the release.
   rng = np.random.default_rng(0)
   truth = rng.integers(0, 10, 10_000)
@@ -197,9 +196,7 @@ def test_cifar10h_raw_full_size_is_fast(tmp_path):
               for t, (i, c) in enumerate(zip(images, chosen))]
   path = tmp_path / "cifar10h-raw.csv"
   path.write_text("\n".join(lines) + "\n")
-  start = time.perf_counter()
   ds = data.load_cifar10h_raw(path)
-  assert time.perf_counter() - start < 6.0  # ~1.5 s on a 2-core machine.
   assert ds.num_experts == 2571
   assert int(np.asarray(ds.annotations.mask).sum()) == 514_200
 
@@ -303,10 +300,7 @@ def test_model_probs_unknown_model_and_missing_file(tmp_path):
 
 
 def test_cifar10s_real(data_dir):
-  start = time.perf_counter()
   ds = data.load_cifar10s(data_dir)
-  elapsed = time.perf_counter() - start
-  assert elapsed < 6.0  # ~0.3 s here; generous for shared CI machines.
   assert ds.name == "cifar10s" and ds.probs is None
   assert ds.num_images == 10_000 and ds.num_classes == 10
   assert ds.num_experts == 248
