@@ -62,14 +62,8 @@ def check_probabilities(
                      f"{tuple(jnp.shape(probs))}.")
   if not is_concrete(probs):
     return
+  check_unit_interval(probs, name)
   p = np.asarray(probs)
-  if not np.all(np.isfinite(p)):
-    raise ValueError(f"`{name}` contains NaN or inf.")
-  if p.size and (p.min() < 0.0 or p.max() > 1.0):
-    raise ValueError(
-        f"`{name}` must lie in [0, 1], got values in [{p.min():.4g}, "
-        f"{p.max():.4g}]."
-    )
   sums = p.sum(axis=axis)
   if sums.size and np.max(np.abs(sums - 1.0)) > atol:
     bad = int(np.argmax(np.abs(sums - 1.0)))
@@ -81,15 +75,7 @@ def check_probabilities(
 
 def check_labels(labels: Any, num_classes: int, name: str = "labels") -> None:
   """Checks integer labels in ``[0, num_classes)`` (values when concrete)."""
-  check_integer(labels, name)
-  if not is_concrete(labels):
-    return
-  y = np.asarray(labels)
-  if y.size and (y.min() < 0 or y.max() >= num_classes):
-    raise ValueError(
-        f"`{name}` must lie in [0, {num_classes}), got values in "
-        f"[{y.min()}, {y.max()}]."
-    )
+  check_index_range(labels, num_classes, name)
 
 
 def check_alpha(alpha: Any, name: str = "alpha") -> None:
