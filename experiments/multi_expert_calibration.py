@@ -63,6 +63,7 @@ from tqdm.auto import tqdm
 
 from experiments import _io
 from experiments.configs import multi_expert_calibration as configs
+from l2d_jax import deferral
 from l2d_jax import experts
 from l2d_jax import losses
 from l2d_jax import metrics
@@ -251,7 +252,7 @@ def make_fns(parameterisation: str, num_experts: int):
   def val_metrics_fn(model, batch):
     logits = model(_inputs(batch))
     num_classes = logits.shape[-1] - num_experts
-    defer = losses.defer_decision(logits, num_experts=num_experts)
+    defer = deferral.argmax_deferral(logits, num_experts=num_experts)
     answers = metrics.system_predictions(
         defer, jnp.argmax(logits[:, :num_classes], axis=-1), batch["experts"])
     return {"loss": surrogate(logits, batch["label"], batch["experts"]),
@@ -323,7 +324,7 @@ def _test_metrics(logits, labels, expert_preds, *, parameterisation,
   correct = expert_preds == labels[:, None]
   ece = metrics.expert_calibration_errors(conf, expert_preds, labels,
                                           num_bins=num_bins)
-  defer = losses.defer_decision(logits, num_experts=num_experts)
+  defer = deferral.argmax_deferral(logits, num_experts=num_experts)
   class_pred = jnp.argmax(logits[:, :num_classes], axis=-1)
   diagram = jax.vmap(
       lambda c, k: metrics.reliability_diagram(c, k, num_bins=num_bins),

@@ -160,3 +160,22 @@ def check_mask(where: Any, size: int, name: str = "where") -> None:
                      f"{tuple(jnp.shape(where))}.")
   if jnp.result_type(where) != jnp.bool_:
     raise TypeError(f"`{name}` must be boolean, got {jnp.result_type(where)}.")
+
+
+def check_num_experts(logits: Any, num_experts: int) -> int:
+  """Validates ``num_experts`` against ``logits [..., K + J]``; returns K."""
+  if isinstance(num_experts, bool) or not isinstance(num_experts, int):
+    raise TypeError(
+        f"`num_experts` must be a Python int, got {type(num_experts).__name__}.")
+  if num_experts < 1:
+    raise ValueError(f"`num_experts` must be >= 1, got {num_experts}.")
+  check_floating(logits, "logits")
+  if jnp.ndim(logits) < 1:
+    raise ValueError("`logits` must have shape [..., K + J], got a scalar.")
+  num_classes = jnp.shape(logits)[-1] - num_experts
+  if num_classes < 1:
+    raise ValueError(
+        f"`logits` must have shape [..., K + J] with K >= 1 classes and "
+        f"J={num_experts} experts, i.e. a last axis of at least "
+        f"{num_experts + 1}, got shape {tuple(jnp.shape(logits))}.")
+  return num_classes

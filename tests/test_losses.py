@@ -11,6 +11,7 @@ import numpy as np
 import optax
 from absl.testing import parameterized
 
+from l2d_jax import deferral
 from l2d_jax import losses
 
 # --- numpy references (float64), written straight from the paper's formulas.
@@ -260,7 +261,7 @@ class DecisionAndEstimatorTest(parameterized.TestCase):
 
   def test_defer_decision_matches_numpy(self):
     logits, _, _ = _random_inputs(9, 50, 4, 3)
-    out = jax.jit(losses.defer_decision, static_argnames="num_experts")(
+    out = jax.jit(deferral.argmax_deferral, static_argnames="num_experts")(
         logits, num_experts=3)
     self.assertEqual(out.dtype, jnp.int32)
     best_class = logits[:, :4].max(-1)
@@ -272,7 +273,7 @@ class DecisionAndEstimatorTest(parameterized.TestCase):
   def test_defer_decision_ties_go_to_model(self):
     logits = np.array([[1.0, 0.0, 1.0], [1.0, 0.0, 1.5]], np.float32)
     np.testing.assert_array_equal(
-        losses.defer_decision(logits, num_experts=1), [0, 1])
+        deferral.argmax_deferral(logits, num_experts=1), [0, 1])
 
   def test_softmax_correctness_matches_ratio(self):
     logits, _, _ = _random_inputs(10, 20, 3, 2, scale=1.0)
@@ -329,7 +330,7 @@ class DecisionAndEstimatorTest(parameterized.TestCase):
 
   def test_estimator_argument_errors(self):
     logits = np.zeros((2, 3), np.float32)
-    for fn in (losses.defer_decision, losses.softmax_correctness,
+    for fn in (deferral.argmax_deferral, losses.softmax_correctness,
                losses.ova_correctness, losses.softmax_class_probabilities,
                losses.ova_class_probabilities):
       with self.assertRaisesRegex(ValueError, "K >= 1"):
@@ -426,5 +427,5 @@ class BayesOptimalityTest(parameterized.TestCase):
     # r*(x) = 0 if max_y eta > max_j acc_j, else 1 + argmax_j acc_j.
     expected = np.where(ACC.max(1) > ETA.max(1), ACC.argmax(1) + 1, 0)
     np.testing.assert_array_equal(
-        losses.defer_decision(params, num_experts=2), expected)
+        deferral.argmax_deferral(params, num_experts=2), expected)
     self.assertEqual(set(expected.tolist()), {0, 1, 2})

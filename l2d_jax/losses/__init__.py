@@ -1,7 +1,6 @@
 """Losses: multi-expert learning-to-defer surrogates and their estimators."""
 
 __all__ = [
-    "defer_decision",
     "multi_expert_ova_loss",
     "multi_expert_softmax_loss",
     "ova_class_probabilities",
@@ -10,7 +9,6 @@ __all__ = [
     "softmax_correctness",
 ]
 
-from l2d_jax.losses._multi_expert import defer_decision
 from l2d_jax.losses._multi_expert import multi_expert_ova_loss
 from l2d_jax.losses._multi_expert import multi_expert_softmax_loss
 from l2d_jax.losses._multi_expert import ova_class_probabilities

@@ -17,25 +17,6 @@ import jax.numpy as jnp
 from l2d_jax import _validation
 
 
-def _check_num_experts(logits: Any, num_experts: int) -> int:
-  """Validates ``num_experts`` against ``logits [..., K + J]``; returns K."""
-  if isinstance(num_experts, bool) or not isinstance(num_experts, int):
-    raise TypeError(
-        f"`num_experts` must be a Python int, got {type(num_experts).__name__}.")
-  if num_experts < 1:
-    raise ValueError(f"`num_experts` must be >= 1, got {num_experts}.")
-  _validation.check_floating(logits, "logits")
-  if jnp.ndim(logits) < 1:
-    raise ValueError("`logits` must have shape [..., K + J], got a scalar.")
-  num_classes = jnp.shape(logits)[-1] - num_experts
-  if num_classes < 1:
-    raise ValueError(
-        f"`logits` must have shape [..., K + J] with K >= 1 classes and "
-        f"J={num_experts} experts, i.e. a last axis of at least "
-        f"{num_experts + 1}, got shape {tuple(jnp.shape(logits))}.")
-  return num_classes
-
-
 def _check_loss_inputs(
     logits: Any, labels: Any, expert_predictions: Any, where: Any
 ) -> tuple[int, int]:
@@ -233,50 +214,6 @@ def multi_expert_ova_loss(
   return loss
 
 
-def defer_decision(
-    logits: jax.typing.ArrayLike, *, num_experts: int
-) -> jax.Array:
-  """Deferral decision of either parameterisation.
-
-  The model answers (0) unless the best deferral logit strictly beats the best
-  class logit; then the decision is ``1 + argmax_j g_⊥j`` (expert ``j`` is
-  1-based here, so that 0 can mean "the model"). Ties go to the model; the
-  paper's rule sends exact ties to an expert, which only differs on a set of
-  measure zero. Because sigmoid and softmax are monotone, the same rule serves
-  the softmax and the OvA surrogate.
-
-  Args:
-    logits: ``[..., K + J]`` floating.
-    num_experts: the number of experts J (static).
-
-  Returns:
-    ``[...]`` int32 decisions in ``[0, J]``.
-
-  Raises:
-    TypeError: ``num_experts`` not an int, or non-floating ``logits``.
-    ValueError: ``num_experts < 1`` or fewer than ``J + 1`` columns.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from l2d_jax import losses
-    >>> logits = jnp.array([[2.0, 0.0, 1.0, -1.0], [0.0, 1.0, 0.0, 2.0]])
-    >>> print(losses.defer_decision(logits, num_experts=2))
-    [0 2]
-
-  References:
-    Verma, Barrejón & Nalisnick, Learning to Defer to Multiple Experts:
-    Consistent Surrogate Losses, Confidence Calibration, and Conformal
-    Ensembles, AISTATS 2023.
-  """
-  num_classes = _check_num_experts(logits, num_experts)
-  logits = jnp.asarray(logits)
-  best_class = jnp.max(logits[..., :num_classes], axis=-1)
-  deferral = logits[..., num_classes:]
-  defer = jnp.max(deferral, axis=-1) > best_class
-  expert = jnp.argmax(deferral, axis=-1).astype(jnp.int32) + 1
-  return jnp.where(defer, expert, 0).astype(jnp.int32)
-
-
 def softmax_correctness(
     logits: jax.typing.ArrayLike, *, num_experts: int, cap: bool = True
 ) -> jax.Array:
@@ -323,7 +260,7 @@ def softmax_correctness(
     Consistent Surrogate Losses, Confidence Calibration, and Conformal
     Ensembles, AISTATS 2023 (Eq. 2).
   """
-  num_classes = _check_num_experts(logits, num_experts)
+  num_classes = _validation.check_num_experts(logits, num_experts)
   logits = jnp.asarray(logits)
   log_p = logits[..., num_classes:] - jax.nn.logsumexp(
       logits[..., :num_classes], axis=-1, keepdims=True)
@@ -363,7 +300,7 @@ def ova_correctness(
     Verma & Nalisnick, Calibrated Learning to Defer with One-vs-All
     Classifiers, ICML 2022.
   """
-  num_classes = _check_num_experts(logits, num_experts)
+  num_classes = _validation.check_num_experts(logits, num_experts)
   return jax.nn.sigmoid(jnp.asarray(logits)[..., num_classes:])
 
 
@@ -397,7 +334,7 @@ def softmax_class_probabilities(
     Mozannar & Sontag, Consistent Estimators for Learning to Defer to an
     Expert, ICML 2020.
   """
-  num_classes = _check_num_experts(logits, num_experts)
+  num_classes = _validation.check_num_experts(logits, num_experts)
   return jax.nn.softmax(jnp.asarray(logits)[..., :num_classes], axis=-1)
 
 
@@ -430,7 +367,7 @@ def ova_class_probabilities(
     Verma & Nalisnick, Calibrated Learning to Defer with One-vs-All
     Classifiers, ICML 2022.
   """
-  num_classes = _check_num_experts(logits, num_experts)
+  num_classes = _validation.check_num_experts(logits, num_experts)
   class_logits = jnp.asarray(logits)[..., :num_classes]
   if normalize:
     # sigmoid(g) / Σ sigmoid(g) in log space: finite for any finite logits.

@@ -2,7 +2,7 @@
 
 A deferral decision is an int in ``[0, J]``: 0 means the model answers,
 ``j >= 1`` means expert ``j`` (1-based) answers, as returned by
-``l2d_jax.losses.defer_decision``.
+``l2d_jax.deferral.argmax_deferral``.
 """
 
 from __future__ import annotations
