@@ -4,10 +4,12 @@ Subpackages (import them directly, e.g. ``from l2d_jax import conformal``):
 
 - ``conformal``: LAC/APS/RAPS scores, exact conformal quantiles, prediction
   sets and training-free deferral by segregativity.
-- ``experts``: the annotation data model, confusion matrices, segregativity,
-  expert-selection strategies and expert simulators.
+- ``experts``: the annotation data model, confusion matrices, segregativity
+  and expert simulators.
+- ``deferral``: the decision rules (who answers: 0 = the model, j >= 1 =
+  expert j) — multi-expert argmax, the conformal strategies, expert selection.
 - ``losses``: multi-expert L2D surrogates (softmax and one-vs-all).
-- ``metrics``: deferral workload, significance tests, calibration (ECE).
+- ``metrics``: system accuracy, workload, significance tests, calibration (ECE).
 - ``models``: Flax NNX classifiers with deferral heads.
 - ``training``: one sharded, resumable optax trainer.
 - ``data``: loaders for real annotation data sets and simulated data.
