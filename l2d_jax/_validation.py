@@ -163,12 +163,11 @@ def check_mask(where: Any, size: int, name: str = "where") -> None:
 
 
 def check_num_experts(logits: Any, num_experts: int) -> int:
-  """Validates ``num_experts`` against ``logits [..., K + J]``; returns K."""
-  if isinstance(num_experts, bool) or not isinstance(num_experts, int):
-    raise TypeError(
-        f"`num_experts` must be a Python int, got {type(num_experts).__name__}.")
-  if num_experts < 1:
-    raise ValueError(f"`num_experts` must be >= 1, got {num_experts}.")
+  """Validates ``num_experts`` against ``logits [..., K + J]``; returns K.
+
+  ``num_experts`` may be a Python or NumPy integer (see ``check_static_int``).
+  """
+  num_experts = check_static_int(num_experts, "num_experts", minimum=1)
   check_floating(logits, "logits")
   if jnp.ndim(logits) < 1:
     raise ValueError("`logits` must have shape [..., K + J], got a scalar.")
@@ -179,3 +178,23 @@ def check_num_experts(logits: Any, num_experts: int) -> int:
         f"J={num_experts} experts, i.e. a last axis of at least "
         f"{num_experts + 1}, got shape {tuple(jnp.shape(logits))}.")
   return num_classes
+
+
+def check_static_int(value: Any, name: str, *, minimum: int = 0) -> int:
+  """Checks a static integer option (Python or NumPy int, not bool).
+
+  Returns:
+    ``value`` as a Python ``int`` (hashable and usable as a shape).
+
+  Raises:
+    TypeError: ``value`` is a bool, a float, an array or a tracer.
+    ValueError: ``value < minimum``.
+  """
+  if isinstance(value, (bool, np.bool_)) or not isinstance(
+      value, (int, np.integer)):
+    raise TypeError(f"`{name}` must be an int (static), got "
+                    f"{type(value).__name__}.")
+  value = int(value)
+  if value < minimum:
+    raise ValueError(f"`{name}` must be >= {minimum}, got {value}.")
+  return value
