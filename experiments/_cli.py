@@ -1,0 +1,344 @@
+"""The command-line layer shared by the experiments.
+
+Every experiment's ``__main__`` builds an ``argparse`` parser with
+``make_parser`` (help shows every option's default), uses the ``type=``
+helpers below so bad values are refused while parsing, and hands the parser and
+its run function to ``run_main``. Expected errors -- a bad value, a missing data
+directory, an unwritable ``--out`` -- end with one line on stderr that names the
+option and exit code 2; ``--debug`` shows the full traceback instead.
+
+  def main(argv=None) -> int:
+    return _cli.run_main(build_parser(), run, argv)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import pathlib
+import re
+import sys
+import tempfile
+import traceback
+from typing import Any, Callable, Sequence
+
+__all__ = [
+    "CliError",
+    "HelpFormatter",
+    "make_parser",
+    "run_main",
+    "positive_int",
+    "non_negative_int",
+    "int_at_least",
+    "seed",
+    "fraction",
+    "float_list",
+    "int_list",
+    "alpha_list",
+    "require_dir",
+    "require_file",
+    "check_output_dir",
+    "options_without_help",
+]
+
+EXIT_USAGE = 2
+MAX_SEED = 2**32  # exclusive: numpy's default_rng and jax.random.key agree.
+
+
+class CliError(Exception):
+  """An expected command-line error; ``run_main`` prints it as one line."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
+                    argparse.RawDescriptionHelpFormatter):
+  """Shows each option's default and keeps the description's line breaks."""
+
+
+def make_parser(prog: str, description: str, **kwargs) -> argparse.ArgumentParser:
+  """An ``ArgumentParser`` with ``HelpFormatter`` (defaults in ``--help``)."""
+  return argparse.ArgumentParser(prog=prog, description=description,
+                                 formatter_class=HelpFormatter, **kwargs)
+
+
+def _one_line(message: str) -> str:
+  return " ".join(str(message).split())
+
+
+_ARGUMENT = re.compile(r"^argument ([^:]+): (.*)$", re.S)
+
+
+def _parse_error_line(message: str) -> str:
+  """argparse's "argument --x: must ..." as "--x must ..." (one line)."""
+  m = _ARGUMENT.match(message)
+  if m:
+    option = m.group(1).split("/")[-1]
+    rest = m.group(2)
+    message = (f"{option} {rest}" if rest.startswith("must ")
+               else f"{option}: {rest}")
+  return _one_line(message)
+
+
+def run_main(parser: argparse.ArgumentParser,
+             run_fn: Callable[[argparse.Namespace], Any],
+             argv: Sequence[str] | None = None) -> int:
+  """Parses ``argv`` and calls ``run_fn(args)``; returns the exit code.
+
+  Adds ``--debug`` to ``parser``. Parse errors and the expected errors of
+  ``run_fn`` (``CliError``, ``ValueError``, ``TypeError``, ``OSError``) are
+  printed as one line ``error: ...`` on stderr and give exit code 2; with
+  ``--debug`` an error from ``run_fn`` prints its full traceback (still exit
+  code 2). ``--help`` exits through ``SystemExit(0)`` as usual.
+
+  Args:
+    parser: the experiment's parser (its ``error`` is made to raise).
+    run_fn: runs the experiment from the parsed arguments; an int it returns
+      is the exit code, anything else means 0.
+    argv: arguments without the program name; ``None`` reads ``sys.argv``.
+
+  Returns:
+    The exit code: 0 on success, 2 on an expected error.
+  """
+  if not any("--debug" in a.option_strings for a in parser._actions):  # pylint: disable=protected-access
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error.")
+
+  def _raise(message):
+    raise CliError(_parse_error_line(message))
+
+  parser.error = _raise  # One line instead of usage + message + SystemExit.
+  try:
+    args = parser.parse_args(argv)
+  except CliError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return EXIT_USAGE
+  try:
+    code = run_fn(args)
+  except (CliError, ValueError, TypeError, OSError) as e:
+    if getattr(args, "debug", False):
+      traceback.print_exc()
+    else:
+      print(f"error: {_one_line(e) or type(e).__name__} "
+            "(--debug shows the traceback)", file=sys.stderr)
+    return EXIT_USAGE
+  return code if isinstance(code, int) and not isinstance(code, bool) else 0
+
+
+# ---------------------------------------------------------------------------
+# argparse ``type=`` helpers: each raises ArgumentTypeError("must ..."), which
+# run_main prints as "error: --option must ...".
+
+
+def _named(name: str):
+  def deco(fn):
+    fn.__name__ = name
+    return fn
+  return deco
+
+
+def _int(text: str) -> int:
+  try:
+    return int(text.strip())
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+        f"must be an integer, got {text!r}") from None
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+  """A ``type=`` for integers ``>= minimum``."""
+  @_named(f"int>={minimum}")
+  def parse(text: str) -> int:
+    v = _int(text)
+    if v < minimum:
+      raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {v}")
+    return v
+  return parse
+
+
+positive_int = int_at_least(1)
+positive_int.__doc__ = "A ``type=`` for integers >= 1."
+non_negative_int = int_at_least(0)
+non_negative_int.__doc__ = "A ``type=`` for integers >= 0."
+
+
+def seed(text: str) -> int:
+  """A ``type=`` for random seeds: integers in [0, 2**32)."""
+  v = _int(text)
+  if not 0 <= v < MAX_SEED:
+    raise argparse.ArgumentTypeError(
+        f"must be an integer in [0, 2**32), got {v}")
+  return v
+
+
+def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
+  return f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+
+def _float(text: str) -> float:
+  try:
+    return float(text.strip())
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+        f"must be a number, got {text!r}") from None
+
+
+def _in_interval(v: float, low, high, low_open, high_open) -> bool:
+  if not math.isfinite(v):
+    return False
+  if low is not None and (v < low or (low_open and v == low)):
+    return False
+  if high is not None and (v > high or (high_open and v == high)):
+    return False
+  return True
+
+
+def fraction(low: float = 0.0, high: float = 1.0, *, low_open: bool = True,
+             high_open: bool = False) -> Callable[[str], float]:
+  """A ``type=`` for a finite number in an interval (default ``(0, 1]``)."""
+  iv = _interval(low, high, low_open, high_open)
+
+  @_named(f"number in {iv}")
+  def parse(text: str) -> float:
+    v = _float(text)
+    if not _in_interval(v, low, high, low_open, high_open):
+      raise argparse.ArgumentTypeError(f"must lie in {iv}, got {text.strip()}")
+    return v
+  return parse
+
+
+def _comma_list(text: str, item: Callable[[str], Any], what: str) -> tuple:
+  parts = [p.strip() for p in text.split(",")]
+  if not text.strip() or any(not p for p in parts):
+    raise argparse.ArgumentTypeError(
+        f"must be a non-empty comma-separated list of {what}, got {text!r}")
+  values = []
+  for p in parts:
+    try:
+      values.append(item(p))
+    except argparse.ArgumentTypeError as e:
+      raise argparse.ArgumentTypeError(f"{e} (in {text!r})") from None
+  seen = set()
+  for p, v in zip(parts, values):
+    if v in seen:
+      raise argparse.ArgumentTypeError(
+          f"must not repeat a value, got {p} twice in {text!r}")
+    seen.add(v)
+  return tuple(values)
+
+
+def float_list(low: float | None = None, high: float | None = None, *,
+               low_open: bool = False, high_open: bool = False
+               ) -> Callable[[str], tuple[float, ...]]:
+  """A ``type=`` for comma lists of finite numbers, optionally in an interval.
+
+  The list must be non-empty and must not repeat a value; the order is kept.
+  """
+  if low is None and high is None:
+    iv, what = None, "numbers"
+  else:
+    iv = _interval(-math.inf if low is None else low,
+                   math.inf if high is None else high, low_open, high_open)
+    what = f"numbers in {iv}"
+
+  def item(p):
+    v = _float(p)
+    if not _in_interval(v, low, high, low_open, high_open):
+      raise argparse.ArgumentTypeError(
+          f"must hold finite {what}, got {p}" if iv is None else
+          f"must hold numbers in {iv}, got {p}")
+    return v
+
+  @_named(f"list of {what}")
+  def parse(text: str) -> tuple[float, ...]:
+    return _comma_list(text, item, what)
+  return parse
+
+
+def int_list(minimum: int | None = None) -> Callable[[str], tuple[int, ...]]:
+  """A ``type=`` for comma lists of integers (``>= minimum`` if given)."""
+  what = "integers" if minimum is None else f"integers >= {minimum}"
+
+  def item(p):
+    v = _int(p)
+    if minimum is not None and v < minimum:
+      raise argparse.ArgumentTypeError(f"must hold {what}, got {v}")
+    return v
+
+  @_named(f"list of {what}")
+  def parse(text: str) -> tuple[int, ...]:
+    return _comma_list(text, item, what)
+  return parse
+
+
+alpha_list = float_list(0.0, 1.0, low_open=True, high_open=True)
+alpha_list.__doc__ = "A ``type=`` for comma lists of miscoverage levels in (0, 1)."
+
+
+# ---------------------------------------------------------------------------
+# Paths.
+
+
+def require_dir(path: str | os.PathLike, option: str) -> pathlib.Path:
+  """Returns ``path`` if it is a directory, else raises a one-line CliError."""
+  p = pathlib.Path(path)
+  if not p.is_dir():
+    state = "is not a directory" if p.exists() else "does not exist"
+    raise CliError(f"{option}: {p} {state}; pass the data directory with "
+                   f"{option} PATH")
+  return p
+
+
+def require_file(path: str | os.PathLike, option: str) -> pathlib.Path:
+  """Returns ``path`` if it is a file, else raises a one-line CliError."""
+  p = pathlib.Path(path)
+  if not p.is_file():
+    state = "is not a file" if p.exists() else "does not exist"
+    raise CliError(f"{option}: {p} {state}")
+  return p
+
+
+def check_output_dir(out: str | os.PathLike, option: str = "--out"
+                     ) -> pathlib.Path:
+  """Checks, before any work, that the output folder ``out`` can be written.
+
+  The experiments write their outputs into a temporary sibling of ``out`` and
+  swap it in (``_io.OutputSet``), so the parent must be writable too. Creates
+  the parent folders (not ``out`` itself) and probes them with a temporary
+  folder that is removed again.
+
+  Args:
+    out: the output folder.
+    option: the option that named it, for the error message.
+
+  Returns:
+    ``out`` as an absolute path with symlinks resolved.
+
+  Raises:
+    CliError: ``out`` is a file, the current folder or one of its parents, or
+      it (or its parent) cannot be created or written.
+  """
+  given = pathlib.Path(out)
+  p = pathlib.Path(os.path.realpath(given))
+  if p.exists() and not p.is_dir():
+    raise CliError(f"{option}: {given} exists and is not a directory")
+  cwd = pathlib.Path(os.path.realpath(os.getcwd()))
+  if p == p.parent or p == cwd or p in cwd.parents:
+    raise CliError(f"{option}: {given} is the current directory or one of its "
+                   "parents; choose a folder of its own for the outputs")
+  for d, what in ((p.parent, "create or write to"),) + (
+      ((p, "write to"),) if p.exists() else ()):
+    try:
+      d.mkdir(parents=True, exist_ok=True)
+      tempfile.TemporaryDirectory(dir=d, prefix=".l2d-write-probe-").cleanup()
+    except OSError as e:
+      raise CliError(f"{option}: cannot {what} {d} "
+                     f"({e.strerror or type(e).__name__})") from None
+  if p.exists() and not os.access(p, os.W_OK | os.X_OK):
+    raise CliError(f"{option}: cannot write to {given} (permission denied)")
+  return p
+
+
+def options_without_help(parser: argparse.ArgumentParser) -> list[str]:
+  """The options of ``parser`` that have no help text (for tests)."""
+  return [a.option_strings[0] for a in parser._actions  # pylint: disable=protected-access
+          if a.option_strings and not a.help]
