@@ -225,14 +225,20 @@ class BadInputTest(parameterized.TestCase):
     x, y, m = self.logits, self.labels, self.experts
     with self.assertRaisesRegex(ValueError, "logits.*K >= 1"):
       fn(x[:, :2], y, m)  # J = 2 leaves no class column
-    with self.assertRaisesRegex(ValueError, "labels.*batch size"):
+    with self.assertRaisesRegex(ValueError, "labels.*batch shape \\(4,\\)"):
       fn(x, y[:3], m)
-    with self.assertRaisesRegex(ValueError, "expert_predictions.*batch size"):
+    with self.assertRaisesRegex(ValueError,
+                                "expert_predictions.*batch shape \\(4,\\)"):
       fn(x, y, m[:3])
-    with self.assertRaisesRegex(ValueError, "expert_predictions.*batch, J"):
+    with self.assertRaisesRegex(ValueError,
+                                "expert_predictions.*\\[\\.\\.\\., J\\]"):
       fn(x, y, m[:, 0])
-    with self.assertRaisesRegex(ValueError, "logits.*batch, K \\+ J"):
-      fn(x[0], y, m)
+    with self.assertRaisesRegex(ValueError, "labels.*batch shape \\(\\)"):
+      fn(x[0], y, m)  # one example: labels must be a scalar
+    with self.assertRaisesRegex(ValueError, "logits.*scalar"):
+      fn(x[0, 0], y[0], m[0])
+    with self.assertRaisesRegex(ValueError, "J >= 1"):
+      fn(x, y, m[:, :0])
     with self.assertRaisesRegex(TypeError, "labels.*integer"):
       fn(x, y.astype(np.float32), m)
     with self.assertRaisesRegex(TypeError, "expert_predictions.*integer"):
@@ -243,7 +249,7 @@ class BadInputTest(parameterized.TestCase):
       fn(x, np.array([0, 1, 3, 0], np.int32), m)
     with self.assertRaisesRegex(ValueError, "expert_predictions.*\\[0, 3\\)"):
       fn(x, y, np.where(m == 0, -1, m).astype(np.int32))
-    with self.assertRaisesRegex(ValueError, "where.*shape"):
+    with self.assertRaisesRegex(ValueError, "where.*batch shape \\(4,\\)"):
       fn(x, y, m, where=np.ones(3, bool))
     with self.assertRaisesRegex(TypeError, "where.*boolean"):
       fn(x, y, m, where=np.ones(4, np.int32))
@@ -339,6 +345,132 @@ class DecisionAndEstimatorTest(parameterized.TestCase):
         fn(logits, num_experts=0)
       with self.assertRaisesRegex(TypeError, "num_experts"):
         fn(logits, num_experts=1.0)
+      with self.assertRaisesRegex(TypeError, "num_experts"):
+        fn(logits, num_experts=True)
+      with self.assertRaisesRegex(TypeError, "num_experts"):
+        fn(logits, num_experts=np.array([1]))
+
+
+class BatchDimensionsTest(parameterized.TestCase):
+  """Leading batch shapes [...] and jax.vmap over single examples."""
+
+  @parameterized.named_parameters(("softmax", 0), ("ova", 1))
+  def test_vmap_over_examples_equals_batched_call(self, which):
+    _, fn, ref = LOSSES[which]
+    logits, labels, experts = _random_inputs(12, 6, 4, 3)
+    where = np.array([True, False, True, True, False, True])
+    batched = fn(logits, labels, experts)
+    per_example = jax.jit(jax.vmap(fn))(logits, labels, experts)
+    chex.assert_shape(per_example, (6,))
+    np.testing.assert_allclose(per_example, batched, rtol=1e-6)
+    np.testing.assert_allclose(per_example, ref(logits, labels, experts),
+                               rtol=1e-5, atol=1e-5)
+    masked = jax.vmap(lambda x, y, m, w: fn(x, y, m, where=w))(
+        logits, labels, experts, where)
+    np.testing.assert_allclose(
+        masked, fn(logits, labels, experts, where=where), rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(masked)[~where], 0.0)
+
+  @parameterized.named_parameters(("softmax", 0), ("ova", 1))
+  def test_single_example_is_a_scalar(self, which):
+    _, fn, ref = LOSSES[which]
+    logits, labels, experts = _random_inputs(13, 1, 3, 2)
+    out = fn(logits[0], labels[0], experts[0])
+    chex.assert_shape(out, ())
+    np.testing.assert_allclose(out, ref(logits, labels, experts)[0],
+                               rtol=1e-5)
+
+  @parameterized.named_parameters(("softmax", 0), ("ova", 1))
+  def test_two_leading_dims(self, which):
+    _, fn, ref = LOSSES[which]
+    logits, labels, experts = _random_inputs(14, 6, 4, 3)
+    where = np.array([True, True, False, True, False, True])
+    out = jax.jit(fn)(logits.reshape(2, 3, 7), labels.reshape(2, 3),
+                      experts.reshape(2, 3, 3), where=where.reshape(2, 3))
+    chex.assert_shape(out, (2, 3))
+    expected = np.where(where, ref(logits, labels, experts), 0.0)
+    np.testing.assert_allclose(out, expected.reshape(2, 3), rtol=1e-5,
+                               atol=1e-5)
+
+  @parameterized.named_parameters(("softmax", 0), ("ova", 1))
+  def test_per_example_gradients(self, which):
+    _, fn, _ = LOSSES[which]
+    logits, labels, experts = _random_inputs(15, 5, 3, 2)
+    per_example = jax.jit(jax.vmap(jax.grad(fn)))(logits, labels, experts)
+    chex.assert_shape(per_example, (5, 5))
+    # Example i's loss depends on row i only: the gradient of the summed loss
+    # is the stack of per-example gradients, and the Jacobian is diagonal.
+    summed = jax.jacrev(lambda x: fn(x, labels, experts).sum())(logits)
+    np.testing.assert_allclose(per_example, summed, rtol=1e-6, atol=1e-7)
+    jac = np.array(jax.jacrev(lambda x: fn(x, labels, experts))(logits))
+    np.testing.assert_allclose(jac[np.arange(5), np.arange(5)], per_example,
+                               rtol=1e-6, atol=1e-7)
+    jac[np.arange(5), np.arange(5)] = 0.0
+    np.testing.assert_array_equal(jac, 0.0)
+    # The softmax-loss gradient has a closed form: q - targets * (row sum).
+    if which == 0:
+      q = np.exp(_np_log_softmax(logits))
+      targets = np.concatenate(
+          [np.eye(3)[labels], experts == labels[:, None]], axis=1)
+      expected = q * targets.sum(1, keepdims=True) - targets
+      np.testing.assert_allclose(per_example, expected, rtol=1e-5,
+                                 atol=1e-6)
+
+  @parameterized.parameters(
+      (losses.softmax_correctness, 2), (losses.ova_correctness, 2),
+      (losses.softmax_class_probabilities, 3),
+      (losses.ova_class_probabilities, 3))
+  def test_estimators_batch_and_vmap(self, fn, width):
+    logits, _, _ = _random_inputs(16, 6, 3, 2)
+    f = functools.partial(fn, num_experts=2)
+    flat = f(logits)
+    chex.assert_shape(flat, (6, width))
+    np.testing.assert_allclose(jax.vmap(f)(logits), flat, rtol=1e-6)
+    np.testing.assert_allclose(f(logits.reshape(2, 3, 5)),
+                               np.asarray(flat).reshape(2, 3, width),
+                               rtol=1e-6)
+    # NumPy integers are accepted for the static option, also under jit.
+    np.testing.assert_allclose(
+        jax.jit(fn, static_argnames="num_experts")(
+            logits, num_experts=np.int64(2)), flat, rtol=1e-6)
+
+  def test_argmax_deferral_batch_and_vmap(self):
+    logits, _, _ = _random_inputs(18, 12, 4, 3)
+    flat = deferral.argmax_deferral(logits, num_experts=3)
+    f = functools.partial(deferral.argmax_deferral, num_experts=np.int64(3))
+    np.testing.assert_array_equal(jax.vmap(f)(logits), flat)
+    np.testing.assert_array_equal(f(logits.reshape(3, 4, 7)),
+                                  np.asarray(flat).reshape(3, 4))
+    self.assertEqual(set(np.asarray(flat).tolist()), {0, 1, 2, 3})
+
+
+class NanDecisionTest(parameterized.TestCase):
+
+  def test_nan_rows_get_minus_one_under_jit(self):
+    # Row 0 would go to the model if NaN compared false; row 2 to expert 2.
+    logits = np.array([[np.nan, 0.0, 5.0, 1.0],
+                       [0.0, 1.0, 3.0, 2.0],
+                       [0.0, 0.0, 1.0, np.nan],
+                       [2.0, 0.0, 1.0, -1.0]], np.float32)
+    out = jax.jit(deferral.argmax_deferral, static_argnames="num_experts")(
+        logits, num_experts=2)
+    np.testing.assert_array_equal(out, [-1, 1, -1, 0])
+    out = jax.vmap(functools.partial(deferral.argmax_deferral,
+                                     num_experts=2))(logits)
+    np.testing.assert_array_equal(out, [-1, 1, -1, 0])
+
+  def test_concrete_nan_raises(self):
+    logits = np.array([[0.0, 1.0, 3.0], [np.nan, 1.0, 0.0]], np.float32)
+    with self.assertRaisesRegex(ValueError, "logits.*NaN.*index \\(1,\\)"):
+      deferral.argmax_deferral(logits, num_experts=1)
+    with self.assertRaisesRegex(ValueError, "logits.*NaN"):
+      deferral.argmax_deferral(jnp.asarray(logits), num_experts=1)
+
+  def test_infinite_logits_still_decide(self):
+    logits = np.array([[np.inf, 0.0, 1.0], [0.0, -np.inf, np.inf]],
+                      np.float32)
+    np.testing.assert_array_equal(
+        deferral.argmax_deferral(logits, num_experts=1), [0, 1])
 
 
 # --- Bayes optimality on a small discrete distribution.

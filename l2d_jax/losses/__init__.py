@@ -1,17 +1,29 @@
-"""Losses: multi-expert learning-to-defer surrogates and their estimators."""
+"""Losses: multi-expert learning-to-defer surrogates and their estimators.
 
-__all__ = [
-    "multi_expert_ova_loss",
+Losses are per example (``[..., K + J]`` logits in, ``[...]`` losses out);
+the caller reduces. Estimators read the logits of a trained surrogate.
+"""
+
+__all__ = (
+    # Surrogate losses.
     "multi_expert_softmax_loss",
-    "ova_class_probabilities",
-    "ova_correctness",
-    "softmax_class_probabilities",
+    "multi_expert_ova_loss",
+    # Estimators from softmax-surrogate logits.
     "softmax_correctness",
-]
+    "softmax_class_probabilities",
+    # Estimators from one-vs-all-surrogate logits.
+    "ova_correctness",
+    "ova_class_probabilities",
+)
 
+# Surrogate losses.
 from l2d_jax.losses._multi_expert import multi_expert_ova_loss
 from l2d_jax.losses._multi_expert import multi_expert_softmax_loss
-from l2d_jax.losses._multi_expert import ova_class_probabilities
-from l2d_jax.losses._multi_expert import ova_correctness
+
+# Estimators from softmax-surrogate logits.
 from l2d_jax.losses._multi_expert import softmax_class_probabilities
 from l2d_jax.losses._multi_expert import softmax_correctness
+
+# Estimators from one-vs-all-surrogate logits.
+from l2d_jax.losses._multi_expert import ova_class_probabilities
+from l2d_jax.losses._multi_expert import ova_correctness

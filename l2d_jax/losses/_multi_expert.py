@@ -20,32 +20,45 @@ from l2d_jax import _validation
 def _check_loss_inputs(
     logits: Any, labels: Any, expert_predictions: Any, where: Any
 ) -> tuple[int, int]:
-  """Trace-time (and, when concrete, value) checks; returns ``(K, J)``."""
-  _validation.check_ndim(logits, 2, "logits", "[batch, K + J]")
-  _validation.check_ndim(labels, 1, "labels", "[batch]")
-  _validation.check_ndim(
-      expert_predictions, 2, "expert_predictions", "[batch, J]")
+  """Trace-time (and, when concrete, value) checks; returns ``(K, J)``.
+
+  Any leading batch shape ``[...]`` is allowed (none under ``jax.vmap`` over
+  single examples); it must be the same for every argument.
+  """
   _validation.check_floating(logits, "logits")
   _validation.check_integer(labels, "labels")
   _validation.check_integer(expert_predictions, "expert_predictions")
-  batch = jnp.shape(logits)[0]
-  num_experts = jnp.shape(expert_predictions)[1]
+  if jnp.ndim(logits) < 1:
+    raise ValueError("`logits` must have shape [..., K + J], got a scalar.")
+  batch = tuple(jnp.shape(logits)[:-1])
+  if tuple(jnp.shape(labels)) != batch:
+    raise ValueError(
+        f"`labels` must have shape [...] equal to the batch shape {batch} of "
+        f"`logits` [..., K + J], got shape {tuple(jnp.shape(labels))}.")
+  shape = tuple(jnp.shape(expert_predictions))
+  if len(shape) != len(batch) + 1 or shape[:-1] != batch:
+    raise ValueError(
+        f"`expert_predictions` must have shape [..., J] with the batch shape "
+        f"{batch} of `logits`, got shape {shape}.")
+  num_experts = shape[-1]
   if num_experts < 1:
-    raise ValueError("`expert_predictions` must have shape [batch, J] with "
+    raise ValueError("`expert_predictions` must have shape [..., J] with "
                      "J >= 1, got J=0.")
-  width = jnp.shape(logits)[1]
+  width = jnp.shape(logits)[-1]
   if width - num_experts < 1:
     raise ValueError(
-        f"`logits` must have shape [batch, K + J] with K >= 1: "
+        f"`logits` must have shape [..., K + J] with K >= 1: "
         f"`expert_predictions` gives J={num_experts} experts, so `logits` "
         f"needs at least {num_experts + 1} columns, got shape "
         f"{tuple(jnp.shape(logits))}.")
-  for name, x in (("labels", labels), ("expert_predictions", expert_predictions)):
-    if jnp.shape(x)[0] != batch:
+  if where is not None:
+    if tuple(jnp.shape(where)) != batch:
       raise ValueError(
-          f"`{name}` must share the batch size of `logits` ({batch}), got "
-          f"shape {tuple(jnp.shape(x))}.")
-  _validation.check_mask(where, batch)
+          f"`where` must have shape [...] equal to the batch shape {batch} of "
+          f"`logits`, got shape {tuple(jnp.shape(where))}.")
+    if jnp.result_type(where) != jnp.bool_:
+      raise TypeError(
+          f"`where` must be boolean, got {jnp.result_type(where)}.")
   num_classes = width - num_experts
   _validation.check_index_range(labels, num_classes, "labels", where=where)
   _validation.check_index_range(
@@ -65,9 +78,16 @@ def _masked_inputs(logits, labels, expert_predictions, where):
   if where is None:
     return logits, labels, expert_predictions
   where = jnp.asarray(where)
-  return (jnp.where(where[:, None], logits, 0),
+  return (jnp.where(where[..., None], logits, 0),
           jnp.where(where, labels, 0),
-          jnp.where(where[:, None], expert_predictions, 0))
+          jnp.where(where[..., None], expert_predictions, 0))
+
+
+def _targets(labels, expert_predictions, num_classes):
+  """``[..., K + J]`` bool: the true class, then the experts that are right."""
+  is_label = jax.nn.one_hot(labels, num_classes, dtype=jnp.bool_)
+  correct = expert_predictions == labels[..., None]
+  return jnp.concatenate([is_label, correct], axis=-1)
 
 
 def multi_expert_softmax_loss(
@@ -88,25 +108,33 @@ def multi_expert_softmax_loss(
   (2020). Its minimiser satisfies ``q_⊥j = P(m_j=y|x) / (1 + Σ_j' P(m_j'=y|x))``;
   see :func:`softmax_correctness` and :func:`softmax_class_probabilities`.
 
+  The loss is per example; the caller reduces (mean, masked mean, ...). Any
+  leading batch shape ``[...]`` works, including none: ``jax.vmap`` over single
+  examples (e.g. for per-example gradients) gives the batched result.
+
   Args:
-    logits: ``[batch, K + J]`` floating; ``K`` class logits then ``J`` deferral
+    logits: ``[..., K + J]`` floating; ``K`` class logits then ``J`` deferral
       logits.
-    labels: ``[batch]`` integer true labels in ``[0, K)``.
-    expert_predictions: ``[batch, J]`` integer expert answers in ``[0, K)``;
+    labels: ``[...]`` integer true labels in ``[0, K)``.
+    expert_predictions: ``[..., J]`` integer expert answers in ``[0, K)``;
       ``J`` is read from this shape and ``K = logits.shape[-1] - J``.
-    where: optional ``[batch]`` bool; masked rows get loss 0 and zero
+    where: optional ``[...]`` bool; masked examples get loss 0 and zero
       gradient (their inputs may be padding, even NaN or -1).
 
   Returns:
-    ``[batch]`` per-example losses, dtype of ``logits``. Logits of -inf are
-    allowed for outputs that are not targets of the row (e.g. an expert that
-    cannot answer it): the loss and gradient stay finite.
+    ``[...]`` per-example losses, dtype of ``logits``. Logits of -inf are
+    allowed for outputs that are not targets of the example (e.g. an expert
+    that cannot answer it): the loss and gradient stay finite.
 
   Raises:
     TypeError: non-floating ``logits``, non-integer ``labels`` or
       ``expert_predictions``, non-boolean ``where``.
-    ValueError: wrong ranks, ``K < 1``, mismatched batch sizes; labels or
-      expert predictions outside ``[0, K)`` (checked when concrete).
+    ValueError: a scalar ``logits``; ``labels``, ``expert_predictions`` or
+      ``where`` whose batch shape differs from ``logits.shape[:-1]``;
+      ``J < 1`` or ``K < 1``; labels or expert predictions outside
+      ``[0, K)`` on unmasked examples (checked when concrete; under jit an
+      out-of-range label is the target of no class output, never of
+      another class).
 
   Example:
     >>> import jax.numpy as jnp
@@ -131,9 +159,7 @@ def multi_expert_softmax_loss(
   logits, labels, expert_predictions = _masked_inputs(
       logits, labels, expert_predictions, where)
   log_q = jax.nn.log_softmax(logits, axis=-1)
-  is_label = jax.nn.one_hot(labels, num_classes, dtype=jnp.bool_)
-  correct = expert_predictions == labels[:, None]
-  targets = jnp.concatenate([is_label, correct], axis=-1)
+  targets = _targets(labels, expert_predictions, num_classes)
   # Select rather than multiply: 0 * log q = NaN when an output that is not a
   # target has logit -inf (e.g. an expert who cannot answer this example).
   loss = -jnp.sum(jnp.where(targets, log_q, 0), axis=-1)
@@ -162,23 +188,25 @@ def multi_expert_ova_loss(
   ``1[m_j = y]``. It is computed in that form (no difference of two large
   terms). For ``J = 1`` this is the surrogate of Verma & Nalisnick (2022).
 
+  The loss is per example; the caller reduces. Leading batch shapes and
+  ``jax.vmap`` work as for :func:`multi_expert_softmax_loss`.
+
   Args:
-    logits: ``[batch, K + J]`` floating; ``K`` class logits then ``J`` deferral
+    logits: ``[..., K + J]`` floating; ``K`` class logits then ``J`` deferral
       logits.
-    labels: ``[batch]`` integer true labels in ``[0, K)``.
-    expert_predictions: ``[batch, J]`` integer expert answers in ``[0, K)``.
-    where: optional ``[batch]`` bool; masked rows get loss 0 and zero gradient
-      (their inputs may be padding, even NaN or -1).
+    labels: ``[...]`` integer true labels in ``[0, K)``.
+    expert_predictions: ``[..., J]`` integer expert answers in ``[0, K)``.
+    where: optional ``[...]`` bool; masked examples get loss 0 and zero
+      gradient (their inputs may be padding, even NaN or -1).
 
   Returns:
-    ``[batch]`` per-example losses, dtype of ``logits``. As for the softmax
+    ``[...]`` per-example losses, dtype of ``logits``. As for the softmax
     loss, -inf logits are allowed on outputs whose target is 0.
 
   Raises:
     TypeError: non-floating ``logits``, non-integer ``labels`` or
       ``expert_predictions``, non-boolean ``where``.
-    ValueError: wrong ranks, ``K < 1``, mismatched batch sizes; labels or
-      expert predictions outside ``[0, K)`` (checked when concrete).
+    ValueError: as for :func:`multi_expert_softmax_loss`.
 
   Example:
     >>> import jax.numpy as jnp
@@ -205,9 +233,7 @@ def multi_expert_ova_loss(
   # phi(z) = -log_sigmoid(z): finite value and gradient for any finite z.
   phi_pos = -jax.nn.log_sigmoid(logits)
   phi_neg = -jax.nn.log_sigmoid(-logits)
-  is_label = jax.nn.one_hot(labels, num_classes, dtype=jnp.bool_)
-  correct = expert_predictions == labels[:, None]
-  targets = jnp.concatenate([is_label, correct], axis=-1)
+  targets = _targets(labels, expert_predictions, num_classes)
   loss = jnp.sum(jnp.where(targets, phi_pos, phi_neg), axis=-1)
   if where is not None:
     loss = jnp.where(where, loss, 0)
