@@ -1,6 +1,10 @@
 """Data: loaders for real annotation data sets and simulated data.
 
 Loaders read numpy/csv/json/zip only (never pickle) from a ``data_dir``.
+A file that cannot be read as its format requires (not UTF-8, truncated,
+corrupt, encrypted, inflating beyond ``MAX_ZIP_MEMBER_BYTES`` or
+``MAX_ZIP_RATIO``, numbers beyond int64) raises ``DataFileError``, a
+``ValueError`` whose message starts with the file (and line).
 """
 
 __all__ = (
@@ -13,6 +17,7 @@ __all__ = (
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "crop_and_flip",
+    "DataFileError",
     "epoch_permutation",
     "iterate_batches",
     "load_byo",
@@ -29,6 +34,8 @@ __all__ = (
     "load_imagenet16h_human",
     "load_imagenet16h_model_preds",
     "load_model_probs",
+    "MAX_ZIP_MEMBER_BYTES",
+    "MAX_ZIP_RATIO",
     "mixture_of_gaussians",
     "MODEL_NAMES",
     "MOG_PAPER_MEANS",
@@ -50,6 +57,9 @@ from l2d_jax.data._cifar10n import load_cifar10n
 from l2d_jax.data._cifar10n import load_cifar10n_labels
 from l2d_jax.data._cifar10s import load_cifar10s
 from l2d_jax.data._common import AnnotatedDataset
+from l2d_jax.data._common import DataFileError
+from l2d_jax.data._common import MAX_ZIP_MEMBER_BYTES
+from l2d_jax.data._common import MAX_ZIP_RATIO
 from l2d_jax.data._imagenet16h import load_imagenet16h
 from l2d_jax.data._imagenet16h import load_imagenet16h_classes
 from l2d_jax.data._imagenet16h import load_imagenet16h_human

@@ -9,13 +9,24 @@ A directory holds:
 - ``probs.npy``: ``[N, K]`` model probabilities, rows summing to 1 within
   1e-3 (optional).
 - ``meta.json``: optional object with ``name`` (str), ``class_names`` (K
-  strings) and ``expert_names`` (every annotator id, in expert-id order).
+  strings), ``expert_names`` (every annotator id, in expert-id order) and
+  ``files`` (see below).
 - ``extras.npz``: optional further ``[N, ...]`` arrays (no pickled objects).
 
 K is taken from ``probs.npy`` or ``meta.json``'s ``class_names`` (one of the
 two must be present). Arrays are read with ``allow_pickle=False``.
 :func:`save_byo` writes any :class:`AnnotatedDataset` in this format, so a
 loaded data set can be converted once and shared.
+
+Integrity: :func:`save_byo` writes the whole directory next to its target
+and renames it into place, so a crash leaves the previous directory (or
+none), never a mix; and it records in ``meta.json``'s ``files`` the size, the
+SHA-256 digest and the number of rows of every data file, e.g.
+``"files": {"annotations.csv": {"bytes": 51, "sha256": "9f2c...", "rows":
+3}, ...}``. :func:`load_byo` then refuses a directory whose files do not
+match (truncated, corrupted or edited since). The format stays writable by
+hand: without ``meta.json``, or without its ``files`` entry, the files are
+read unchecked (remove ``files`` after editing a saved directory by hand).
 
 Example::
 
@@ -29,14 +40,106 @@ Example::
 from __future__ import annotations
 
 import csv
+import ctypes
+import hashlib
+import io
 import json
+import os
 import pathlib
+import secrets
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from l2d_jax.data import _common
 
 _COLUMNS = ("image", "annotator", "answer")
+# Data files in reading order; meta.json's "files" may list exactly these.
+_DATA_FILES = ("labels.npy", "annotations.csv", "probs.npy", "extras.npz")
+_META = "meta.json"
+
+
+# ---------------------------------------------------------------------------
+# Checksums.
+
+
+def _digest(path: pathlib.Path) -> tuple[int, str]:
+  """``(size in bytes, hex SHA-256)`` of a file."""
+  with open(path, "rb") as handle:
+    digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    return os.fstat(handle.fileno()).st_size, digest
+
+
+def _recorded_files(meta: Mapping[str, Any],
+                    meta_path: pathlib.Path) -> dict[str, dict] | None:
+  """The checked ``files`` entry of ``meta.json`` (None when absent)."""
+  files = meta.get("files")
+  if files is None:
+    return None
+  if not isinstance(files, dict):
+    raise _common.DataFileError(meta_path, "'files' must be an object of file "
+                                "name -> {bytes, sha256, rows}.")
+  for name, entry in files.items():
+    if name not in _DATA_FILES:
+      raise _common.DataFileError(meta_path, f"'files' lists {name!r}, which "
+                                  f"is not one of {_DATA_FILES}.")
+    digest = entry.get("sha256") if isinstance(entry, dict) else None
+    ok = (isinstance(digest, str) and len(digest) == 64
+          and all(c in "0123456789abcdef" for c in digest))
+    for key in ("bytes", "rows"):
+      value = entry.get(key, 0) if isinstance(entry, dict) else None
+      ok = ok and isinstance(value, int) and not isinstance(
+          value, bool) and value >= 0
+    if not ok:
+      raise _common.DataFileError(
+          meta_path, f"'files'[{name!r}] must be an object with 'bytes' (int"
+          " >= 0), 'sha256' (64 lowercase hex digits) and optionally 'rows' "
+          f"(int >= 0), got {str(entry)[:120]}.")
+  return files
+
+
+def _verify_files(directory: pathlib.Path, files: Mapping[str, dict],
+                  meta_path: pathlib.Path) -> None:
+  """Checks presence, size and SHA-256 of every data file against meta.json."""
+  hint = (f"the file was truncated, corrupted or changed after save_byo; if "
+          f"you edited it on purpose, delete 'files' from {meta_path}.")
+  for name in _DATA_FILES:
+    path = directory / name
+    entry = files.get(name)
+    if entry is None:
+      if path.exists():
+        raise _common.DataFileError(
+            path, f"present but not listed in 'files' of {meta_path}, so it "
+            "cannot be checked; delete it, or delete 'files' from meta.json "
+            "to read the directory unchecked.")
+      continue
+    if not path.is_file():
+      raise FileNotFoundError(f"{path}: listed in 'files' of {meta_path} but "
+                              "missing.")
+    size, digest = _digest(path)
+    if size != entry["bytes"]:
+      raise _common.DataFileError(
+          path, f"holds {size} bytes but {meta_path} records {entry['bytes']}; "
+          + hint)
+    if digest != entry["sha256"]:
+      raise _common.DataFileError(
+          path, f"SHA-256 {digest[:16]}... differs from the "
+          f"{entry['sha256'][:16]}... recorded in {meta_path}; " + hint)
+
+
+def _check_rows(files: Mapping[str, dict] | None, name: str, rows: int,
+                path: pathlib.Path, meta_path: pathlib.Path) -> None:
+  recorded = None if files is None else files.get(name, {}).get("rows")
+  if recorded is not None and recorded != rows:
+    raise _common.DataFileError(path, f"holds {rows} rows but {meta_path} "
+                                f"records {recorded}.")
+
+
+# ---------------------------------------------------------------------------
+# Loading.
 
 
 def load_byo(
@@ -45,6 +148,11 @@ def load_byo(
     duplicates: str = "first",
 ) -> _common.AnnotatedDataset:
   """Loads a data set in the bring-your-own format (see module doc).
+
+  When ``meta.json`` has a ``files`` entry (as :func:`save_byo` writes it),
+  every data file must be listed there and match its recorded size, SHA-256
+  digest and row count before anything is parsed. A directory written by
+  hand, without ``meta.json`` or without ``files``, is read unchecked.
 
   Args:
     directory: the data set directory.
@@ -56,43 +164,54 @@ def load_byo(
     when given, else the sorted annotator ids (integers numerically).
 
   Raises:
-    FileNotFoundError: ``labels.npy`` or ``annotations.csv`` is missing.
+    FileNotFoundError: ``labels.npy`` or ``annotations.csv`` is missing, or a
+      file listed in ``meta.json``'s ``files`` is.
+    DataFileError: (a ``ValueError``) a file that differs from its recorded
+      size, checksum or row count, a data file not listed in ``files``, or
+      an unreadable, truncated, pickled or non-UTF-8 file; each names the
+      file.
     ValueError: malformed rows (naming file and line), labels or answers out
       of range, images outside ``[0, N)``, probabilities not summing to 1, or
       an inconsistent ``meta.json``.
   """
   directory = pathlib.Path(directory)
   meta: dict = {}
-  meta_path = directory / "meta.json"
+  meta_path = directory / _META
   if meta_path.exists():
-    meta = _common.read_json(meta_path, "meta.json")
+    meta = _common.read_json(meta_path, _META)
     if not isinstance(meta, dict):
-      raise ValueError(f"{meta_path}: expected a JSON object.")
+      raise _common.DataFileError(meta_path, "expected a JSON object.")
+  files = _recorded_files(meta, meta_path)
+  if files is not None:
+    _verify_files(directory, files, meta_path)
   labels_path = directory / "labels.npy"
   labels = _common.load_npy(labels_path, "labels file")
   if labels.ndim != 1:
-    raise ValueError(f"{labels_path}: labels must be [N], got shape "
-                     f"{labels.shape}.")
+    raise _common.DataFileError(labels_path, "labels must be [N], got shape "
+                                f"{labels.shape}.")
   num_images = labels.shape[0]
+  _check_rows(files, "labels.npy", num_images, labels_path, meta_path)
 
   probs = None
   probs_path = directory / "probs.npy"
   if probs_path.exists():
     raw = _common.load_npy(probs_path, "probabilities file")
     if raw.ndim != 2 or raw.shape[0] != num_images:
-      raise ValueError(f"{probs_path}: probabilities must be [N, K] with "
-                       f"N={num_images}, got shape {raw.shape}.")
+      raise _common.DataFileError(probs_path, "probabilities must be [N, K] "
+                                  f"with N={num_images}, got shape "
+                                  f"{raw.shape}.")
     probs = _common.normalize_probs(raw, source=str(probs_path))
   class_names = meta.get("class_names")
   if class_names is not None:
     if not (isinstance(class_names, list) and all(
         isinstance(c, str) for c in class_names)):
-      raise ValueError(f"{meta_path}: 'class_names' must be a list of "
-                       "strings.")
+      raise _common.DataFileError(meta_path, "'class_names' must be a list of "
+                                  "strings.")
     class_names = tuple(class_names)
     if probs is not None and probs.shape[1] != len(class_names):
-      raise ValueError(f"{meta_path}: {len(class_names)} class names but "
-                       f"{probs_path} has {probs.shape[1]} classes.")
+      raise _common.DataFileError(
+          meta_path, f"{len(class_names)} class names but {probs_path} has "
+          f"{probs.shape[1]} classes.")
   elif probs is not None:
     class_names = tuple(str(k) for k in range(probs.shape[1]))
   else:
@@ -105,12 +224,14 @@ def load_byo(
   expert_order = meta.get("expert_names")
   if expert_order is not None and not (isinstance(expert_order, list) and all(
       isinstance(e, str) for e in expert_order)):
-    raise ValueError(f"{meta_path}: 'expert_names' must be a list of strings.")
+    raise _common.DataFileError(meta_path, "'expert_names' must be a list of "
+                                "strings.")
 
   allowed = None if expert_order is None else frozenset(expert_order)
   ann_path = directory / "annotations.csv"
   columns, lines = _common.read_csv(ann_path, required=_COLUMNS,
                                     what="annotations file")
+  _check_rows(files, "annotations.csv", len(lines), ann_path, meta_path)
   image = _common.int_column(columns["image"], lines, path=ann_path,
                              column="image")
   answer = _common.int_column(columns["answer"], lines, path=ann_path,
@@ -142,12 +263,99 @@ def load_byo(
   extras = {}
   extras_path = directory / "extras.npz"
   if extras_path.exists():
-    with _common.load_npy(extras_path, "extras file") as arrays:
-      extras = {key: arrays[key] for key in arrays.files}
+    extras = _common.load_npz(extras_path, "extras file")
   return _common.AnnotatedDataset(
       probs=probs, labels=labels, annotations=annotations,
       class_names=class_names, expert_names=names,
       name=str(meta.get("name", directory.name)), extras=extras)
+
+
+# ---------------------------------------------------------------------------
+# Saving.
+
+
+def _write_file(path: pathlib.Path, write: Callable[[BinaryIO], object]) -> None:
+  """Creates ``path``, lets ``write`` fill it and flushes it to disk."""
+  with open(path, "xb") as handle:
+    write(handle)
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _fsync_directory(path: pathlib.Path) -> None:
+  """Makes renames inside ``path`` durable (a no-op where unsupported)."""
+  try:
+    fd = os.open(path, os.O_RDONLY)
+  except OSError:
+    return
+  try:
+    os.fsync(fd)
+  except OSError:
+    pass
+  finally:
+    os.close(fd)
+
+
+def _exchange(a: pathlib.Path, b: pathlib.Path) -> bool:
+  """Atomically swaps two directories (Linux ``renameat2``); False if unable."""
+  try:
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = libc.renameat2
+  except (OSError, AttributeError, TypeError):
+    return False
+  at_fdcwd, rename_exchange = -100, 2
+  return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b),
+                   rename_exchange) == 0
+
+
+def _replace_directory(new: pathlib.Path, target: pathlib.Path) -> None:
+  """Puts the complete directory ``new`` at ``target``, replacing it.
+
+  An existing ``target`` is swapped atomically where the system can; else it
+  is renamed aside first, so that a crash in between leaves no ``target``
+  but never a partial one. ``new`` is gone afterwards.
+  """
+  if not os.path.lexists(target):
+    os.rename(new, target)
+  elif _exchange(new, target):
+    shutil.rmtree(new, ignore_errors=True)  # ``new`` now holds the old one.
+  else:
+    old = target.with_name(f".{target.name}.{secrets.token_hex(4)}.old")
+    os.rename(target, old)
+    try:
+      os.rename(new, target)
+    except BaseException:
+      os.rename(old, target)
+      raise
+    shutil.rmtree(old, ignore_errors=True)
+  _fsync_directory(target.parent)
+
+
+def _check_target(directory: pathlib.Path) -> None:
+  if os.path.lexists(directory) and not directory.is_dir():
+    raise FileExistsError(f"{directory} exists and is not a directory.")
+  if directory.is_dir():
+    other = sorted(p.name for p in directory.iterdir()
+                   if p.name not in (*_DATA_FILES, _META))
+    if other:
+      raise FileExistsError(
+          f"{directory} holds files that are not part of a bring-your-own "
+          f"data set ({other[:5]}); save_byo replaces the whole directory, so "
+          "choose a new directory or one written by save_byo.")
+
+
+def _write_annotations(handle: BinaryIO, dataset: _common.AnnotatedDataset
+                       ) -> int:
+  image, expert, answer = dataset.annotations.to_long()
+  text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
+  writer = csv.writer(text)
+  writer.writerow(_COLUMNS)
+  writer.writerows(zip(image.tolist(),
+                       map(dataset.expert_names.__getitem__, expert.tolist()),
+                       answer.tolist()))
+  text.flush()
+  text.detach()
+  return len(image)
 
 
 def save_byo(
@@ -160,12 +368,27 @@ def save_byo(
   the same probabilities (renormalised float32), labels, answers, class and
   expert names.
 
+  The files are written to a temporary directory next to ``directory``
+  (``.<name>.<random>.tmp``), flushed to disk and renamed into place; an
+  existing ``directory`` is swapped out and deleted. A crash or kill leaves
+  either the previous complete directory or, for a kill during the final
+  swap on systems without an atomic directory exchange, none (the new and
+  the old copies then sit in hidden ``.<name>.*`` siblings); never a
+  partially written one. ``meta.json`` records the size, SHA-256 digest and
+  row count of every data file, which :func:`load_byo` verifies.
+
   Args:
     dataset: the data set to write.
-    directory: target directory (created if needed; files are overwritten).
+    directory: target directory; created, or replaced as a whole if it
+      exists and holds only files of this format.
 
   Returns:
     The directory as a ``Path``.
+
+  Raises:
+    FileExistsError: ``directory`` is a file, or holds other files.
+    ValueError: an ``extras`` array of Python objects (not storable without
+      pickle).
 
   Example:
     >>> save_byo(load_cifar10s(data_dir), "/tmp/cifar10s_byo")  # doctest: +SKIP
@@ -173,31 +396,49 @@ def save_byo(
     248
   """
   directory = pathlib.Path(directory)
-  directory.mkdir(parents=True, exist_ok=True)
-  np.save(directory / "labels.npy", np.asarray(dataset.labels, np.int64),
-          allow_pickle=False)
-  probs_path = directory / "probs.npy"
-  if dataset.probs is not None:
-    np.save(probs_path, np.asarray(dataset.probs, np.float32),
-            allow_pickle=False)
-  elif probs_path.exists():
-    probs_path.unlink()
-  image, expert, answer = dataset.annotations.to_long()
-  with open(directory / "annotations.csv", "w", newline="",
-            encoding="utf-8") as handle:
-    writer = csv.writer(handle)
-    writer.writerow(_COLUMNS)
-    names = dataset.expert_names
-    for i, j, a in zip(image.tolist(), expert.tolist(), answer.tolist()):
-      writer.writerow((i, names[j], a))
-  meta = {"name": dataset.name, "class_names": list(dataset.class_names),
-          "expert_names": list(dataset.expert_names)}
-  with open(directory / "meta.json", "w", encoding="utf-8") as handle:
-    json.dump(meta, handle, indent=1)
-  extras_path = directory / "extras.npz"
-  if dataset.extras:
-    np.savez(extras_path, **{k: np.asarray(v) for k, v in
-                             dataset.extras.items()})
-  elif extras_path.exists():
-    extras_path.unlink()
+  _check_target(directory)
+  extras = {key: np.asarray(value) for key, value in dataset.extras.items()}
+  for key, value in extras.items():
+    if value.dtype.hasobject:
+      raise ValueError(f"`dataset.extras[{key!r}]` holds Python objects "
+                       "(dtype object), which cannot be saved without pickle.")
+  parent = directory.absolute().parent
+  parent.mkdir(parents=True, exist_ok=True)
+  tmp = pathlib.Path(tempfile.mkdtemp(dir=parent, prefix=f".{directory.name}.",
+                                      suffix=".tmp"))
+  try:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp creates it private (0700).
+    rows = {"labels.npy": int(dataset.labels.shape[0])}
+    labels = np.asarray(dataset.labels, np.int64)
+    _write_file(tmp / "labels.npy",
+                lambda f: np.save(f, labels, allow_pickle=False))
+    if dataset.probs is not None:
+      probs = np.asarray(dataset.probs, np.float32)
+      _write_file(tmp / "probs.npy",
+                  lambda f: np.save(f, probs, allow_pickle=False))
+      rows["probs.npy"] = int(probs.shape[0])
+    counted = []
+    _write_file(tmp / "annotations.csv",
+                lambda f: counted.append(_write_annotations(f, dataset)))
+    rows["annotations.csv"] = counted[0]
+    if extras:
+      _write_file(tmp / "extras.npz", lambda f: np.savez(f, **extras))
+    files = {}
+    for name in _DATA_FILES:
+      if (tmp / name).exists():
+        size, digest = _digest(tmp / name)
+        files[name] = {"bytes": size, "sha256": digest}
+        if name in rows:
+          files[name]["rows"] = rows[name]
+    meta = {"name": dataset.name, "class_names": list(dataset.class_names),
+            "expert_names": list(dataset.expert_names), "files": files}
+    text = json.dumps(meta, indent=1) + "\n"
+    _write_file(tmp / _META, lambda f: f.write(text.encode("utf-8")))
+    _fsync_directory(tmp)
+    _replace_directory(tmp, directory)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
   return directory

@@ -23,7 +23,6 @@ import os
 import pathlib
 import queue
 import threading
-import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -31,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from l2d_jax import _atomic
+from l2d_jax.data import _common
 from l2d_jax.data._mog import as_numpy_rng
 
 CIFAR10_CLASSES = (
@@ -45,6 +45,9 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 _SPLITS = ("train", "test")
 _CACHE_VERSION = "1"
+# Largest inflated size of one JPEG member: a 32x32 image takes about 1 kB
+# (1.2 kB at most in the real zips); anything above 1 MiB is not one.
+_MAX_IMAGE_BYTES = 1 << 20
 
 
 # ---------------------------------------------------------------------------
@@ -70,32 +73,41 @@ def _read_index(
     csv_text: str, source: str, split: str
 ) -> tuple[list[str], np.ndarray]:
   """Parses ``<split>_index.csv`` into member paths and labels in index order."""
-  reader = csv.DictReader(io.StringIO(csv_text))
+  reader = csv.DictReader(io.StringIO(csv_text, newline=""))
   idx_col = f"{split}_idx"
   needed = {idx_col, "label", "path"}
-  if reader.fieldnames is None or not needed <= set(reader.fieldnames):
-    raise ValueError(
-        f"{source} must have columns {sorted(needed)} (and optionally `class`), "
-        f"got {reader.fieldnames}.")
-  rows = list(reader)
+  try:
+    fieldnames = reader.fieldnames
+    if fieldnames is None or not needed <= set(fieldnames):
+      raise _common.DataFileError(
+          source, f"must have columns {sorted(needed)} (and optionally "
+          f"`class`), got {fieldnames}.")
+    rows = list(reader)
+  except csv.Error as e:
+    raise _common.DataFileError(source, f"malformed CSV ({e}).",
+                                reader.line_num) from None
   if not rows:
-    raise ValueError(f"{source} lists no images.")
+    raise _common.DataFileError(source, "lists no images.")
   try:
     order = np.array([int(r[idx_col]) for r in rows], dtype=np.int64)
     labels = np.array([int(r["label"]) for r in rows], dtype=np.int64)
-  except ValueError as e:
-    raise ValueError(f"{source}: non-integer `{idx_col}` or `label` ({e}).") from e
+  except (ValueError, TypeError, OverflowError) as e:
+    raise _common.DataFileError(
+        source, f"`{idx_col}` and `label` must be integers in the int64 "
+        f"range ({e}).") from None
   n = len(rows)
   if not np.array_equal(np.sort(order), np.arange(n)):
-    raise ValueError(f"{source}: `{idx_col}` must be a permutation of 0..{n - 1}.")
+    raise _common.DataFileError(
+        source, f"`{idx_col}` must be a permutation of 0..{n - 1}.")
   if labels.min() < 0 or labels.max() >= len(CIFAR10_CLASSES):
-    raise ValueError(
-        f"{source}: labels must lie in [0, 10), got [{labels.min()}, {labels.max()}].")
+    raise _common.DataFileError(
+        source, f"labels must lie in [0, 10), got [{labels.min()}, "
+        f"{labels.max()}].")
   for r, y in zip(rows, labels):
     name = r.get("class")
     if name is not None and name != CIFAR10_CLASSES[y]:
-      raise ValueError(
-          f"{source}: row {r[idx_col]} has label {y} ({CIFAR10_CLASSES[y]}) but "
+      raise _common.DataFileError(
+          source, f"row {r[idx_col]} has label {y} ({CIFAR10_CLASSES[y]}) but "
           f"class {name!r}.")
   perm = np.argsort(order, kind="stable")
   paths = [rows[i]["path"] for i in perm]
@@ -143,20 +155,19 @@ def _decode_jpeg(data: bytes, member: str, shape: tuple[int, int]) -> np.ndarray
 
 def _decode_zip(zip_path: pathlib.Path, paths: Sequence[str]) -> np.ndarray:
   images = np.empty((len(paths), 32, 32, 3), dtype=np.uint8)
-  try:
-    zf = zipfile.ZipFile(zip_path)
-  except zipfile.BadZipFile as e:
-    raise ValueError(f"{zip_path} is not a valid zip file: {e}") from e
-  with zf:
-    members = set(zf.namelist())
+  with _common.open_zip(zip_path) as zf:
+    members = {info.filename: info for info in zf.infolist()}
     for i, p in enumerate(paths):
-      if p not in members:
-        raise ValueError(f"{zip_path} has no member {p!r} (listed in the index).")
+      info = members.get(p)
+      if info is None:
+        raise _common.DataFileError(zip_path, f"has no member {p!r} (listed in "
+                                    "the index).")
+      data = _common.read_zip_member(zip_path, zf, info,
+                                     max_bytes=_MAX_IMAGE_BYTES)
       try:
-        data = zf.read(p)
-      except (zipfile.BadZipFile, OSError) as e:
-        raise ValueError(f"cannot read member {p!r} of {zip_path}: {e}") from e
-      images[i] = _decode_jpeg(data, p, (32, 32))
+        images[i] = _decode_jpeg(data, p, (32, 32))
+      except ValueError as e:
+        raise _common.DataFileError(zip_path, str(e)) from e
   return images
 
 
@@ -170,11 +181,11 @@ def _fingerprint(*files: pathlib.Path) -> str:
 
 def _load_cache(path: pathlib.Path, fingerprint: str) -> tuple[np.ndarray, np.ndarray] | None:
   try:
-    with np.load(path, allow_pickle=False) as z:
-      if str(z["fingerprint"]) != fingerprint:
-        return None
-      return z["images"], z["labels"]
-  except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+    z = _common.load_npz(path, "image cache")
+    if str(z["fingerprint"]) != fingerprint:
+      return None
+    return z["images"], z["labels"]
+  except (OSError, KeyError, ValueError):
     return None  # Missing, stale or truncated cache: rebuild it.
 
 
@@ -216,8 +227,10 @@ def load_cifar10_images(
   Raises:
     FileNotFoundError: the zip or the index is missing (the message names the
       path looked for).
-    ValueError: a corrupt zip or JPEG (naming the member), a member listed in
-      the index but absent from the zip, or a malformed index.
+    DataFileError: a corrupt, encrypted or oversized zip member or JPEG
+      (naming the zip and the member), a member listed in the index but
+      absent from the zip, or a malformed index or one that is not UTF-8
+      (naming it). A ``ValueError`` subclass.
 
   Example:
     >>> images, labels = load_cifar10_images("../shared/data")  # doctest: +SKIP
@@ -239,15 +252,13 @@ def load_cifar10_images(
     if cached is not None:
       return cached
   if csv_path.is_file():
-    csv_text, csv_source = csv_path.read_text(encoding="utf-8"), str(csv_path)
+    csv_text, csv_source = _common.read_text(csv_path), str(csv_path)
   else:
     csv_text, csv_source = None, f"{zip_path}:{csv_path.name}"
-    try:
-      with zipfile.ZipFile(zip_path) as zf:
-        if csv_path.name in zf.namelist():
-          csv_text = zf.read(csv_path.name).decode("utf-8")
-    except zipfile.BadZipFile as e:
-      raise ValueError(f"{zip_path} is not a valid zip file: {e}") from e
+    with _common.open_zip(zip_path) as zf:
+      if csv_path.name in zf.namelist():
+        csv_text = _common.decode_text(csv_source, _common.read_zip_member(
+            zip_path, zf, csv_path.name))
     if csv_text is None:
       raise FileNotFoundError(
           f"CIFAR-10 {split} index not found: {csv_path} (nor inside {zip_path})")
@@ -531,12 +542,27 @@ def epoch_permutation(num_examples: int, *, seed: int, epoch: int) -> np.ndarray
 
   Returns:
     ``int64 [N]`` permutation of ``range(N)``.
+
+  Raises:
+    ValueError: an argument that is not a non-negative int (Python or numpy).
   """
+  num_examples = _check_nonneg_int(num_examples, "num_examples")
+  seed = _check_nonneg_int(seed, "seed")
+  epoch = _check_nonneg_int(epoch, "epoch")
   return np.random.default_rng(_seed_sequence(seed, 0, epoch)).permutation(num_examples)
 
 
 def steps_per_epoch(num_examples: int, batch_size: int, *, drop_remainder: bool = True) -> int:
-  """Number of batches :func:`iterate_batches` yields per epoch."""
+  """Number of batches :func:`iterate_batches` yields per epoch.
+
+  Raises:
+    ValueError: a negative ``num_examples`` or a ``batch_size`` below 1 (both
+      Python or numpy ints).
+  """
+  num_examples = _check_nonneg_int(num_examples, "num_examples")
+  batch_size = _check_nonneg_int(batch_size, "batch_size")
+  if batch_size < 1:
+    raise ValueError(f"`batch_size` must be a positive int, got {batch_size}.")
   if drop_remainder:
     return num_examples // batch_size
   return -(-num_examples // batch_size)

@@ -49,19 +49,21 @@ def load_cifar10h_counts(data_dir: _common.PathLike) -> np.ndarray:
 
   Raises:
     FileNotFoundError: the file is missing.
-    ValueError: wrong shape, or values that are not non-negative integers.
+    DataFileError: an unreadable, truncated or pickled file, a wrong shape,
+      or counts that are not non-negative integers within the int64 range.
   """
   path = pathlib.Path(data_dir) / "cifar10h" / "cifar10h-counts.npy"
   counts = _common.load_npy(path, "CIFAR-10H counts file")
   if counts.shape != (_NUM_IMAGES, _NUM_CLASSES):
-    raise ValueError(f"{path}: expected shape ({_NUM_IMAGES}, {_NUM_CLASSES}),"
-                     f" got {counts.shape}.")
-  if np.issubdtype(counts.dtype, np.floating) and np.any(
-      counts != np.round(counts)):
-    raise ValueError(f"{path}: counts must be integers.")
+    raise _common.DataFileError(path, f"expected shape ({_NUM_IMAGES}, "
+                                f"{_NUM_CLASSES}), got {counts.shape}.")
+  counts = _common.integer_array(counts, source=str(path), what="counts")
   if counts.min() < 0:
-    raise ValueError(f"{path}: counts must be non-negative.")
-  return counts.astype(np.int64)
+    bad = np.unravel_index(int(np.argmin(counts)), counts.shape)
+    raise _common.DataFileError(path, "counts must be non-negative; index "
+                                f"{tuple(map(int, bad))} holds "
+                                f"{counts[bad]}.")
+  return counts
 
 
 def load_cifar10h_raw(
@@ -96,9 +98,10 @@ def load_cifar10h_raw(
 
   Raises:
     FileNotFoundError: the file is missing.
-    ValueError: missing columns, a malformed row (naming file and line),
-      labels outside 0-9, test indices outside the pool, or inconsistent true
-      labels.
+    ValueError: missing columns, a malformed row or a number outside the
+      64-bit integer range (``DataFileError`` naming file and line), text
+      that is not UTF-8, a damaged or oversized zip, labels outside 0-9, test
+      indices outside the pool, or inconsistent true labels.
   """
   columns, lines = _common.read_csv(path, required=_RAW_COLUMNS,
                                     what="CIFAR-10H raw file")

@@ -83,23 +83,25 @@ def load_cifar10n_labels(
 
   Raises:
     ValueError: unknown ``which``, missing arrays, wrong shapes or labels out
-      of range.
+      of range; ``DataFileError`` for an unreadable, damaged, encrypted or
+      oversized archive or member.
     FileNotFoundError: the file is missing.
   """
   npz_name, _, _, _, classes = _spec(which)
   path = pathlib.Path(data_dir) / "cifar10n" / npz_name
-  with _common.load_npy(path, "CIFAR-N label file") as arrays:
-    names = list(arrays.files)
-    needed = ["clean_label"] + [label for _, label in _SPECS[which][3]]
-    missing = [n for n in needed if n not in names]
-    if missing:
-      raise ValueError(f"{path}: missing arrays {missing}; found {names}.")
-    out = {}
-    for name in names:
-      num_classes = 20 if name in _COARSE else len(classes)
-      out[name] = _common.check_label_array(
-          arrays[name], num_images=_NUM_IMAGES, num_classes=num_classes,
-          source=f"{path}[{name}]")
+  arrays = _common.load_npz(path, "CIFAR-N label file")
+  names = list(arrays)
+  needed = ["clean_label"] + [label for _, label in _SPECS[which][3]]
+  missing = [n for n in needed if n not in names]
+  if missing:
+    raise _common.DataFileError(path, f"missing arrays {missing}; found "
+                                f"{names}.")
+  out = {}
+  for name in names:
+    num_classes = 20 if name in _COARSE else len(classes)
+    out[name] = _common.check_label_array(
+        arrays[name], num_images=_NUM_IMAGES, num_classes=num_classes,
+        source=f"{path}[{name}]")
   return out
 
 
@@ -127,7 +129,8 @@ def load_cifar10n(
 
   Raises:
     ValueError: unknown ``which``, a malformed batch row (naming file and
-      line), or batches that do not cover every train image exactly once.
+      line), text that is not UTF-8, or batches that do not cover every
+      train image exactly once.
     FileNotFoundError: a file is missing.
   """
   _, side_name, batch_size, workers, classes = _spec(which)

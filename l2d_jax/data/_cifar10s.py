@@ -81,9 +81,9 @@ def load_cifar10s(
 
   Raises:
     FileNotFoundError: a file is missing.
-    ValueError: a malformed row or response JSON (naming file and line), an
-      unknown class name, an image index outside 0-9999, or a ``label``
-      disagreeing with the CIFAR-10 labels.
+    ValueError: a malformed row or response JSON (naming file and line), text
+      that is not UTF-8, an unknown class name, an image index outside
+      0-9999, or a ``label`` disagreeing with the CIFAR-10 labels.
 
   Example:
     >>> ds = load_cifar10s(data_dir, model="densenet-bc-L190-k40")  # doctest: +SKIP
@@ -121,7 +121,7 @@ def load_cifar10s(
     text = columns["response"][k]
     try:
       choice = json.loads(text)["classSelect"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
       raise _common.row_error(path, line, "column 'response' must be JSON with "
                               f"a 'classSelect' entry, got {text[:60]!r}."
                               ) from None

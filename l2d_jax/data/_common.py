@@ -15,11 +15,14 @@ import dataclasses
 import gc
 import io
 import itertools
+import math
+import numbers
 import operator
 import os
 import pathlib
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -110,7 +113,69 @@ class AnnotatedDataset:
 
 
 # ---------------------------------------------------------------------------
-# Files and CSV parsing.
+# Arguments.
+
+
+def check_int(value: Any, name: str, *, minimum: int | None = 0) -> int:
+  """``value`` as an ``int``: Python or numpy integers, never bools or floats.
+
+  Raises:
+    TypeError: not an integer (naming the argument).
+    ValueError: below ``minimum``.
+  """
+  if isinstance(value, (bool, np.bool_)) or not isinstance(
+      value, numbers.Integral):
+    raise TypeError(f"`{name}` must be an int, got {type(value).__name__} "
+                    f"{value!r}.")
+  if minimum is not None and value < minimum:
+    raise ValueError(f"`{name}` must be >= {minimum}, got {value}.")
+  return int(value)
+
+
+# ---------------------------------------------------------------------------
+# Errors, text, zip archives, arrays and JSON.
+
+# Largest inflated size of one zip member that a loader reads. The real
+# CIFAR-10 JPEG zips hold members of at most 1.2 kB (and a 1.8 MB index), the
+# CIFAR-N .npz files members of 0.4 MB and the decoded-image cache of the
+# 50,000 training images one member of 154 MB.
+MAX_ZIP_MEMBER_BYTES: int = 1 << 30
+# Largest inflated/compressed size ratio of a zip member bigger than
+# ``_RATIO_FLOOR`` bytes: deflate reaches ~1000 on constant data (a zip
+# bomb), real CSV and label files stay below 20.
+MAX_ZIP_RATIO: int = 200
+_RATIO_FLOOR = 16 << 20
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"
+_INT64_BOUND = 2.0 ** 63  # Exactly representable; int64 holds [-2**63, 2**63).
+# What reading a damaged file can raise besides DataFileError.
+_READ_ERRORS = (ValueError, EOFError, OSError, zipfile.BadZipFile,
+                zipfile.LargeZipFile, zlib.error, RuntimeError,
+                NotImplementedError, OverflowError, MemoryError)
+
+
+class DataFileError(ValueError):
+  """A data file that cannot be read: unreadable, corrupt or malformed.
+
+  The message starts with the file's path (and ``line N`` where the problem
+  has a line). A subclass of ``ValueError``, so ``except ValueError`` still
+  catches it.
+
+  Attributes:
+    path: the file (a string, as given).
+    line: 1-based line number of the problem, or None.
+    problem: the message without the path and line.
+  """
+
+  def __init__(self, path: PathLike, problem: str, line: int | None = None):
+    self.path = str(path)
+    self.line = None if line is None else int(line)
+    self.problem = problem
+    where = self.path if line is None else f"{self.path}, line {self.line}"
+    super().__init__(f"{where}: {problem}")
+
+  def __reduce__(self):
+    return type(self), (self.path, self.problem, self.line)
 
 
 def existing_file(path: PathLike, what: str = "file") -> pathlib.Path:
@@ -121,24 +186,331 @@ def existing_file(path: PathLike, what: str = "file") -> pathlib.Path:
   return path
 
 
+def row_error(path: PathLike, line: int, problem: str) -> DataFileError:
+  """A ``DataFileError`` that names the file, the line number and the problem."""
+  return DataFileError(path, problem, line)
+
+
+def utf8_error(path: PathLike, data: bytes) -> DataFileError:
+  """The error for bytes that are not UTF-8, with the line of the first bad byte.
+
+  Args:
+    path: the file, for the message.
+    data: the file's bytes (known not to decode).
+  """
+  try:
+    data.decode("utf-8")
+  except UnicodeDecodeError as err:
+    line = data.count(b"\n", 0, err.start) + 1
+    return DataFileError(
+        path, f"not UTF-8 text (byte 0x{data[err.start]:02x} at offset "
+        f"{err.start}: {err.reason}); binary file, or text in another "
+        "encoding? Save it as UTF-8.", line)
+  return DataFileError(path, "not UTF-8 text.")
+
+
+def decode_text(path: PathLike, data: bytes) -> str:
+  """``data.decode("utf-8")``; a ``DataFileError`` naming the file and line."""
+  try:
+    return data.decode("utf-8")
+  except UnicodeDecodeError:
+    raise utf8_error(path, data) from None
+
+
+@contextlib.contextmanager
+def utf8_errors(path: pathlib.Path) -> Iterator[None]:
+  """Turns a ``UnicodeDecodeError`` raised inside into a ``DataFileError``.
+
+  Text files are decoded while they stream; only on a failure is the whole
+  file read again, to report the line of the first byte that is not UTF-8.
+  """
+  try:
+    yield
+  except UnicodeDecodeError:
+    raise utf8_error(path, _raw_text_bytes(path)) from None
+
+
+def open_zip(path: pathlib.Path) -> zipfile.ZipFile:
+  """Opens an existing zip archive; ``DataFileError`` if it is not one."""
+  try:
+    return zipfile.ZipFile(path)
+  except _READ_ERRORS as err:
+    raise DataFileError(path, f"not a valid zip archive ({err}).") from None
+
+
+def check_zip_member(
+    path: PathLike,
+    info: zipfile.ZipInfo,
+    *,
+    max_bytes: int | None = None,
+) -> int:
+  """Refuses encrypted members and members that would inflate too far.
+
+  Args:
+    path: the archive, for messages.
+    info: the member.
+    max_bytes: a tighter bound than :data:`MAX_ZIP_MEMBER_BYTES` for this
+      member (e.g. one JPEG image).
+
+  Returns:
+    The number of bytes the member may inflate to (its declared size).
+
+  Raises:
+    DataFileError: encrypted member, declared size above the bound, or an
+      inflated/compressed ratio above :data:`MAX_ZIP_RATIO`.
+  """
+  name = info.filename
+  limit = MAX_ZIP_MEMBER_BYTES if max_bytes is None else min(
+      int(max_bytes), MAX_ZIP_MEMBER_BYTES)
+  if info.flag_bits & 0x1:
+    raise DataFileError(path, f"member {name!r} is encrypted; only unencrypted "
+                        "archives can be read.")
+  size = info.file_size
+  if size > limit:
+    raise DataFileError(
+        path, f"member {name!r} inflates to {size} bytes, more than the limit "
+        f"of {limit} bytes for it (l2d_jax.data.MAX_ZIP_MEMBER_BYTES).")
+  ratio = size / max(info.compress_size, 1)
+  if size > _RATIO_FLOOR and ratio > MAX_ZIP_RATIO:
+    raise DataFileError(
+        path, f"member {name!r} inflates {ratio:.0f}-fold ({info.compress_size}"
+        f" -> {size} bytes), more than l2d_jax.data.MAX_ZIP_RATIO = "
+        f"{MAX_ZIP_RATIO}; refusing a possible zip bomb.")
+  return size
+
+
+def read_zip_member(
+    path: PathLike,
+    archive: zipfile.ZipFile,
+    member: str | zipfile.ZipInfo,
+    *,
+    max_bytes: int | None = None,
+) -> bytes:
+  """Reads one member after :func:`check_zip_member`, never past its bound.
+
+  Raises:
+    DataFileError: a refused member (see :func:`check_zip_member`), a member
+      that inflates beyond its declared size, or a damaged member (bad CRC,
+      corrupt deflate stream), naming the archive and the member.
+  """
+  info = member if isinstance(member, zipfile.ZipInfo) else archive.getinfo(
+      member)
+  size = check_zip_member(path, info, max_bytes=max_bytes)
+  try:
+    with archive.open(info) as handle:
+      data = handle.read(size + 1)  # Stops one byte past the declared size.
+  except _READ_ERRORS as err:
+    raise DataFileError(path, f"cannot read member {info.filename!r} ({err})."
+                        ) from None
+  if len(data) != size:
+    raise DataFileError(path, f"member {info.filename!r} inflates to "
+                        f"{'more' if len(data) > size else 'fewer'} bytes than "
+                        f"the {size} its header declares.")
+  return data
+
+
+def _only_csv_member(path: pathlib.Path,
+                     archive: zipfile.ZipFile) -> zipfile.ZipInfo:
+  members = [m for m in archive.infolist()
+             if m.filename.lower().endswith(".csv")
+             and not m.filename.startswith("__MACOSX")]
+  if len(members) != 1:
+    raise DataFileError(path, "expected exactly one .csv file in the archive, "
+                        f"found {[m.filename for m in members]}.")
+  return members[0]
+
+
+def _raw_text_bytes(path: pathlib.Path) -> bytes:
+  """The bytes of a text file, or of the only ``.csv`` member of a ``.zip``."""
+  if path.suffix.lower() != ".zip":
+    return path.read_bytes()
+  with open_zip(path) as archive:
+    return read_zip_member(path, archive, _only_csv_member(path, archive))
+
+
 def open_text(path: pathlib.Path) -> io.TextIOBase:
-  """Opens a text file, or the only ``.csv`` member of a ``.zip`` archive."""
+  """Opens a UTF-8 text file, or the only ``.csv`` member of a ``.zip`` archive.
+
+  Read inside :func:`utf8_errors` so that a file that is not UTF-8 raises a
+  ``DataFileError`` naming it.
+
+  Raises:
+    DataFileError: a damaged archive, no single CSV member, or a refused
+      member (see :func:`check_zip_member`).
+  """
   if path.suffix.lower() != ".zip":
     return open(path, newline="", encoding="utf-8")
-  archive = zipfile.ZipFile(path)
-  members = [m for m in archive.namelist()
-             if m.lower().endswith(".csv") and not m.startswith("__MACOSX")]
-  if len(members) != 1:
-    archive.close()
-    raise ValueError(f"{path}: expected exactly one .csv file in the archive, "
-                     f"found {members}.")
-  return io.TextIOWrapper(archive.open(members[0]), encoding="utf-8",
-                          newline="")
+  data = _raw_text_bytes(path)
+  return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", newline="")
 
 
-def row_error(path: PathLike, line: int, problem: str) -> ValueError:
-  """A ``ValueError`` that names the file, the line number and the problem."""
-  return ValueError(f"{path}, line {line}: {problem}")
+def read_text(path: PathLike, what: str = "text file") -> str:
+  """The whole UTF-8 text of a file (or of the only CSV member of a ``.zip``).
+
+  Raises:
+    FileNotFoundError: the file is missing.
+    DataFileError: not UTF-8 (naming the line), or a damaged archive.
+  """
+  path = existing_file(path, what)
+  return decode_text(path, _raw_text_bytes(path))
+
+
+def read_json(path: PathLike, what: str = "JSON file") -> Any:
+  """Reads a UTF-8 JSON file.
+
+  Raises:
+    FileNotFoundError: the file is missing.
+    DataFileError: not UTF-8, a syntax error (naming the line), nesting too
+      deep for the parser, or a number too long to convert.
+  """
+  import json  # Local: only two loaders need it.
+  text = read_text(path, what)
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as err:
+    raise row_error(path, err.lineno, f"invalid JSON ({err.msg}).") from None
+  except RecursionError:
+    raise DataFileError(path, "JSON nested too deeply to read.") from None
+  except ValueError as err:  # e.g. an integer of more than 4300 digits.
+    raise DataFileError(path, f"invalid JSON ({err}).") from None
+
+
+def _npy_header(handle: Any, size: int, source: str) -> tuple[tuple, np.dtype]:
+  """Reads and checks a ``.npy`` header; leaves ``handle`` at the data.
+
+  Args:
+    handle: binary file positioned at the start of the array.
+    size: bytes from that start to the end of the array's file or member.
+    source: name for messages.
+
+  Returns:
+    ``(shape, dtype)``.
+
+  Raises:
+    DataFileError: empty, not ``.npy``, an object (pickle) dtype, or a data
+      size that differs from what the header declares (truncated or padded).
+  """
+  head = handle.read(8)
+  if not head:
+    raise DataFileError(source, "empty file, expected a .npy array.")
+  if head.startswith(_ZIP_MAGIC):
+    raise DataFileError(source, "is a zip (.npz) archive, expected one .npy "
+                        "array.")
+  if not head.startswith(_NPY_MAGIC) or len(head) < 8:
+    raise DataFileError(source, "not a .npy array (no NumPy header); pickled "
+                        "and other formats are not read.")
+  major = head[6]
+  if major not in (1, 2, 3):
+    raise DataFileError(source, f"unsupported .npy format version {major}.")
+  # Version 3 differs from 2 only by UTF-8 field names, which do not change
+  # the sizes checked here (the array itself is read by numpy).
+  read_header = (np.lib.format.read_array_header_1_0 if major == 1 else
+                 np.lib.format.read_array_header_2_0)
+  try:
+    shape, _, dtype = read_header(handle)
+  except _READ_ERRORS as err:
+    raise DataFileError(source, f"corrupt .npy header ({err}).") from None
+  if dtype.hasobject:
+    raise DataFileError(source, f"holds Python objects (dtype {dtype}), which "
+                        "cannot be read without pickle.")
+  expected = math.prod(shape) * dtype.itemsize
+  available = size - handle.tell()
+  if available != expected:
+    state = "truncated" if available < expected else "longer than declared"
+    raise DataFileError(
+        source, f"{state}: the header declares shape {shape} of {dtype} "
+        f"({expected} bytes of data) but {available} bytes follow it.")
+  return shape, dtype
+
+
+def load_npy(path: PathLike, what: str = "array file") -> np.ndarray:
+  """Reads a ``.npy`` array without pickle, after checking it is complete.
+
+  Raises:
+    FileNotFoundError: the file is missing.
+    DataFileError: empty, truncated or padded file, a ``.npz`` archive, a
+      pickled or object array, or any other unreadable content.
+  """
+  path = existing_file(path, what)
+  try:
+    with open(path, "rb") as handle:
+      _npy_header(handle, os.fstat(handle.fileno()).st_size, str(path))
+      handle.seek(0)
+      return np.load(handle, allow_pickle=False)
+  except DataFileError:
+    raise
+  except _READ_ERRORS as err:
+    raise DataFileError(path, f"unreadable .npy array ({err}).") from None
+
+
+def load_npz(path: PathLike, what: str = "array archive") -> dict[str, np.ndarray]:
+  """Reads every array of a ``.npz`` archive without pickle.
+
+  Each member is checked like a zip member (:func:`check_zip_member`) and like
+  a ``.npy`` file before its array is allocated.
+
+  Returns:
+    ``{name: array}`` in archive order (names without ``.npy``).
+
+  Raises:
+    FileNotFoundError: the file is missing.
+    DataFileError: not a zip archive, a member that is not a ``.npy`` array,
+      an encrypted, oversized, truncated or damaged member (naming it).
+  """
+  path = existing_file(path, what)
+  arrays = {}
+  with open_zip(path) as archive:
+    for info in archive.infolist():
+      if info.is_dir():
+        continue
+      name = info.filename
+      if not name.endswith(".npy"):
+        raise DataFileError(path, f"member {name!r} is not a .npy array.")
+      size = check_zip_member(path, info)
+      source = f"{path}[{name[:-4]}]"
+      try:
+        with archive.open(info) as handle:
+          _npy_header(handle, size, source)
+        with archive.open(info) as handle:
+          arrays[name[:-4]] = np.lib.format.read_array(handle,
+                                                       allow_pickle=False)
+      except DataFileError:
+        raise
+      except _READ_ERRORS as err:
+        raise DataFileError(path, f"cannot read member {name!r} ({err})."
+                            ) from None
+  return arrays
+
+
+def integer_array(values: Any, *, source: str, what: str) -> np.ndarray:
+  """An int64 copy of integers, or of whole floats within the int64 range.
+
+  Raises:
+    DataFileError: a dtype that is neither integer nor float, or a value that
+      is NaN, infinite, fractional or too large for int64 (naming the first).
+  """
+  a = np.asarray(values)
+  if np.issubdtype(a.dtype, np.unsignedinteger) and a.size and (
+      a.max() >= np.uint64(2 ** 63)):
+    bad = np.unravel_index(int(np.argmax(a >= np.uint64(2 ** 63))), a.shape)
+    raise DataFileError(source, f"{what} at index {tuple(map(int, bad))} is "
+                        f"{a[bad].item()}, beyond the 64-bit integer range.")
+  if np.issubdtype(a.dtype, np.integer):
+    return a.astype(np.int64)
+  if not np.issubdtype(a.dtype, np.floating):
+    raise DataFileError(source, f"{what} must be numbers, got dtype {a.dtype}.")
+  with np.errstate(invalid="ignore"):
+    ok = np.isfinite(a) & (a == np.round(a)) & (np.abs(a) < _INT64_BOUND)
+  if not np.all(ok):
+    bad = np.unravel_index(int(np.argmin(ok)), a.shape)
+    raise DataFileError(source, f"{what} must be whole numbers within the "
+                        f"64-bit integer range; index {tuple(map(int, bad))} "
+                        f"holds {a[bad].item()!r}.")
+  return a.astype(np.int64)
+
+
+# ---------------------------------------------------------------------------
+# CSV parsing.
 
 
 def read_csv(
@@ -164,39 +536,40 @@ def read_csv(
 
   Raises:
     FileNotFoundError: the file does not exist.
-    ValueError: empty file, missing required columns, unreadable CSV, or a
-      row whose number of fields differs from the header's (naming the file
-      and the line).
+    DataFileError: empty file, text that is not UTF-8, missing required
+      columns, unreadable CSV or archive, or a row whose number of fields
+      differs from the header's (naming the file and the line).
   """
   path = existing_file(path, what)
-  with open_text(path) as handle:
-    reader = csv.reader(handle)
-    try:
-      header = next(reader)
-    except StopIteration:
-      raise ValueError(f"{path}: empty file, expected a header with columns "
-                       f"{list(required)}.") from None
-    except csv.Error as err:
-      raise row_error(path, 1, f"unreadable header ({err}).") from None
-    header = [h.strip().lstrip("\ufeff") for h in header]
-    position = {name: i for i, name in enumerate(header)}
-    missing = [c for c in required if c not in position]
-    if missing:
-      raise ValueError(f"{path}: missing required column(s) {missing}; header "
-                       f"is {header}.")
-    names = list(required) + [c for c in optional if c in position]
-    getter = operator.itemgetter(*[position[c] for c in names])
-    width = len(header)
+  with utf8_errors(path):
+    with open_text(path) as handle:
+      reader = csv.reader(handle)
+      try:
+        header = next(reader)
+      except StopIteration:
+        raise DataFileError(path, "empty file, expected a header with columns "
+                            f"{list(required)}.") from None
+      except csv.Error as err:
+        raise row_error(path, 1, f"unreadable header ({err}).") from None
+      header = [h.strip().lstrip("\ufeff") for h in header]
+      position = {name: i for i, name in enumerate(header)}
+      missing = [c for c in required if c not in position]
+      if missing:
+        raise DataFileError(path, f"missing required column(s) {missing}; "
+                            f"header is {header}.")
+      names = list(required) + [c for c in optional if c in position]
+      getter = operator.itemgetter(*[position[c] for c in names])
+      width = len(header)
+      with _gc_paused():
+        fast = _read_simple_rows(reader, getter, width)
     with _gc_paused():
-      fast = _read_simple_rows(reader, getter, width)
-  with _gc_paused():
-    if fast is not None:
-      records, lines = fast
-    else:
-      with open_text(path) as handle:
-        reader = csv.reader(handle)
-        next(reader)
-        records, lines = _read_rows_checked(reader, getter, header, path)
+      if fast is not None:
+        records, lines = fast
+      else:
+        with open_text(path) as handle:
+          reader = csv.reader(handle)
+          next(reader)
+          records, lines = _read_rows_checked(reader, getter, header, path)
     if len(names) == 1:
       records = [(r,) for r in records]
     values = list(zip(*records)) if records else [()] * len(names)
@@ -282,23 +655,29 @@ def parse_int(
   """Parses an integer field (``"12"``, or ``"12.0"`` when ``allow_float``).
 
   Raises:
-    ValueError: naming the file, the line and the column.
+    DataFileError: not an integer, or outside the 64-bit integer range,
+      naming the file, the line and the column.
   """
   text = value.strip()
+  number: int | None = None
   try:
-    return int(text)
+    number = int(text)
   except ValueError:
-    pass
-  if allow_float:
-    try:
-      number = float(text)
-    except ValueError:
-      number = float("nan")
-    if np.isfinite(number) and number == int(number):
-      return int(number)
+    if allow_float:
+      try:
+        real = float(text)
+      except ValueError:
+        real = float("nan")
+      if np.isfinite(real) and real == int(real):
+        number = int(real)
+  if number is not None:
+    if -_INT64_BOUND <= number < _INT64_BOUND:
+      return number
+    raise row_error(path, line, f"column {column!r} holds {value.strip()[:40]!r},"
+                    " outside the 64-bit integer range.")
   kind = "an integer" + (" (possibly written as a float)" if allow_float else "")
   raise row_error(path, line, f"column {column!r} must be {kind}, got "
-                  f"{value!r}.")
+                  f"{value[:60]!r}.")
 
 
 def take(values: Sequence[str], index: np.ndarray) -> list[str]:
@@ -337,13 +716,14 @@ def int_column(
     ``[len(values)]`` int64 array.
 
   Raises:
-    ValueError: naming the file, the line and the column of the first field
-      that is not an integer.
+    DataFileError: naming the file, the line and the column of the first
+      field that is not an integer or lies outside the 64-bit range.
   """
   try:
     if allow_float:
       number = np.asarray(values, dtype=np.float64)
-      if np.all(np.isfinite(number)) and np.all(number == np.round(number)):
+      if np.all(np.isfinite(number) & (number == np.round(number))
+                & (np.abs(number) < _INT64_BOUND)):
         return number.astype(np.int64)
     else:
       return np.asarray(values, dtype=np.int64)
@@ -352,7 +732,7 @@ def int_column(
   for value, line in zip(values, lines.tolist()):
     parse_int(value, path=path, line=line, column=column,
               allow_float=allow_float)
-  raise ValueError(f"{path}: column {column!r} must hold integers.")
+  raise DataFileError(path, f"column {column!r} must hold integers.")
 
 
 def read_numeric_csv(
@@ -368,65 +748,54 @@ def read_numeric_csv(
 
   Raises:
     FileNotFoundError: the file does not exist.
-    ValueError: a row with the wrong number of fields, a non-numeric or
-      non-finite value (naming the file and the line), or an empty file.
+    DataFileError: text that is not UTF-8, a row with the wrong number of
+      fields, a non-numeric or non-finite value (naming the file and the
+      line), or an empty file.
   """
   path = existing_file(path, what)
-  try:
-    with warnings.catch_warnings():
-      warnings.simplefilter("ignore")  # "empty input file" is raised below.
-      data = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
-  except ValueError:
-    data = None
-  if data is not None and data.shape[1:] == (num_cols,) and np.all(
-      np.isfinite(data)):
-    if data.shape[0] == 0:
-      raise ValueError(f"{path}: empty file, expected rows of {num_cols} "
-                       "numbers.")
-    return data
-  if data is not None and data.size == 0:
-    raise ValueError(f"{path}: empty file, expected rows of {num_cols} "
-                     "numbers.")
-  with open(path, newline="", encoding="utf-8") as handle:
-    reader = csv.reader(handle)
-    for fields in reader:
-      line = reader.line_num
-      if not fields:
-        continue
-      if len(fields) != num_cols:
-        raise row_error(path, line, f"expected {num_cols} comma-separated "
-                        f"numbers, got {len(fields)} fields.")
-      for col, text in enumerate(fields):
-        try:
-          number = float(text)
-        except ValueError:
-          raise row_error(path, line, f"column {col} is not a number: "
-                          f"{text!r}.") from None
-        if not np.isfinite(number):
-          raise row_error(path, line, f"column {col} is not finite: "
-                          f"{text!r}.")
-  raise ValueError(f"{path}: could not be read as a numeric table with "
-                   f"{num_cols} columns.")
-
-
-def read_json(path: PathLike, what: str = "JSON file") -> Any:
-  """Reads a JSON file; ``ValueError`` naming the file on a syntax error."""
-  import json  # Local: only two loaders need it.
-  path = existing_file(path, what)
-  try:
-    with open(path, encoding="utf-8") as handle:
-      return json.load(handle)
-  except json.JSONDecodeError as err:
-    raise row_error(path, err.lineno, f"invalid JSON ({err.msg}).") from None
-
-
-def load_npy(path: PathLike, what: str = "array file") -> np.ndarray:
-  """``np.load`` of a ``.npy``/``.npz`` file without pickle."""
-  path = existing_file(path, what)
-  try:
-    return np.load(path, allow_pickle=False)
-  except ValueError as err:
-    raise ValueError(f"{path}: cannot be read without pickle ({err}).") from None
+  empty = DataFileError(path, f"empty file, expected rows of {num_cols} "
+                        "numbers.")
+  with utf8_errors(path):
+    try:
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "empty input file" is raised below.
+        with open(path, newline="", encoding="utf-8") as handle:
+          data = np.loadtxt(handle, delimiter=",", dtype=np.float64, ndmin=2)
+    except UnicodeDecodeError:
+      raise
+    except ValueError:
+      data = None
+    if data is not None and data.shape[1:] == (num_cols,) and np.all(
+        np.isfinite(data)):
+      if data.shape[0] == 0:
+        raise empty
+      return data
+    if data is not None and data.size == 0:
+      raise empty
+    with open(path, newline="", encoding="utf-8") as handle:
+      reader = csv.reader(handle)
+      try:
+        for fields in reader:
+          line = reader.line_num
+          if not fields:
+            continue
+          if len(fields) != num_cols:
+            raise row_error(path, line, f"expected {num_cols} comma-separated "
+                            f"numbers, got {len(fields)} fields.")
+          for col, text in enumerate(fields):
+            try:
+              number = float(text)
+            except ValueError:
+              raise row_error(path, line, f"column {col} is not a number: "
+                              f"{text[:60]!r}.") from None
+            if not np.isfinite(number):
+              raise row_error(path, line, f"column {col} is not finite: "
+                              f"{text[:60]!r}.")
+      except csv.Error as err:
+        raise row_error(path, reader.line_num, f"malformed CSV ({err})."
+                        ) from None
+  raise DataFileError(path, f"could not be read as a numeric table with "
+                      f"{num_cols} columns.")
 
 
 # ---------------------------------------------------------------------------
@@ -477,7 +846,8 @@ def normalize_scores(scores: np.ndarray, *, source: str) -> np.ndarray:
   """Divides non-negative class scores by their row sums (float32).
 
   Raises:
-    ValueError: NaN/inf, negative values or a row summing to 0.
+    ValueError: NaN/inf, negative values, or a row summing to 0 or to more
+      than the largest float (naming the row, 0-based).
   """
   s = np.asarray(scores, dtype=np.float64)
   if not np.all(np.isfinite(s)):
@@ -489,6 +859,10 @@ def normalize_scores(scores: np.ndarray, *, source: str) -> np.ndarray:
   if sums.size and sums.min() <= 0.0:
     raise ValueError(f"{source}: class scores of row {int(np.argmin(sums))} "
                      "sum to 0; cannot normalise.")
+  if not np.all(np.isfinite(sums)):
+    bad = int(np.argmin(np.isfinite(sums)))
+    raise ValueError(f"{source}: class scores of row {bad} overflow when "
+                     "summed; cannot normalise.")
   return (s / sums[:, None]).astype(np.float32)
 
 

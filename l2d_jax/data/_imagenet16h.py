@@ -55,16 +55,20 @@ def load_imagenet16h_classes(data_dir: _common.PathLike) -> tuple[str, ...]:
 
   Raises:
     FileNotFoundError: the file is missing.
-    ValueError: the mapping is not a bijection onto ``0..K-1``.
+    DataFileError: invalid JSON (not UTF-8, a syntax error, nested too
+      deeply) or a mapping that is not a bijection onto ``0..K-1``.
   """
   path = pathlib.Path(data_dir) / _FOLDER / "label_to_int_mapping.json"
   mapping = _common.read_json(path, "ImageNet-16H class mapping")
   if not isinstance(mapping, dict) or not all(
-      isinstance(v, int) for v in mapping.values()):
-    raise ValueError(f"{path}: expected an object of class name -> integer.")
+      isinstance(v, int) and not isinstance(v, bool)
+      for v in mapping.values()):
+    raise _common.DataFileError(path, "expected an object of class name -> "
+                                "integer.")
   if sorted(mapping.values()) != list(range(len(mapping))):
-    raise ValueError(f"{path}: class indices must be 0..{len(mapping) - 1} "
-                     f"once each, got {sorted(mapping.values())}.")
+    raise _common.DataFileError(
+        path, f"class indices must be 0..{len(mapping) - 1} once each, got "
+        f"{sorted(mapping.values())[:20]}.")
   return tuple(sorted(mapping, key=mapping.get))
 
 
@@ -90,9 +94,10 @@ def load_imagenet16h_model_preds(
 
   Raises:
     FileNotFoundError: a file is missing.
-    ValueError: a malformed row (naming file and line), an unknown category,
-      negative scores, no rows left after filtering, or one image on several
-      rows (pass ``noise_level``/``model_name`` to select one).
+    ValueError: a malformed row (naming file and line), text that is not
+      UTF-8, an unknown category, negative, infinite or overflowing scores,
+      no rows left after filtering, or one image on several rows (pass
+      ``noise_level``/``model_name`` to select one).
   """
   class_names = load_imagenet16h_classes(data_dir)
   index = {name: k for k, name in enumerate(class_names)}
@@ -133,11 +138,14 @@ def load_imagenet16h_model_preds(
           raise _common.row_error(path, line, f"class score {name!r} is not a "
                                   f"number: {text!r}.") from None
       raise
-  bad = ~np.all(np.isfinite(scores), 1) | (scores.min(1) < 0.0)
-  bad |= ~(scores.sum(1) > 0.0)
+  with np.errstate(over="ignore", invalid="ignore"):
+    sums = scores.sum(1)
+  bad = ~np.all(np.isfinite(scores), 1) | (scores.min(1, initial=0.0) < 0.0)
+  bad |= ~((sums > 0.0) & np.isfinite(sums))
   if np.any(bad):
     raise _common.row_error(path, lines[np.argmax(bad)], "class scores must be "
-                            "finite, non-negative and not all 0.")
+                            "finite, non-negative, not all 0, and sum to a "
+                            "finite number.")
   if not names:
     raise ValueError(f"{path}: no rows (noise_level={noise_level}, "
                      f"model_name={model_name!r}).")
@@ -190,9 +198,10 @@ def load_imagenet16h_human(
 
   Raises:
     FileNotFoundError: the file is missing.
-    ValueError: missing columns, a malformed row (naming file and line), an
-      unknown class name, an image not in ``image_names``, or a true label
-      disagreeing with ``labels``.
+    ValueError: missing columns, a malformed row (naming file and line), text
+      that is not UTF-8, a damaged or oversized zip, an unknown class name,
+      an image not in ``image_names``, or a true label disagreeing with
+      ``labels``.
   """
   index = {name.strip().lower(): k for k, name in enumerate(class_names)}
   pool = {name: i for i, name in enumerate(image_names)}

@@ -40,12 +40,14 @@ def _split(table: np.ndarray, *, label_col: int, count_cols: slice,
   labels = _common.check_label_array(
       table[:, label_col] - label_offset, num_images=_NUM_IMAGES,
       num_classes=_NUM_CLASSES, source=f"{source} (label column {label_col})")
-  counts = table[:, count_cols]
-  if np.any(counts != np.round(counts)) or counts.min() < 0:
-    raise ValueError(f"{source}: the CIFAR-10H count columns must hold "
-                     "non-negative integers.")
+  counts = _common.integer_array(table[:, count_cols], source=source,
+                                 what="the CIFAR-10H count columns")
+  if counts.min() < 0:
+    raise _common.DataFileError(source, "the CIFAR-10H count columns must "
+                                "hold non-negative integers; row "
+                                f"{int(np.argmin(counts.min(1)))} does not.")
   probs = _common.normalize_probs(table[:, prob_cols], source=source)
-  return probs, labels, counts.astype(np.int64)
+  return probs, labels, counts
 
 
 def load_model_probs(
@@ -66,9 +68,10 @@ def load_model_probs(
     in CIFAR-10 test order.
 
   Raises:
-    ValueError: unknown model (listing the choices), malformed rows (naming
-      file and line), labels out of range, or probability rows not summing
-      to 1.
+    ValueError: unknown model (listing the choices), malformed rows or text
+      that is not UTF-8 (naming file and line), labels out of range, counts
+      that are not integers within the int64 range, or probability rows not
+      summing to 1.
     FileNotFoundError: the file is missing.
 
   Example:

@@ -132,6 +132,7 @@ def mixture_of_gaussians(
     int32 labels and ``[N]`` int32 cluster ids in ``[0, 4)``.
 
   Raises:
+    TypeError: ``num_samples`` is not an integer (Python or numpy).
     ValueError: bad shapes, non-positive scales, negative or all-zero
       weights, negative ``num_samples``, or ``means`` with ``separation``.
 
@@ -147,8 +148,12 @@ def mixture_of_gaussians(
     Consistent Surrogate Losses, Confidence Calibration, and Conformal
     Ensembles", AISTATS 2023.
   """
-  if not isinstance(num_samples, numbers.Integral) or num_samples < 0:
-    raise ValueError(f"num_samples must be a non-negative int, got {num_samples!r}.")
+  if isinstance(num_samples, (bool, np.bool_)) or not isinstance(
+      num_samples, numbers.Integral):
+    raise TypeError(f"`num_samples` must be an int (Python or numpy), got "
+                    f"{type(num_samples).__name__} {num_samples!r}.")
+  if num_samples < 0:
+    raise ValueError(f"`num_samples` must be a non-negative int, got {num_samples!r}.")
   if means is not None and separation is not None:
     raise ValueError("pass either `means` or `separation`, not both.")
   mu = np.array(PAPER_MEANS if means is None else means, dtype=np.float64)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from l2d_jax.data import _common
 from l2d_jax.data._common import AnnotatedDataset
 from l2d_jax.experts import _annotations
 
@@ -32,7 +33,15 @@ def balanced_assignment(
 
   Returns:
     ``(image, expert)`` int32 arrays, one row per answer.
+
+  Raises:
+    TypeError: a size that is not an integer.
+    ValueError: a size below 1.
   """
+  num_images = _common.check_int(num_images, "num_images", minimum=1)
+  num_experts = _common.check_int(num_experts, "num_experts", minimum=1)
+  answers_per_expert = _common.check_int(answers_per_expert,
+                                         "answers_per_expert", minimum=1)
   total = num_experts * answers_per_expert
   reps = -(-total // num_images)
   slots = np.concatenate([rng.permutation(num_images) for _ in range(reps)])
@@ -66,7 +75,7 @@ def synthetic_pool(
 
   Args:
     seed: numpy seed; the pool is a pure function of the arguments.
-    num_images: pool size N.
+    num_images: pool size N. Sizes may be Python or numpy integers.
     num_classes: K (even: classes form confusable pairs ``(2i, 2i + 1)``).
     num_experts: J.
     answers_per_expert: answers per expert (each image then gets about
@@ -80,14 +89,20 @@ def synthetic_pool(
     ``AnnotatedDataset`` named ``"synthetic"``.
 
   Raises:
-    ValueError: odd ``num_classes``, or sizes that are not positive.
+    TypeError: a size that is not an integer (Python or numpy; bools and
+      floats are refused).
+    ValueError: odd ``num_classes``, sizes that are not positive, or
+      accuracies outside [0, 1].
   """
-  if num_classes < 2 or num_classes % 2:
+  num_images = _common.check_int(num_images, "num_images", minimum=1)
+  num_classes = _common.check_int(num_classes, "num_classes", minimum=2)
+  num_experts = _common.check_int(num_experts, "num_experts", minimum=1)
+  answers_per_expert = _common.check_int(answers_per_expert,
+                                         "answers_per_expert", minimum=1)
+  pairs_per_specialist = _common.check_int(pairs_per_specialist,
+                                           "pairs_per_specialist", minimum=0)
+  if num_classes % 2:
     raise ValueError(f"`num_classes` must be even and >= 2, got {num_classes}.")
-  for name, v in (("num_images", num_images), ("num_experts", num_experts),
-                  ("answers_per_expert", answers_per_expert)):
-    if int(v) < 1:
-      raise ValueError(f"`{name}` must be >= 1, got {v}.")
   if answers_per_expert > num_images:
     raise ValueError("`answers_per_expert` cannot exceed `num_images` "
                      f"({answers_per_expert} > {num_images}).")
@@ -95,6 +110,8 @@ def synthetic_pool(
                   ("specialist_accuracy", specialist_accuracy)):
     if not 0.0 <= v <= 1.0:
       raise ValueError(f"`{name}` must lie in [0, 1], got {v}.")
+  if not np.isfinite(model_strength):
+    raise ValueError(f"`model_strength` must be finite, got {model_strength}.")
   rng = np.random.default_rng(seed)
   k = num_classes
   labels = rng.integers(0, k, num_images).astype(np.int32)
