@@ -115,39 +115,56 @@ def test_prediction_sets_coverage_and_size():
   rng = np.random.default_rng(3)
   p = _probs(rng, 20, 4)
   y = rng.integers(0, 4, 20)
-  s = conformal.lac_scores(p)
-  q = jnp.array([0.3, 0.6, 0.9])
-  sets = conformal.prediction_sets(s, q)
+  t = jnp.array([0.7, 0.4, 0.1])  # conformity thresholds: LAC keeps p >= t
+  sets = conformal.prediction_sets(p, threshold=t, score="lac")
   chex.assert_shape(sets, (3, 20, 4))
-  want = np.asarray(s)[None] <= np.asarray(q)[:, None, None]
+  want = p[None] >= np.asarray(t)[:, None, None]
   np.testing.assert_array_equal(sets, want)
-  np.testing.assert_allclose(conformal.coverage(sets, y),
+  np.testing.assert_allclose(conformal.set_coverage(sets, y),
                              want[:, np.arange(20), y].mean(1))
   np.testing.assert_allclose(conformal.mean_set_size(sets),
                              want.sum(-1).mean(-1))
   # Prefix sizes agree with label-space sets.
   _, sp = conformal.sort_probs(p)
-  sizes = conformal.set_sizes_from_sorted(conformal.sorted_lac_scores(sp), q)
+  sizes = conformal.set_sizes_from_sorted(
+      conformal.sorted_lac_conformity(sp), threshold=t)
   np.testing.assert_array_equal(np.asarray(sizes).T, want.sum(-1))
 
 
 def test_crossing_label_sets_are_never_empty_and_match_prefix_sizes():
   rng = np.random.default_rng(6)
   p = _probs(rng, 60, 5, ties=True)
-  s = conformal.aps_scores(p)
-  q = jnp.array([0.05, 0.3, 0.7, 0.95, 2.0])
-  plain = np.asarray(conformal.prediction_sets(s, q))
-  sets = np.asarray(conformal.prediction_sets(s, q, include_crossing=True))
+  c = np.asarray(conformal.aps_conformity(p))
+  t = jnp.array([0.95, 0.7, 0.3, 0.05, -1.0])
+  plain = np.asarray(conformal.prediction_sets(p, threshold=t, score="aps"))
+  np.testing.assert_array_equal(plain, c[None] >= np.asarray(t)[:, None, None])
+  sets = np.asarray(conformal.prediction_sets(p, threshold=t, score="aps",
+                                              include_crossing=True))
   assert sets.sum(-1).min() >= 1
   assert np.all(sets >= plain)
   assert np.all(sets.sum(-1) <= np.minimum(plain.sum(-1) + 1, 5))
-  _, sp = conformal.sort_probs(p)
-  sizes = conformal.set_sizes_from_sorted(conformal.sorted_aps_scores(sp), q,
-                                          include_crossing=True)
+  order, sp = conformal.sort_probs(p)
+  sizes = conformal.set_sizes_from_sorted(
+      conformal.sorted_aps_conformity(sp), threshold=t, include_crossing=True)
   np.testing.assert_array_equal(np.asarray(sizes).T, sets.sum(-1))
+  # Every set is the prefix of the labels in probability order.
+  order = np.asarray(order)
+  for a in range(len(t)):
+    for i in range(60):
+      size = int(sets[a, i].sum())
+      assert set(order[i, :size]) == set(np.flatnonzero(sets[a, i]))
   # Scalar threshold path.
-  one = conformal.prediction_sets(s, 0.05, include_crossing=True)
+  one = conformal.prediction_sets(p, threshold=0.95, score="aps",
+                                  include_crossing=True)
   np.testing.assert_array_equal(one, sets[0])
+
+
+_CONFORMITY = {
+    "lac": conformal.lac_conformity,
+    "aps": conformal.aps_conformity,
+    "raps": lambda q, lab=None: conformal.raps_conformity(
+        q, lab, k_reg=2, lam=0.05),
+}
 
 
 @pytest.mark.parametrize("score", ["lac", "aps", "raps"])
@@ -161,16 +178,15 @@ def test_marginal_coverage_over_random_splits(score):
   y = np.array([[rng.choice(k, p=row) for row in block] for block in p])
   p = p.astype(np.float32)
   alpha = 0.1
-  fn = {"lac": conformal.lac_scores, "aps": conformal.aps_scores,
-        "raps": lambda q, lab=None: conformal.raps_scores(
-            q, lab, k_reg=2, lam=0.05)}[score]
+  fn = _CONFORMITY[score]
+  kw = dict(k_reg=2, lam=0.05) if score == "raps" else {}
 
   @jax.jit
   def one(pp, yy):
-    cal = fn(pp[:n_cal], yy[:n_cal])
-    q = conformal.conformal_quantile(cal, alpha)
-    sets = conformal.prediction_sets(fn(pp[n_cal:]), q)
-    return conformal.coverage(sets, yy[n_cal:])
+    t = conformal.conformity_threshold(fn(pp[:n_cal], yy[:n_cal]), alpha)
+    sets = conformal.prediction_sets(pp[n_cal:], threshold=t, score=score,
+                                     **kw)
+    return conformal.set_coverage(sets, yy[n_cal:])
 
   cov = np.asarray(jax.vmap(one)(p, y.astype(np.int32)))
   mean = cov.mean()
@@ -239,3 +255,105 @@ def test_bad_inputs_raise():
     conformal.lac_scores(np.ones(3, np.float32))
   with pytest.raises(ValueError, match="lam"):
     conformal.raps_scores(p, k_reg=1, lam=-1.0)
+
+
+# --- split_set_sizes: one split, every alpha, prefix sizes ----------------
+
+
+def _ref_sorted_scores(sp, score, k_reg=None, lam=None):
+  """Textbook scores of each rank in float64 (rows renormalised)."""
+  sp = sp.astype(np.float64)
+  sp = sp / sp.sum(1, keepdims=True)
+  out = np.empty_like(sp)
+  for i, p in enumerate(sp):
+    for r in range(p.size):
+      if score == "lac":
+        out[i, r] = 1 - p[r]
+        continue
+      out[i, r] = p[p > p[r]].sum() + p[r]
+      if score == "raps":
+        out[i, r] += lam * max(0, 1 + int((p > p[r]).sum()) - k_reg)
+  return out
+
+
+def _ref_split_sizes(sp_cal, rank_cal, sp_test, alphas, score, k_reg=None,
+                     lam=None):
+  """Sizes the slow way: one alpha at a time, exact rational rank."""
+  n = rank_cal.size
+  out = np.zeros((len(sp_test), len(alphas)), np.int64)
+  for j, a in enumerate(alphas):
+    kr = k_reg[j] if np.ndim(k_reg) else k_reg
+    la = lam[j] if np.ndim(lam) else lam
+    cal = _ref_sorted_scores(sp_cal, score, kr, la)[np.arange(n), rank_cal]
+    test = _ref_sorted_scores(sp_test, score, kr, la)
+    rank = ref.exact_rank(n, a)
+    q = np.inf if rank > n else np.sort(cal)[rank - 1]
+    size = (test <= q).sum(1)
+    if score != "lac":
+      size = np.minimum(size + 1, sp_test.shape[1])
+    out[:, j] = size
+  return out
+
+
+@pytest.mark.parametrize("score, kw", [
+    ("lac", {}),
+    ("aps", {}),
+    ("raps", dict(k_reg=2, lam=0.05)),
+    ("raps", dict(k_reg=np.array([1, 2, 3, 1, 2]),
+                  lam=np.array([0.01, 0.1, 0.2, 0.5, 0.001]))),
+])
+@pytest.mark.parametrize("ties", [False, True])
+def test_split_set_sizes_matches_numpy_reference(score, kw, ties):
+  rng = np.random.default_rng(7)
+  if ties:  # dyadic rows: exact in float32, sum exactly to 1, many ties/zeros
+    p = np.stack([rng.multinomial(16, q) for q in rng.dirichlet(
+        np.full(6, 0.7), 240)]).astype(np.float32) / 16
+  else:
+    p = _probs(rng, 240, 6)
+  y = rng.integers(0, 6, 240)
+  order, sp = conformal.sort_probs(p)
+  rank = np.argmax(np.asarray(order) == y[:, None], axis=1)
+  alphas = np.array([0.01, 0.05, 0.1, 0.2, 0.5])
+  fn = jax.jit(conformal.split_set_sizes, static_argnames="score")
+  got = np.asarray(fn(sp[:120], rank[:120], sp[120:], alphas, score=score,
+                      **kw))
+  want = _ref_split_sizes(np.asarray(sp[:120]), rank[:120],
+                          np.asarray(sp[120:]), alphas, score,
+                          kw.get("k_reg"), kw.get("lam"))
+  assert got.dtype == np.int32 and got.shape == (120, 5)
+  np.testing.assert_array_equal(got, want)
+  if score != "lac":
+    assert got.min() >= 1
+
+
+@pytest.mark.parametrize("score", ["lac", "aps", "raps"])
+def test_split_set_sizes_coverage_over_random_splits(score):
+  """Mean coverage over splits within a binomial tolerance of [1-a, 1-a+1/(n+1)]."""
+  rng = np.random.default_rng(8)
+  pool, k, n, m, splits = 2000, 8, 400, 400, 200
+  p = rng.dirichlet(np.full(k, 0.4), pool)
+  y = np.array([rng.choice(k, p=row) for row in p])
+  order, sp = conformal.sort_probs(p.astype(np.float32))
+  rank = jnp.asarray(np.argmax(np.asarray(order) == y[:, None], axis=1),
+                     jnp.int32)
+  alphas = np.array([0.05, 0.1, 0.2])
+  kw = dict(k_reg=2, lam=0.02) if score == "raps" else {}
+  perms = np.stack([rng.permutation(pool)[:n + m] for _ in range(splits)])
+
+  @jax.jit
+  @jax.vmap
+  def covered(idx):
+    cal, test = idx[:n], idx[n:]
+    sizes = conformal.split_set_sizes(sp[cal], rank[cal], sp[test], alphas,
+                                      score=score, **kw)
+    return (rank[test][:, None] < sizes).mean(0)
+
+  cov = np.asarray(covered(perms))  # [splits, A]
+  mean = cov.mean(0)
+  a = alphas
+  # Var of one split's coverage: binomial over m test points plus the Beta
+  # spread of the calibrated level, about a(1-a)/(n+2).
+  se = np.sqrt(a * (1 - a) * (1 / m + 1 / (n + 2)) / splits)
+  assert np.all(mean >= 1 - a - 4 * se), (mean, 1 - a)
+  if score == "lac":  # continuous scores: not conservative
+    assert np.all(mean <= 1 - a + 1 / (n + 1) + 4 * se), (mean, 1 - a)

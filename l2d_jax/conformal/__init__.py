@@ -11,21 +11,31 @@ from l2d_jax.conformal._deferral import strategy_scores
 from l2d_jax.conformal._deferral import sweep_metrics
 from l2d_jax.conformal._deferral import workload
 from l2d_jax.conformal._quantile import conformal_quantile
-from l2d_jax.conformal._quantile import coverage
+from l2d_jax.conformal._quantile import conformity_threshold
 from l2d_jax.conformal._quantile import mean_set_size
 from l2d_jax.conformal._quantile import paper_alpha_grid
 from l2d_jax.conformal._quantile import prediction_sets
 from l2d_jax.conformal._quantile import quantile_rank
+from l2d_jax.conformal._quantile import set_coverage
 from l2d_jax.conformal._quantile import set_sizes_from_sorted
 from l2d_jax.conformal._raps_tuning import DEFAULT_LAM_GRID
 from l2d_jax.conformal._raps_tuning import tune_raps
+from l2d_jax.conformal._scores import SCORES
+from l2d_jax.conformal._scores import aps_conformity
 from l2d_jax.conformal._scores import aps_scores
+from l2d_jax.conformal._scores import lac_conformity
 from l2d_jax.conformal._scores import lac_scores
+from l2d_jax.conformal._scores import raps_conformity
 from l2d_jax.conformal._scores import raps_scores
 from l2d_jax.conformal._scores import sort_probs
+from l2d_jax.conformal._scores import sorted_aps_conformity
 from l2d_jax.conformal._scores import sorted_aps_scores
+from l2d_jax.conformal._scores import sorted_conformity
+from l2d_jax.conformal._scores import sorted_lac_conformity
 from l2d_jax.conformal._scores import sorted_lac_scores
+from l2d_jax.conformal._scores import sorted_raps_conformity
 from l2d_jax.conformal._scores import sorted_raps_scores
+from l2d_jax.conformal._set_sizes import split_set_sizes
 from l2d_jax.experts._segregativity import segregativity
 
 __all__ = (
@@ -34,9 +44,12 @@ __all__ = (
     "STRATEGIES",
     "SweepMetrics",
     "DEFAULT_LAM_GRID",
+    "SCORES",
+    "aps_conformity",
     "aps_scores",
     "conformal_quantile",
-    "coverage",
+    "conformity_threshold",
+    "lac_conformity",
     "lac_scores",
     "mean_set_size",
     "outcomes_from_slots",
@@ -44,13 +57,20 @@ __all__ = (
     "prediction_sets",
     "prefix_segregativity",
     "quantile_rank",
+    "raps_conformity",
     "raps_scores",
     "segregativity",
+    "set_coverage",
     "set_sizes_from_sorted",
     "sort_probs",
+    "sorted_aps_conformity",
     "sorted_aps_scores",
+    "sorted_conformity",
+    "sorted_lac_conformity",
     "sorted_lac_scores",
+    "sorted_raps_conformity",
     "sorted_raps_scores",
+    "split_set_sizes",
     "strategy_outcomes",
     "strategy_scores",
     "sweep_metrics",

@@ -1,0 +1,121 @@
+"""Set sizes of one calibration/test split at every miscoverage level."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from l2d_jax import _validation
+from l2d_jax.conformal import _quantile
+from l2d_jax.conformal import _scores
+
+
+def split_set_sizes(
+    sorted_probs_cal: ArrayLike,
+    label_rank_cal: ArrayLike,
+    sorted_probs_test: ArrayLike,
+    alphas: ArrayLike,
+    *,
+    score: str,
+    k_reg: ArrayLike | None = None,
+    lam: ArrayLike | None = None,
+) -> jax.Array:
+  """Size of every test point's conformal set at every alpha, for one split.
+
+  Each set is the prefix of the test point's labels in decreasing probability:
+  LAC keeps the labels with ``p_y >= t`` (may be empty); APS and RAPS use the
+  non-randomized score (``u = 1``) and add the threshold-crossing label, so
+  their sets are never empty (as in the paper). Thresholds are the exact
+  order statistics of ``conformity_threshold``, and everything is computed in
+  the conformity space (mass below a label), so float32 and float64 give the
+  same sizes. The calibration conformities are sorted once for all alphas
+  (once per alpha for per-alpha RAPS parameters).
+
+  Args:
+    sorted_probs_cal: ``[n, K]`` calibration probabilities sorted in
+      decreasing order (``sort_probs``).
+    label_rank_cal: ``[n]`` int 0-based rank of each calibration point's true
+      label in that order.
+    sorted_probs_test: ``[m, K]`` test probabilities sorted likewise.
+    alphas: ``[A]`` miscoverage levels in (0, 1).
+    score: ``'lac'``, ``'aps'`` or ``'raps'`` (static under jit).
+    k_reg: RAPS regularisation rank, scalar or ``[A]`` (RAPS only).
+    lam: RAPS penalty >= 0, scalar or ``[A]`` (RAPS only).
+
+  Returns:
+    ``[m, A]`` int32 sizes in ``[0, K]``. Under jit, where values cannot be
+    checked, a column whose alpha is outside (0, 1) is ``-1``, and every size
+    is ``-1`` when a calibration rank lies outside ``[0, K)``.
+
+  Raises:
+    ValueError: shapes, ``score``, alphas or ranks out of range (when
+      concrete), missing or negative RAPS parameters.
+    TypeError: non-integer ``label_rank_cal``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> sp = jnp.array([[0.7, 0.2, 0.1], [0.5, 0.3, 0.2]])
+    >>> # Calibration conformities p_y = 0.7 and 0.3; the thresholds are the
+    >>> # floor(3 alpha)-th smallest: 0.3 at alpha 0.4, 0.7 at alpha 0.8.
+    >>> split_set_sizes(sp, jnp.array([0, 1]), sp, jnp.array([0.4, 0.8]),
+    ...                 score="lac")
+    Array([[1, 1],
+           [2, 0]], dtype=int32)
+  """
+  _scores.check_score(score)
+  _validation.check_ndim(sorted_probs_cal, 2, "sorted_probs_cal",
+                         "[n, num_classes]")
+  _validation.check_ndim(sorted_probs_test, 2, "sorted_probs_test",
+                         "[m, num_classes]")
+  _validation.check_ndim(label_rank_cal, 1, "label_rank_cal", "[n]")
+  _validation.check_ndim(alphas, 1, "alphas", "[A]")
+  n, k = jnp.shape(sorted_probs_cal)
+  if n < 1:
+    raise ValueError("`sorted_probs_cal` is empty: the calibration set must "
+                     "hold at least one point.")
+  if jnp.shape(sorted_probs_test)[1] != k:
+    raise ValueError(
+        f"`sorted_probs_test` must have {k} classes like `sorted_probs_cal`, "
+        f"got shape {tuple(jnp.shape(sorted_probs_test))}.")
+  _validation.check_same_leading(sorted_probs_cal, label_rank_cal,
+                                 "sorted_probs_cal", "label_rank_cal")
+  _validation.check_probabilities(sorted_probs_cal, "sorted_probs_cal")
+  _validation.check_probabilities(sorted_probs_test, "sorted_probs_test")
+  _validation.check_index_range(label_rank_cal, k, "label_rank_cal")
+  if score == "raps":
+    _scores.check_raps_params(k_reg, lam)
+  elif k_reg is not None or lam is not None:
+    raise ValueError(f"`k_reg` and `lam` apply to RAPS only, got score "
+                     f"{score!r}.")
+  sp_cal = jnp.asarray(sorted_probs_cal)
+  sp_test = jnp.asarray(sorted_probs_test)
+  ranks = jnp.asarray(label_rank_cal)
+  alphas = jnp.asarray(alphas)
+  num = alphas.shape[0]
+  low = _quantile._alpha_floor(n + 1, alphas)  # pylint: disable=protected-access
+  include_crossing = score != "lac"
+  rank_ok = jnp.all((ranks >= 0) & (ranks < k))
+  idx = jnp.clip(ranks, 0, k - 1)[:, None]
+
+  def thresholds(cal_c, j):
+    c = jnp.sort(jnp.take_along_axis(cal_c, idx, axis=-1)[:, 0])
+    return jnp.where(j == 0, -jnp.inf, c[jnp.clip(j - 1, 0, n - 1)])
+
+  if score == "raps" and (jnp.ndim(k_reg) > 0 or jnp.ndim(lam) > 0):
+    ks = _quantile._per_alpha(k_reg, num, "k_reg")  # pylint: disable=protected-access
+    ls = _quantile._per_alpha(lam, num, "lam")  # pylint: disable=protected-access
+
+    def one(j, kr, la):
+      conf = lambda sp: _scores.sorted_raps_conformity(sp, k_reg=kr, lam=la)
+      t = thresholds(conf(sp_cal), j)
+      return _quantile._prefix_sizes(conf(sp_test), t, include_crossing)  # pylint: disable=protected-access
+
+    sizes = jax.vmap(one, out_axes=1)(low, ks, ls)
+  else:
+    conf = lambda sp: _scores.sorted_conformity(sp, score=score, k_reg=k_reg,
+                                                lam=lam)
+    t = thresholds(conf(sp_cal), low)
+    sizes = _quantile._prefix_sizes(conf(sp_test), t, include_crossing)  # pylint: disable=protected-access
+  sizes = jnp.where(low[None, :] < 0, -1, sizes)
+  return jnp.where(rank_ok, sizes, -1).astype(jnp.int32)
