@@ -1,4 +1,4 @@
-"""Tests for calibration (ECE, reliability diagrams) and deferral metrics."""
+"""Tests for calibration metrics (ECE, reliability diagrams)."""
 
 import functools
 
@@ -140,6 +140,8 @@ class ExpectedCalibrationErrorTest(chex.TestCase):
       ece(conf, correct, num_bins=0)
     with self.assertRaisesRegex(TypeError, "num_bins"):
       ece(conf, correct, num_bins=2.0)
+    with self.assertRaisesRegex(TypeError, "num_bins"):
+      ece(conf, correct, num_bins=True)
     with self.assertRaisesRegex(TypeError, "where.*boolean"):
       ece(conf, correct, where=np.array([1, 0]))
     with self.assertRaisesRegex(ValueError, "correctness.*\\[0, 1\\]"):
@@ -147,85 +149,27 @@ class ExpectedCalibrationErrorTest(chex.TestCase):
           np.array([[1.5]], np.float32), np.array([[0]]), np.array([0]))
 
 
-def np_system(defer, model, experts, labels):
-  out = []
-  for i in range(len(defer)):
-    answer = model[i] if defer[i] == 0 else experts[i, defer[i] - 1]
-    out.append(answer == labels[i])
-  return np.mean(out)
+class NumpyIntegerBinsTest(parameterized.TestCase):
+  """`num_bins` may be a NumPy integer (e.g. read from a config array)."""
 
-
-class DeferralMetricsTest(chex.TestCase):
-
-  def setUp(self):
-    super().setUp()
-    rng = np.random.default_rng(4)
-    n, k, j = 300, 5, 3
-    self.labels = rng.integers(0, k, n).astype(np.int32)
-    self.model = np.where(rng.random(n) < 0.6, self.labels,
-                          rng.integers(0, k, n)).astype(np.int32)
-    self.experts = np.where(rng.random((n, j)) < 0.7, self.labels[:, None],
-                            rng.integers(0, k, (n, j))).astype(np.int32)
-    self.defer = rng.integers(0, j + 1, n).astype(np.int32)
-
-  @chex.variants(with_jit=True, without_jit=True)
-  def test_system_accuracy(self):
-    out = self.variant(metrics.system_accuracy)(
-        self.defer, self.model, self.experts, self.labels)
-    chex.assert_shape(out, ())
+  @parameterized.parameters(np.int64, np.int32, np.uint8)
+  def test_numpy_integer_num_bins(self, int_type):
+    conf, correct = _calibration_data(5, 100)
+    expected = np_ece(conf, correct, 7)
     np.testing.assert_allclose(
-        out, np_system(self.defer, self.model, self.experts, self.labels),
-        rtol=1e-6)
-
-  def test_system_accuracy_where(self):
-    where = self.defer != 2
-    defer = np.where(where, self.defer, -1).astype(np.int32)  # padding
-    out = metrics.system_accuracy(defer, self.model, self.experts, self.labels,
-                                  where=where)
-    expected = np_system(self.defer[where], self.model[where],
-                         self.experts[where], self.labels[where])
-    np.testing.assert_allclose(out, expected, rtol=1e-6)
-
-  def test_system_predictions(self):
-    out = metrics.system_predictions(self.defer, self.model, self.experts)
-    padded = np.concatenate([self.model[:, None], self.experts], axis=1)
-    np.testing.assert_array_equal(
-        out, padded[np.arange(len(self.defer)), self.defer])
-
-  @chex.variants(with_jit=True, without_jit=True)
-  def test_coverage_and_rates(self):
-    cov = self.variant(metrics.coverage)(self.defer)
-    rates = self.variant(functools.partial(metrics.deferral_rates,
-                                           num_experts=3))(self.defer)
-    chex.assert_shape(rates, (3,))
-    np.testing.assert_allclose(cov, np.mean(self.defer == 0), rtol=1e-6)
+        metrics.expected_calibration_error(conf, correct,
+                                           num_bins=int_type(7)),
+        expected, rtol=1e-5, atol=1e-6)
+    jitted = jax.jit(metrics.expected_calibration_error,
+                     static_argnames="num_bins")
+    np.testing.assert_allclose(jitted(conf, correct, num_bins=int_type(7)),
+                               expected, rtol=1e-5, atol=1e-6)
+    d = metrics.reliability_diagram(conf, correct, num_bins=int_type(7))
+    chex.assert_shape(d.counts, (7,))
+    est = np.stack([conf, conf], axis=1)
+    labels = np.zeros(100, np.int32)
+    experts = np.where(np.stack([correct, correct], 1), 0, 1).astype(np.int32)
     np.testing.assert_allclose(
-        rates, [np.mean(self.defer == e) for e in (1, 2, 3)], rtol=1e-6)
-    np.testing.assert_allclose(cov + rates.sum(), 1.0, rtol=1e-6)
-
-  def test_where_and_empty(self):
-    where = np.zeros_like(self.defer, bool)
-    where[:10] = True
-    np.testing.assert_allclose(metrics.coverage(self.defer, where=where),
-                               np.mean(self.defer[:10] == 0), rtol=1e-6)
-    none = np.zeros_like(where)
-    self.assertEqual(float(metrics.coverage(self.defer, where=none)), 0.0)
-    np.testing.assert_array_equal(
-        metrics.deferral_rates(self.defer, num_experts=3, where=none), 0.0)
-
-  def test_bad_inputs(self):
-    with self.assertRaisesRegex(ValueError, "defer.*\\[0, 4\\)"):
-      metrics.system_accuracy(self.defer + 1, self.model, self.experts,
-                              self.labels)
-    with self.assertRaisesRegex(ValueError, "defer.*\\[0, 3\\)"):
-      metrics.deferral_rates(self.defer, num_experts=2)
-    with self.assertRaisesRegex(ValueError, "labels.*length"):
-      metrics.system_accuracy(self.defer, self.model, self.experts,
-                              self.labels[:5])
-    with self.assertRaisesRegex(ValueError, "expert_predictions.*N, J"):
-      metrics.system_accuracy(self.defer, self.model, self.experts[:, 0],
-                              self.labels)
-    with self.assertRaisesRegex(TypeError, "defer.*integer"):
-      metrics.coverage(self.defer.astype(np.float32))
-    with self.assertRaisesRegex(ValueError, "num_experts"):
-      metrics.deferral_rates(self.defer, num_experts=0)
+        metrics.expert_calibration_errors(est, experts, labels,
+                                          num_bins=int_type(7)),
+        [expected, expected], rtol=1e-5, atol=1e-6)

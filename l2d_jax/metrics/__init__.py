@@ -1,34 +1,55 @@
-"""Metrics: deferral workload, significance tests, calibration."""
+"""Metrics: deferral outcomes and workload, calibration, significance.
+
+Decisions are read in the one encoding of ``l2d_jax.deferral``: 0 = the
+model answers, ``j >= 1`` = expert ``j``.
+"""
 
 __all__ = (
-    "coverage",
+    # Deferral outcomes and workload.
+    "system_predictions",
+    "system_accuracy",
+    "model_coverage",
     "deferral_rates",
+    "workload",
+    # Calibration.
     "expected_calibration_error",
-    "expert_calibration_errors",
-    "paired_one_tailed_test",
-    "PairedTest",
     "reliability_diagram",
     "ReliabilityDiagram",
+    "expert_calibration_errors",
+    # Significance of paired differences.
+    "paired_one_tailed_test",
+    "PairedTest",
     "significance_marks",
-    "system_accuracy",
-    "system_predictions",
-    "workload",
 )
 
+# Deferral outcomes and workload.
+from l2d_jax.metrics._deferral import deferral_rates
+from l2d_jax.metrics._deferral import model_coverage
+from l2d_jax.metrics._deferral import system_accuracy
+from l2d_jax.metrics._deferral import system_predictions
+from l2d_jax.metrics._deferral import workload
 
-# --- workload and significance (issue 2) ---
-from l2d_jax.conformal._deferral import workload
-from l2d_jax.metrics._significance import PairedTest
-from l2d_jax.metrics._significance import paired_one_tailed_test
-from l2d_jax.metrics._significance import significance_marks
-# --- end workload and significance ---
-# --- calibration and deferral metrics (issue 3) ---
+# Calibration.
 from l2d_jax.metrics._calibration import ReliabilityDiagram
 from l2d_jax.metrics._calibration import expected_calibration_error
 from l2d_jax.metrics._calibration import expert_calibration_errors
 from l2d_jax.metrics._calibration import reliability_diagram
-from l2d_jax.metrics._deferral import coverage
-from l2d_jax.metrics._deferral import deferral_rates
-from l2d_jax.metrics._deferral import system_accuracy
-from l2d_jax.metrics._deferral import system_predictions
-# --- end calibration and deferral metrics ---
+
+# Significance of paired differences.
+from l2d_jax.metrics._significance import PairedTest
+from l2d_jax.metrics._significance import paired_one_tailed_test
+from l2d_jax.metrics._significance import significance_marks
+
+
+def __getattr__(name: str):
+  # Transitional: `coverage` was renamed `model_coverage` (issue 6), so that
+  # it no longer shares a name with conformal set coverage. Remove once no
+  # caller uses the old name.
+  if name == "coverage":
+    import warnings  # pylint: disable=g-import-not-at-top
+    warnings.warn(
+        "`l2d_jax.metrics.coverage` is renamed `metrics.model_coverage` "
+        "(share of examples the model keeps).", DeprecationWarning,
+        stacklevel=2)
+    return model_coverage
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -34,12 +34,9 @@ class ReliabilityDiagram(NamedTuple):
 
 
 def _check_inputs(confidences: Any, correct: Any, num_bins: Any,
-                  where: Any) -> None:
-  if isinstance(num_bins, bool) or not isinstance(num_bins, int):
-    raise TypeError(f"`num_bins` must be a Python int (static), got "
-                    f"{type(num_bins).__name__}.")
-  if num_bins < 1:
-    raise ValueError(f"`num_bins` must be >= 1, got {num_bins}.")
+                  where: Any) -> int:
+  """Checks the arguments; returns ``num_bins`` as a Python int."""
+  num_bins = _validation.check_static_int(num_bins, "num_bins", minimum=1)
   _validation.check_ndim(confidences, 1, "confidences", "[N]")
   _validation.check_floating(confidences, "confidences")
   n = jnp.shape(confidences)[0]
@@ -49,6 +46,7 @@ def _check_inputs(confidences: Any, correct: Any, num_bins: Any,
   _validation.check_mask(where, n)
   _validation.check_unit_interval(confidences, "confidences", where=where)
   _validation.check_unit_interval(correct, "correct", where=where)
+  return num_bins
 
 
 # Jitted so that eager calls compile once per shape, not once per primitive.
@@ -97,7 +95,8 @@ def expected_calibration_error(
   Args:
     confidences: ``[N]`` floating confidences in ``[0, 1]``.
     correct: ``[N]`` bool or 0/1 outcomes.
-    num_bins: number of equal-width bins M on [0, 1] (static).
+    num_bins: number of equal-width bins M on [0, 1] (static; Python or NumPy
+      int).
     where: optional ``[N]`` bool; only these examples count.
 
   Returns:
@@ -125,7 +124,7 @@ def expected_calibration_error(
     Guo, Pleiss, Sun & Weinberger, On Calibration of Modern Neural Networks,
     ICML 2017.
   """
-  _check_inputs(confidences, correct, num_bins, where)
+  num_bins = _check_inputs(confidences, correct, num_bins, where)
   _, count, sum_conf, sum_correct = _bin_sums(
       confidences, correct, num_bins, where)
   total = jnp.sum(count)
@@ -148,7 +147,8 @@ def reliability_diagram(
   Args:
     confidences: ``[N]`` floating confidences in ``[0, 1]``.
     correct: ``[N]`` bool or 0/1 outcomes.
-    num_bins: number of equal-width bins M on [0, 1] (static).
+    num_bins: number of equal-width bins M on [0, 1] (static; Python or NumPy
+      int).
     where: optional ``[N]`` bool; only these examples count.
 
   Returns:
@@ -177,7 +177,7 @@ def reliability_diagram(
     Guo, Pleiss, Sun & Weinberger, On Calibration of Modern Neural Networks,
     ICML 2017.
   """
-  _check_inputs(confidences, correct, num_bins, where)
+  num_bins = _check_inputs(confidences, correct, num_bins, where)
   edges, count, sum_conf, sum_correct = _bin_sums(
       confidences, correct, num_bins, where)
   safe = jnp.maximum(count, 1)
@@ -209,7 +209,7 @@ def expert_calibration_errors(
       ``losses.ova_correctness``).
     expert_predictions: ``[N, J]`` integer expert answers.
     labels: ``[N]`` integer true labels.
-    num_bins: number of equal-width bins (static).
+    num_bins: number of equal-width bins (static; Python or NumPy int).
     where: optional ``[N]`` bool; only these examples count.
 
   Returns:
