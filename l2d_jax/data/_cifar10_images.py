@@ -85,7 +85,7 @@ def _read_index(
     rows = list(reader)
   except csv.Error as e:
     raise _common.DataFileError(source, f"malformed CSV ({e}).",
-                                reader.line_num) from None
+                                reader.reader.line_num) from None
   if not rows:
     raise _common.DataFileError(source, "lists no images.")
   try:

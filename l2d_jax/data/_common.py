@@ -1,10 +1,26 @@
-"""Shared pieces of the real-data loaders: the data set container and CSV helpers.
+"""Shared pieces of the real-data loaders: the data set container and file readers.
 
 Every loader returns (or builds) an :class:`AnnotatedDataset`: model
 probabilities, true labels and per-image human annotations over one pool of
-images. The helpers below read CSV files with the standard library (no pandas)
-and report malformed input as ``ValueError`` naming the file, the line and the
-problem, and missing files as ``FileNotFoundError`` naming the path.
+images. Every loader reads its files through the helpers below, which use the
+standard library and numpy only (no pandas, never pickle):
+
+- text (CSV, JSON) is decoded as strict UTF-8 (:func:`open_text`,
+  :func:`read_text`, :func:`read_json`, :func:`read_csv`,
+  :func:`read_numeric_csv`);
+- ``.npy``/``.npz`` arrays are checked to be complete before they are
+  allocated (:func:`load_npy`, :func:`load_npz`);
+- zip members are refused when encrypted or when they would inflate beyond
+  :data:`MAX_ZIP_MEMBER_BYTES` or :data:`MAX_ZIP_RATIO`, and are never read
+  past their declared size (:func:`read_zip_member`);
+- integers must fit in int64 (:func:`parse_int`, :func:`int_column`,
+  :func:`integer_array`).
+
+A file that cannot be read as its format requires raises
+:class:`DataFileError` (a ``ValueError``) whose message starts with the file
+and, where there is one, the line; content that is readable but invalid
+(labels out of range, probabilities not summing to 1) raises ``ValueError``
+naming the file; a missing file raises ``FileNotFoundError`` naming the path.
 """
 
 from __future__ import annotations
@@ -832,7 +848,8 @@ def normalize_probs(
   if p.size and p.min() < 0.0:
     bad = int(np.argwhere(p < 0.0)[0, 0])
     raise ValueError(f"{source}: negative probability in row {bad}.")
-  sums = p.sum(axis=1)
+  with np.errstate(over="ignore"):
+    sums = p.sum(axis=1)
   off = np.abs(sums - 1.0)
   if off.size and off.max() > atol:
     bad = int(np.argmax(off))
@@ -855,7 +872,8 @@ def normalize_scores(scores: np.ndarray, *, source: str) -> np.ndarray:
   if s.size and s.min() < 0.0:
     bad = int(np.argwhere(s < 0.0)[0, 0])
     raise ValueError(f"{source}: negative class score in row {bad}.")
-  sums = s.sum(axis=1)
+  with np.errstate(over="ignore"):
+    sums = s.sum(axis=1)
   if sums.size and sums.min() <= 0.0:
     raise ValueError(f"{source}: class scores of row {int(np.argmin(sums))} "
                      "sum to 0; cannot normalise.")
