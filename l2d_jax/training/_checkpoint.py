@@ -1,4 +1,4 @@
-"""Orbax checkpoint layout of the trainer, and loading trained models.
+"""Orbax checkpoint layout of the trainer, integrity checks, loading models.
 
 Layout of ``checkpoint_dir``::
 
@@ -6,22 +6,43 @@ Layout of ``checkpoint_dir``::
     ckpt/<epoch>/state   model + optimizer state (nnx.State, StandardSave)
     ckpt/<epoch>/best    best model state so far (only when monitoring)
     ckpt/<epoch>/meta    JSON: epoch, step, history, early-stopping status
+    ckpt/<epoch>/_L2D_CHECKSUMS.json   size and sha256 of every file above
     best/<epoch>/model   the best model state (kept: 1), for inference
+    best/<epoch>/_L2D_CHECKSUMS.json
+    corrupt/             checkpoints that failed their check, moved aside
     metrics.jsonl        one JSON record per completed epoch
 
-``<epoch>`` is the number of completed epochs. Saves are synchronous, so a
-checkpoint directory that orbax has finalised is complete.
+``<epoch>`` is the number of completed epochs. Saves are synchronous; once
+orbax has finalised a step directory, the size and SHA-256 of each of its
+files are written (atomically) to ``_L2D_CHECKSUMS.json`` inside it.
+
+Restoring verifies these checksums first. A training checkpoint that fails
+(overwritten bytes, truncated, missing or extra files) is never restored: the
+trainer warns, moves it to ``corrupt/`` and resumes from the newest intact
+earlier step (it replays the lost epochs), or raises :class:`CheckpointError`
+naming every step when none is intact. Checkpoints written before checksums
+existed (no ``_L2D_CHECKSUMS.json``) are restored as they are, with one
+warning per directory that they cannot be verified.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import pathlib
+import warnings
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from flax import nnx
+
+CHECKSUM_FILE = "_L2D_CHECKSUMS.json"
+_CHUNK = 1 << 20
+_OK, _UNVERIFIED, _CORRUPT = "ok", "unverified", "corrupt"
+# Directories already warned about (one warning per process and directory).
+_WARNED_UNVERIFIED: set[str] = set()
 
 
 class CheckpointError(RuntimeError):
@@ -49,6 +70,142 @@ def _has_entries(path: pathlib.Path) -> bool:
   return path.is_dir() and any(path.iterdir())
 
 
+# ------------------------------------------------------------ checksums ----
+
+
+def _sha256(path: pathlib.Path) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(_CHUNK), b""):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def _data_files(step_dir: pathlib.Path) -> list[str]:
+  """Relative POSIX paths of every file of a step, except the checksums."""
+  out = []
+  for parent, _, names in os.walk(step_dir):
+    for name in names:
+      rel = pathlib.Path(parent, name).relative_to(step_dir).as_posix()
+      if not rel.startswith(CHECKSUM_FILE):  # also its temporary file
+        out.append(rel)
+  return sorted(out)
+
+
+def _fsync_dir(path: pathlib.Path) -> None:
+  try:
+    fd = os.open(path, os.O_RDONLY)
+  except OSError:
+    return
+  try:
+    os.fsync(fd)
+  except OSError:
+    pass
+  finally:
+    os.close(fd)
+
+
+def write_checksums(step_dir: str | os.PathLike[str]) -> None:
+  """Records the size and SHA-256 of every file of a finalised step.
+
+  Written to a temporary file, flushed and renamed, so the checksum file is
+  either absent or complete. Call only after the save has finished.
+  """
+  step_dir = pathlib.Path(step_dir)
+  files = {}
+  for rel in _data_files(step_dir):
+    path = step_dir / rel
+    files[rel] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+  record = {"format": 1, "algorithm": "sha256", "files": files}
+  tmp = step_dir / (CHECKSUM_FILE + ".tmp")
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(record, f, indent=1, sort_keys=True)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, step_dir / CHECKSUM_FILE)
+  _fsync_dir(step_dir)
+
+
+def verify_checksums(step_dir: str | os.PathLike[str]) -> tuple[str, str]:
+  """Checks a step directory against its checksum file.
+
+  Returns:
+    ``(status, detail)``: ``('ok', '')``; ``('unverified', '')`` when the
+    step has no checksum file (written before checksums existed, or killed
+    between orbax's commit and the checksum write); or ``('corrupt',
+    reason)`` naming the first files that differ.
+  """
+  step_dir = pathlib.Path(step_dir)
+  if not step_dir.is_dir():
+    return _CORRUPT, f"{step_dir} is not a directory"
+  path = step_dir / CHECKSUM_FILE
+  if not path.exists():
+    return _UNVERIFIED, ""
+  try:
+    record = json.loads(path.read_text(encoding="utf-8"))
+    files = record["files"]
+    if record.get("algorithm") != "sha256" or not isinstance(files, dict):
+      raise ValueError("unknown checksum format")
+    expected = {str(rel): (int(v["size"]), str(v["sha256"]))
+                for rel, v in files.items()}
+  except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError,
+          AttributeError) as e:
+    return _CORRUPT, f"unreadable {CHECKSUM_FILE} ({type(e).__name__}: {e})"
+  problems = []
+  try:
+    present = set(_data_files(step_dir))
+    for rel, (size, sha) in sorted(expected.items()):
+      parts = pathlib.PurePosixPath(rel).parts
+      if rel.startswith("/") or ".." in parts:
+        problems.append(f"{rel}: path outside the step")
+      elif rel not in present:
+        problems.append(f"{rel} is missing")
+      elif (got := (step_dir / rel).stat().st_size) != size:
+        problems.append(f"{rel} has {got} bytes, {size} were written")
+      elif _sha256(step_dir / rel) != sha:
+        problems.append(f"{rel} does not match its SHA-256")
+    problems += [f"unexpected file {rel}"
+                 for rel in sorted(present - set(expected))]
+  except OSError as e:
+    problems.append(f"{type(e).__name__}: {e}")
+  if not problems:
+    return _OK, ""
+  more = len(problems) - 3
+  return _CORRUPT, "; ".join(problems[:3]) + (
+      f" (and {more} more)" if more > 0 else "")
+
+
+def _warn_unverified(step_dir: pathlib.Path) -> None:
+  key = str(step_dir.parent)
+  if key in _WARNED_UNVERIFIED:
+    return
+  _WARNED_UNVERIFIED.add(key)
+  warnings.warn(
+      f"checkpoint {step_dir} has no {CHECKSUM_FILE} (written before "
+      "checkpoints were checksummed, or interrupted right after orbax "
+      "committed it): it cannot be verified and is restored as it is.",
+      UserWarning, stacklevel=3)
+
+
+def _newest_usable(directory: pathlib.Path, steps: Any
+                   ) -> tuple[int | None, list[tuple[int, str]]]:
+  """Newest step that is not corrupt, and the corrupt newer steps skipped."""
+  skipped = []
+  for step in sorted(steps, reverse=True):
+    status, detail = verify_checksums(directory / str(step))
+    if status == _CORRUPT:
+      skipped.append((step, detail))
+      continue
+    if status == _UNVERIFIED:
+      _warn_unverified(directory / str(step))
+    return step, skipped
+  return None, skipped
+
+
+def _describe(directory: pathlib.Path, skipped: list[tuple[int, str]]) -> str:
+  return "; ".join(f"{directory / str(s)}: {d}" for s, d in skipped)
+
+
 class CheckpointStore:
   """The trainer's orbax checkpoint managers (internal).
 
@@ -73,6 +230,10 @@ class CheckpointStore:
   def best_dir(self) -> pathlib.Path:
     return self.root / "best"
 
+  @property
+  def corrupt_dir(self) -> pathlib.Path:
+    return self.root / "corrupt"
+
   def _open(self) -> None:
     if self._ckpt is None:
       opts = dict(enable_async_checkpointing=False, create=True)
@@ -86,10 +247,15 @@ class CheckpointStore:
   def resume_step(self, resume: bool | str) -> int | None:
     """Decides whether to restore; returns the step to restore or ``None``.
 
+    The step is the newest one whose files match their checksums (or that
+    has no checksum file, with a warning). Corrupt newer steps are moved to
+    ``corrupt/`` with a warning, so that their epochs are replayed.
+
     Raises:
       FileExistsError: ``resume=False`` and the directory is not empty.
       FileNotFoundError: ``resume=True`` and there is no checkpoint.
-      CheckpointError: checkpoint files exist but hold no usable step.
+      CheckpointError: checkpoint files exist but no step is intact (nothing
+        is moved or changed then).
     """
     if resume not in (True, False, "auto"):
       raise ValueError(
@@ -111,16 +277,41 @@ class CheckpointStore:
           "resume='auto' to start fresh when nothing was saved yet.")
     try:
       self._open()
-      step = self._ckpt.latest_step()
+      steps = self._ckpt.all_steps()
     except Exception as e:  # orbax raises many types on malformed trees.
       raise CheckpointError(
           f"cannot read checkpoints in {self.ckpt_dir}: {e}") from e
-    if step is None:
+    if not steps:
       raise CheckpointError(
           f"{self.ckpt_dir} is not empty but contains no finalised orbax "
           f"checkpoint (found {sorted(p.name for p in self.ckpt_dir.iterdir())}"
           "); refusing to start over. Inspect or remove it.")
+    step, skipped = _newest_usable(self.ckpt_dir, steps)
+    if step is None:
+      raise CheckpointError(
+          f"cannot restore checkpoint: no checkpoint in {self.ckpt_dir} is "
+          f"intact ({_describe(self.ckpt_dir, skipped)}). Nothing was "
+          "changed; restore the files from a backup or start a new run in "
+          "an empty directory.")
+    if skipped:
+      moved = [self._move_aside(s) for s, _ in skipped]
+      self._ckpt.reload()
+      warnings.warn(
+          f"corrupt checkpoint(s) {_describe(self.ckpt_dir, skipped)}; "
+          f"moved to {', '.join(str(m) for m in moved)}. Resuming from the "
+          f"previous intact checkpoint {self.ckpt_dir / str(step)} (the "
+          "later epochs are trained again).", UserWarning, stacklevel=3)
     return step
+
+  def _move_aside(self, step: int) -> pathlib.Path:
+    self.corrupt_dir.mkdir(parents=True, exist_ok=True)
+    target = self.corrupt_dir / f"ckpt-{step}"
+    n = 1
+    while target.exists():
+      target = self.corrupt_dir / f"ckpt-{step}.{n}"
+      n += 1
+    os.replace(self.ckpt_dir / str(step), target)
+    return target
 
   def restore_meta(self, step: int) -> dict[str, Any]:
     """Reads the JSON metadata of ``step``.
@@ -160,8 +351,23 @@ class CheckpointStore:
     return out["state"], out["best"] if best is not None else None
 
   def latest_step(self) -> int | None:
-    """The latest saved training step, or ``None``."""
-    return None if self._ckpt is None else self._ckpt.latest_step()
+    """The newest saved training step that is intact now, or ``None``.
+
+    Re-reads and re-hashes the files (it is meant for error messages such
+    as "the last good checkpoint is ..."); a step without a checksum file
+    counts as intact.
+    """
+    if self._ckpt is None:
+      return None
+    try:
+      self._ckpt.reload()
+      steps = self._ckpt.all_steps()
+    except Exception:  # a broken directory has no good step to name.
+      return None
+    for step in sorted(steps, reverse=True):
+      if verify_checksums(self.ckpt_dir / str(step))[0] != _CORRUPT:
+        return step
+    return None
 
   def drop_best_after(self, step: int) -> None:
     """Deletes exported best models newer than ``step`` (they get replayed)."""
@@ -171,20 +377,24 @@ class CheckpointStore:
 
   def save(self, step: int, state: Any, best: Any | None,
            meta: dict[str, Any]) -> None:
+    """Saves a training checkpoint, then its checksums."""
     items = {"state": ocp.args.StandardSave(state),
              "meta": ocp.args.JsonSave(meta)}
     if best is not None:
       items["best"] = ocp.args.StandardSave(best)
     self._ckpt.save(step, args=ocp.args.Composite(**items), force=True)
-    self._ckpt.wait_until_finished()
+    self._ckpt.wait_until_finished()  # hash only what orbax has committed
+    write_checksums(self.ckpt_dir / str(step))
 
   def save_best(self, step: int, model_state: Any) -> None:
+    """Exports the best model (replacing newer exports), then checksums."""
     for s in self._best.all_steps():
       if s >= step:
         self._best.delete(s)
     self._best.save(step, args=ocp.args.Composite(
         model=ocp.args.StandardSave(model_state)), force=True)
     self._best.wait_until_finished()
+    write_checksums(self.best_dir / str(step))
 
   def close(self) -> None:
     for mgr in (self._ckpt, self._best):
@@ -193,9 +403,57 @@ class CheckpointStore:
     self._ckpt = self._best = None
 
 
+def _restore_model(mgr: ocp.CheckpointManager, step: int, item: str,
+                   model_state: Any) -> Any:
+  return mgr.restore(step, args=ocp.args.Composite(
+      **{item: ocp.args.StandardRestore(_abstract(model_state))}))[item]
+
+
+def _best_copy_in_ckpt(root: pathlib.Path, best_step: int,
+                       model_state: Any) -> tuple[Any, pathlib.Path] | None:
+  """The best model of epoch ``best_step`` from an intact training checkpoint.
+
+  Every training checkpoint saved after the best epoch holds the same best
+  model state (``ckpt/<epoch>/best``); its metadata names that epoch.
+  """
+  directory = root / "ckpt"
+  if not _has_entries(directory):
+    return None
+  mgr = ocp.CheckpointManager(
+      directory, options=ocp.CheckpointManagerOptions(create=False))
+  try:
+    for step in sorted(mgr.all_steps(), reverse=True):
+      step_dir = directory / str(step)
+      status, _ = verify_checksums(step_dir)
+      if status == _CORRUPT:
+        continue
+      try:
+        meta = mgr.restore(step, args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore()))["meta"]
+        if not (meta.get("has_best") and meta.get("best_epoch") == best_step):
+          continue
+        out = _restore_model(mgr, step, "best", model_state)
+      except Exception:  # pylint: disable=broad-except
+        continue  # an unreadable copy is no fallback; try an older one.
+      if status == _UNVERIFIED:
+        _warn_unverified(step_dir)
+      return out, step_dir / "best"
+    return None
+  finally:
+    mgr.close()
+
+
 def load_checkpoint(model: nnx.Module, checkpoint_dir: str | os.PathLike[str],
                     *, best: bool = True, step: int | None = None) -> int:
   """Loads trained weights from a trainer's checkpoint directory, in place.
+
+  Files are checked against their checksums before anything is read. With
+  ``best=True`` a corrupt ``best/<epoch>`` falls back, with a warning, to the
+  identical copy of that best model kept in an intact training checkpoint
+  (``ckpt/<e>/best`` with ``e >= epoch``). With ``best=False`` and no
+  ``step``, a corrupt latest checkpoint falls back, with a warning, to the
+  newest intact one. A corrupt explicit ``step`` is never replaced by
+  another step.
 
   Args:
     model: a model with the same structure as the trained one (e.g. freshly
@@ -211,7 +469,9 @@ def load_checkpoint(model: nnx.Module, checkpoint_dir: str | os.PathLike[str],
 
   Raises:
     FileNotFoundError: no such checkpoint.
-    CheckpointError: unreadable or mismatched checkpoint.
+    CheckpointError: a corrupt checkpoint with no intact fallback, an
+      unreadable one, or one that does not fit the model; the message names
+      the step directory. The model is left unchanged.
 
   Example:
     >>> from flax import nnx
@@ -223,31 +483,75 @@ def load_checkpoint(model: nnx.Module, checkpoint_dir: str | os.PathLike[str],
   directory = root / ("best" if best else "ckpt")
   if not _has_entries(directory):
     raise FileNotFoundError(f"no checkpoint in {directory}.")
-  mgr = ocp.CheckpointManager(
-      directory, options=ocp.CheckpointManagerOptions(create=False))
   try:
-    step = mgr.latest_step() if step is None else step
-    if step is None or step not in mgr.all_steps():
-      raise FileNotFoundError(f"no checkpoint step {step} in {directory}.")
-    model_state = nnx.state(model)
-    try:
+    mgr = ocp.CheckpointManager(
+        directory, options=ocp.CheckpointManagerOptions(create=False))
+    steps = list(mgr.all_steps())
+  except Exception as e:
+    raise CheckpointError(
+        f"cannot read checkpoints in {directory}: {type(e).__name__}: {e}"
+    ) from e
+  model_state = nnx.state(model)
+  where = directory
+  try:
+    if step is not None:
+      if step not in steps:
+        raise FileNotFoundError(f"no checkpoint step {step} in {directory}.")
+      chosen = step
+      status, detail = verify_checksums(directory / str(step))
+      skipped = [(step, detail)] if status == _CORRUPT else []
+      if status == _UNVERIFIED:
+        _warn_unverified(directory / str(step))
+    else:
+      if not steps:
+        raise FileNotFoundError(f"no finalised checkpoint in {directory}.")
+      chosen, skipped = _newest_usable(directory, steps)
+    where = directory / str(skipped[0][0] if skipped else chosen)
+    out = None
+    if skipped and best:
+      # The same best model is kept in the training checkpoints.
+      bad = skipped[0][0]
+      found = _best_copy_in_ckpt(root, bad, model_state)
+      if found is not None:
+        out, source = found
+        warnings.warn(
+            f"corrupt checkpoint {_describe(directory, skipped[:1])}; loaded "
+            f"the identical copy of that best model in {source}.",
+            UserWarning, stacklevel=2)
+        chosen = bad
+    if out is None:
+      if chosen is None or (skipped and step is not None):
+        raise CheckpointError(
+            f"cannot load checkpoint {where}: it is corrupt and no intact "
+            f"copy was found ({_describe(directory, skipped)}).")
+      if skipped:
+        warnings.warn(
+            f"corrupt checkpoint(s) {_describe(directory, skipped)}; loading "
+            f"the newest intact one, {directory / str(chosen)}.",
+            UserWarning, stacklevel=2)
+      where = directory / str(chosen)
       if best:
-        out = mgr.restore(step, args=ocp.args.Composite(
-            model=ocp.args.StandardRestore(_abstract(model_state))))["model"]
+        out = _restore_model(mgr, chosen, "model", model_state)
       else:
         # The training state is the pair (model, optimizer) and the
         # optimizer cannot be rebuilt without its optax transformation:
         # read the raw tree and keep the model half.
-        raw = mgr.restore(step, args=ocp.args.Composite(
+        raw = mgr.restore(chosen, args=ocp.args.Composite(
             state=ocp.args.StandardRestore()))["state"]["0"]
         pure = nnx.restore_int_paths(_strip_values(raw))
-        nnx.replace_by_pure_dict(model_state, pure)
-        out = jax.device_put(model_state, _shardings(nnx.state(model)))
-      nnx.update(model, out)
-    except Exception as e:
-      raise CheckpointError(
-          f"cannot load {directory / str(step)} into the given model: "
-          f"{type(e).__name__}: {e}") from e
+        target = jax.tree.map(lambda x: x, model_state)
+        nnx.replace_by_pure_dict(target, pure)
+        out = jax.device_put(target, _shardings(model_state))
+    nnx.update(model, out)
+  except (FileNotFoundError, CheckpointError):
+    raise
+  except Exception as e:
+    raise CheckpointError(
+        f"cannot load {where} into the given model: "
+        f"{type(e).__name__}: {e}") from e
   finally:
-    mgr.close()
-  return step
+    try:
+      mgr.close()
+    except Exception:  # pylint: disable=broad-except
+      pass  # closing cannot change what was (not) loaded.
+  return chosen
