@@ -312,6 +312,7 @@ def test_npz_archives_that_are_corrupt(tmp_path):
   path = _c10n_npz(tmp_path)
   load = lambda: data.load_cifar10n_labels(tmp_path)  # noqa: E731
   assert set(load()) >= {"clean_label", "random_label3"}
+  assert list(_common.load_npz(path, names=["worse_label"])) == ["worse_label"]
   raw = bytearray(path.read_bytes())
   raw[raw.index(b"\x93NUMPY") + 200_000] ^= 0xFF  # inside the first array
   path.write_bytes(bytes(raw))

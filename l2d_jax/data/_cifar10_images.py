@@ -181,9 +181,10 @@ def _fingerprint(*files: pathlib.Path) -> str:
 
 def _load_cache(path: pathlib.Path, fingerprint: str) -> tuple[np.ndarray, np.ndarray] | None:
   try:
-    z = _common.load_npz(path, "image cache")
-    if str(z["fingerprint"]) != fingerprint:
+    stamp = _common.load_npz(path, "image cache", names=["fingerprint"])
+    if str(stamp["fingerprint"]) != fingerprint:
       return None
+    z = _common.load_npz(path, "image cache", names=["images", "labels"])
     return z["images"], z["labels"]
   except (OSError, KeyError, ValueError):
     return None  # Missing, stale or truncated cache: rebuild it.

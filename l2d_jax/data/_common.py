@@ -459,11 +459,21 @@ def load_npy(path: PathLike, what: str = "array file") -> np.ndarray:
     raise DataFileError(path, f"unreadable .npy array ({err}).") from None
 
 
-def load_npz(path: PathLike, what: str = "array archive") -> dict[str, np.ndarray]:
-  """Reads every array of a ``.npz`` archive without pickle.
+def load_npz(
+    path: PathLike,
+    what: str = "array archive",
+    *,
+    names: Sequence[str] | None = None,
+) -> dict[str, np.ndarray]:
+  """Reads the arrays of a ``.npz`` archive without pickle.
 
   Each member is checked like a zip member (:func:`check_zip_member`) and like
   a ``.npy`` file before its array is allocated.
+
+  Args:
+    path: the archive.
+    what: how the file is called if it is missing.
+    names: read only these arrays (missing ones are left out); default all.
 
   Returns:
     ``{name: array}`` in archive order (names without ``.npy``).
@@ -477,7 +487,8 @@ def load_npz(path: PathLike, what: str = "array archive") -> dict[str, np.ndarra
   arrays = {}
   with open_zip(path) as archive:
     for info in archive.infolist():
-      if info.is_dir():
+      if info.is_dir() or (names is not None
+                           and info.filename[:-4] not in names):
         continue
       name = info.filename
       if not name.endswith(".npy"):

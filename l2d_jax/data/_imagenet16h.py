@@ -136,8 +136,9 @@ def load_imagenet16h_model_preds(
           float(text)
         except ValueError:
           raise _common.row_error(path, line, f"class score {name!r} is not a "
-                                  f"number: {text!r}.") from None
-      raise
+                                  f"number: {text[:60]!r}.") from None
+      raise _common.DataFileError(path, f"class score column {name!r} must "
+                                  "hold numbers.") from None
   with np.errstate(over="ignore", invalid="ignore"):
     sums = scores.sum(1)
   bad = ~np.all(np.isfinite(scores), 1) | (scores.min(1, initial=0.0) < 0.0)
