@@ -52,7 +52,16 @@ class CliError(Exception):
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
                     argparse.RawDescriptionHelpFormatter):
-  """Shows each option's default and keeps the description's line breaks."""
+  """Shows each option's default and keeps the description's line breaks.
+
+  An option whose help already says "(default: ...)" -- e.g. to explain what
+  a ``None`` default means -- is left as it is.
+  """
+
+  def _get_help_string(self, action):
+    if "(default:" in (action.help or ""):
+      return action.help
+    return super()._get_help_string(action)
 
 
 def make_parser(prog: str, description: str, **kwargs) -> argparse.ArgumentParser:

@@ -1,33 +1,15 @@
-"""Training-free conformal deferral to real annotators by segregativity.
+"""Loads a pool and runs the conformal-deferral sweep; returns arrays.
 
-Reproduces the protocol of "Conformal prediction for deferral to human
-experts: segregativity" (METHODS.md §1): for many calibration/test splits and
-a grid of miscoverage levels alpha, build LAC/APS/RAPS sets around a fixed
-model; the model answers when its set is a singleton, otherwise an annotator
-of the image chosen by segregativity (or a naive baseline) answers.
-
-Example (CIFAR-10S real annotators, DenseNet-BC probabilities)::
-
-  python -m experiments.conformal_deferral --dataset cifar10s \
-      --data-dir ../shared/data --score all --splits 20 --alpha-grid paper \
-      --out results/conformal_cifar10s
-
-Writes ``results.json`` (schema in the README), ``details.json`` (baseline
-workloads, tests used, RAPS parameters), ``table1.md`` (the paper's Table 1
-layout) and ``accuracy_vs_alpha_<score>.png`` / ``workload_vs_alpha_<score>.png``
-(Fig. 2 layout). ``--ablation f_kept|n_shots`` sweeps the paper's ablations and
-writes ``ablation_<name>.json`` and ``.png``.
+``load_pool`` reads a data set into a ``Pool``; ``sweep`` runs every split and
+returns per-split arrays (the ``per`` dict documented there), which
+``report.summarise`` turns into ``results.json``. No files, no printing.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import pathlib
-import sys
-import time
-import warnings
 from typing import Any, Sequence
 
 import jax
@@ -35,18 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from experiments import _io
+from experiments.conformal_deferral import config
 from l2d_jax import _validation
 from l2d_jax import conformal
 from l2d_jax import experts
-from l2d_jax import metrics
 
-DATASETS = ("cifar10s", "cifar10h-raw", "imagenet16h", "synthetic", "byo")
-MODELS = ("densenet-bc-L190-k40", "preresnet-110", "resnet-110")
-SCORES = ("lac", "aps", "raps")
-STRATEGIES = conformal.STRATEGIES
-F_KEPT_GRID = tuple(np.round(np.arange(1.0, 0.2, -0.05), 2))
-N_SHOTS_GRID = (5, 10, 15, 20)
+DATASETS = config.DATASETS
+SCORES = config.SCORES
+STRATEGIES = config.STRATEGIES
 
 
 @dataclasses.dataclass
@@ -256,9 +234,22 @@ def sweep(pool: Pool, *, scores: Sequence[str], alphas: np.ndarray,
           n_splits: int, cal_size: int, seed: int,
           n_shots: int | None = None, f_kept: float | None = None,
           tie_break: str = "random", costs: np.ndarray | None = None,
-          raps_tune_fraction: float = 0.3, progress: bool = True
+          raps_tune_fraction: float = config.RAPS_TUNE_FRACTION, progress: bool = True
           ) -> dict[str, Any]:
-  """Runs every split and returns raw per-split arrays (see ``summarise``)."""
+  """Runs every split and returns raw per-split arrays.
+
+  Returns:
+    ``per``, a dict of per-split lists (one entry per split):
+    ``per["strategies"][score][strategy][field]``: ``[A]`` arrays for each
+    ``conformal.SweepMetrics`` field (accuracy, queries, ...), and
+    ``"accuracy_cross_fitted"``: a float per split (α chosen on one half of the
+    split's test points, scored on the other) where the sweep provides it;
+    ``per["coverage"][score]``, ``per["mean_set_size"][score]``: ``[A]`` arrays;
+    ``per["baselines"][name]``: ``[accuracy, queries, max Q/E, avg Q/E]`` for
+    ``model``, ``random_expert``, ``best_expert``; ``per["raps_params"]``:
+    ``{"k_reg", "lam"}`` ``[A]`` arrays; ``per["n_test"]`` and
+    ``per["model_accuracy_pool"]``.
+  """
   for s in scores:
     if s not in SCORES:
       raise ValueError(f"--score must be in {SCORES + ('all',)}, got {s!r}.")
@@ -370,329 +361,3 @@ def sweep(pool: Pool, *, scores: Sequence[str], alphas: np.ndarray,
     per["n_test"] = int(test.size)
   per["model_accuracy_pool"] = float(model_correct_all.mean())
   return per
-
-
-def _ms(x: np.ndarray) -> dict[str, float]:
-  x = np.asarray(x, np.float64)
-  return {"mean": float(x.mean()),
-          "std": float(x.std(ddof=1)) if x.size > 1 else 0.0}
-
-
-def summarise(per: dict[str, Any], *, pool: Pool, alphas: np.ndarray,
-              scores: Sequence[str]) -> tuple[dict, dict]:
-  """Builds ``results.json`` (the issue's schema) and ``details.json``."""
-  base = {b: np.asarray(v) for b, v in per["baselines"].items()}
-  # Column 0 = accuracy; 1..3 = queries, max Q/E, avg Q/E.
-  strongest = max(("best_expert", "model"),
-                  key=lambda b: base[b][:, 0].mean())
-  results = {
-      "dataset": pool.dataset, "model": pool.model, "n_test": per["n_test"],
-      "n_splits": int(base["model"].shape[0]),
-      "model_accuracy": _ms(base["model"][:, 0]),
-      "random_expert_accuracy": _ms(base["random_expert"][:, 0]),
-      "best_expert_accuracy": _ms(base["best_expert"][:, 0]),
-      "scores": {},
-  }
-  details = {"strongest_baseline": strongest, "alphas": alphas,
-             "baselines": {b: {"accuracy": _ms(v[:, 0]),
-                               "queries": _ms(v[:, 1]),
-                               "max_queries_per_expert": _ms(v[:, 2]),
-                               "avg_queries_per_queried_expert": _ms(v[:, 3])}
-                           for b, v in base.items()},
-             "scores": {}}
-  for s in scores:
-    entry = {"alphas": alphas,
-             "coverage": np.mean(per["coverage"][s], axis=0),
-             "mean_set_size": np.mean(per["mean_set_size"][s], axis=0),
-             "strategies": {}}
-    det = {"strategies": {}}
-    for t in STRATEGIES:
-      m = {f: np.asarray(v, np.float64)
-           for f, v in per["strategies"][s][t].items()}
-      acc = m["accuracy"]
-      opt = int(np.argmax(acc.mean(axis=0)))
-      test = metrics.paired_one_tailed_test(acc[:, opt],
-                                            base[strongest][:, 0])
-      entry["strategies"][t] = {
-          "accuracy_mean": acc.mean(axis=0),
-          "accuracy_std": acc.std(axis=0, ddof=1) if acc.shape[0] > 1
-                          else np.zeros(acc.shape[1]),
-          "queries_mean": m["queries"].mean(axis=0),
-          "max_queries_per_expert_mean": m["max_queries_per_expert"].mean(0),
-          "avg_queries_per_queried_expert_mean":
-              m["avg_queries_per_queried_expert"].mean(0),
-          "alpha_opt": float(alphas[opt]),
-          "accuracy_at_opt": _ms(acc[:, opt]),
-          "p_value_vs_strongest_baseline": test.p_value,
-      }
-      det["strategies"][t] = {
-          "test": test.test, "shapiro_p": test.shapiro_p,
-          "marks": metrics.significance_marks(test),
-          "queries_at_opt": _ms(m["queries"][:, opt]),
-          "max_queries_per_expert_at_opt": _ms(
-              m["max_queries_per_expert"][:, opt]),
-          "avg_queries_per_queried_expert_at_opt": _ms(
-              m["avg_queries_per_queried_expert"][:, opt]),
-          "queries_std": m["queries"].std(axis=0),
-      }
-    if s == "raps" and per["raps_params"]:
-      det["raps_k_reg_mean"] = np.mean([p["k_reg"] for p in per["raps_params"]],
-                                       axis=0)
-      det["raps_lam_mean"] = np.mean([p["lam"] for p in per["raps_params"]],
-                                     axis=0)
-    results["scores"][s] = entry
-    details["scores"][s] = det
-  return results, details
-
-
-STRATEGY_NAMES = {"segregativity": "Segregativity-Based",
-                  "naive_most_accurate": "Naive Most Accurate",
-                  "naive_random": "Naive Random"}
-
-
-def table1(results: dict, details: dict) -> str:
-  """The paper's Table 1 layout as Markdown."""
-  pct = lambda d: f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f}"
-  num = lambda d, p=0: f"{d['mean']:.{p}f} ± {d['std']:.{p}f}"
-  lines = [
-      f"**{results['dataset']} / {results['model']}**, {results['n_splits']} "
-      f"splits, {results['n_test']} test points; marks vs the stronger of "
-      f"Best Expert and Model ({details['strongest_baseline']}): * t-test, "
-      "o Wilcoxon, at p < 0.05 / 0.01 / 0.001 / 0.0001.", "",
-      "| Score | Strategy | α_opt | Acc. [%] | # Queries | Max Q/E | Avg Q/E |",
-      "|---|---|---|---|---|---|---|"]
-  for s, entry in results["scores"].items():
-    for t in ("naive_random", "naive_most_accurate", "segregativity"):
-      r = entry["strategies"][t]
-      d = details["scores"][s]["strategies"][t]
-      lines.append(
-          f"| {s.upper()} | {STRATEGY_NAMES[t]} | {r['alpha_opt']:.3f} | "
-          f"{pct(r['accuracy_at_opt'])} {d['marks']} | "
-          f"{num(d['queries_at_opt'])} | "
-          f"{num(d['max_queries_per_expert_at_opt'], 2)} | "
-          f"{num(d['avg_queries_per_queried_expert_at_opt'], 2)} |")
-  for b, name in (("random_expert", "Random Expert Accuracy"),
-                  ("best_expert", "Best Expert Accuracy"),
-                  ("model", "Model Accuracy")):
-    d = details["baselines"][b]
-    lines.append(
-        f"| | {name} | - | {pct(d['accuracy'])} | {num(d['queries'])} | "
-        f"{num(d['max_queries_per_expert'], 2)} | "
-        f"{num(d['avg_queries_per_queried_expert'], 2) if b != 'model' else '-'}"
-        " |")
-  return "\n".join(lines) + "\n"
-
-
-def plot(results: dict, out: pathlib.Path) -> list[str]:
-  """Accuracy and workload against alpha for each score (Fig. 2 layout)."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  written = []
-  n = results["n_splits"]
-  for s, entry in results["scores"].items():
-    a = np.asarray(entry["alphas"])
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for t in STRATEGIES:
-      r = entry["strategies"][t]
-      m = 100 * np.asarray(r["accuracy_mean"])
-      ci = 196 * np.asarray(r["accuracy_std"]) / np.sqrt(max(n, 1))
-      ax.plot(a, m, label=STRATEGY_NAMES[t])
-      ax.fill_between(a, m - ci, m + ci, alpha=0.25)
-    for b, style in (("best_expert_accuracy", "--"), ("model_accuracy", ":"),
-                     ("random_expert_accuracy", "-.")):
-      ax.axhline(100 * results[b]["mean"], ls=style, c="gray",
-                 label=b.replace("_", " "))
-    ax.set_xscale("log")
-    ax.set_xlabel("miscoverage α")
-    ax.set_ylabel("accuracy [%]")
-    ax.set_title(f"{results['dataset']} / {results['model']} / {s.upper()}")
-    ax.legend(fontsize=7)
-    path = out / f"accuracy_vs_alpha_{s}.png"
-    _io.save_figure(fig, path)
-    plt.close(fig)
-    written.append(path.name)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, f, title in zip(
-        axes, ("queries_mean", "max_queries_per_expert_mean",
-               "avg_queries_per_queried_expert_mean"),
-        ("# queries", "max queries / expert", "avg queries / queried expert")):
-      for t in STRATEGIES:
-        ax.plot(a, entry["strategies"][t][f], label=STRATEGY_NAMES[t])
-      ax.set_xscale("log")
-      ax.set_xlabel("miscoverage α")
-      ax.set_title(title)
-    axes[0].legend(fontsize=7)
-    path = out / f"workload_vs_alpha_{s}.png"
-    _io.save_figure(fig, path)
-    plt.close(fig)
-    written.append(path.name)
-  return written
-
-
-def parse_alphas(args: argparse.Namespace, model_accuracy: float) -> np.ndarray:
-  if args.alphas:
-    try:
-      a = np.array([float(x) for x in args.alphas.split(",") if x.strip()])
-    except ValueError as e:
-      raise ValueError(f"--alphas must be comma-separated numbers: {e}") from e
-    _validation.check_alpha(a, "--alphas")
-    return np.sort(a)
-  if args.alpha_grid == "paper":
-    return conformal.paper_alpha_grid(model_accuracy)
-  raise ValueError(f"--alpha-grid must be 'paper', got {args.alpha_grid!r}.")
-
-
-def build_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(
-      prog="python -m experiments.conformal_deferral",
-      description=__doc__.split("\n\n")[0],
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  p.add_argument("--dataset", choices=DATASETS, default="synthetic",
-                 help="cifar10s: real per-annotator answers on 1,000 images; "
-                 "cifar10h-raw: needs --raw-csv (not available offline); "
-                 "imagenet16h: needs --human-csv (not available offline); "
-                 "synthetic: in-package simulated pool; byo: --byo-dir.")
-  p.add_argument("--data-dir", default="../shared/data")
-  p.add_argument("--model", choices=MODELS, default=MODELS[0],
-                 help="CIFAR-10 model probabilities (Kerrigan et al. 2021).")
-  p.add_argument("--score", choices=SCORES + ("all",), default="all")
-  p.add_argument("--splits", type=int, default=20)
-  p.add_argument("--cal-size", type=int, default=1000)
-  p.add_argument("--alphas", default=None,
-                 help="comma-separated alphas; overrides --alpha-grid.")
-  p.add_argument("--alpha-grid", choices=("paper",), default="paper")
-  p.add_argument("--f-kept", type=float, default=None,
-                 help="keep only the least accurate fraction of experts.")
-  p.add_argument("--n-shots", type=int, default=None,
-                 help="know each expert from n answers per true label.")
-  p.add_argument("--ablation", choices=("f_kept", "n_shots"), default=None,
-                 help="sweep the paper's ablation grid (one score: "
-                 "--score, default aps when 'all').")
-  p.add_argument("--ablation-grid", default=None,
-                 help="comma-separated values for --ablation (default: the "
-                 "paper's f_kept 1.0..0.25 step 0.05 / n_shots 5,10,15,20).")
-  p.add_argument("--tie-break", choices=experts.TIE_BREAKS, default="random")
-  p.add_argument("--costs", default=None,
-                 help="a .npy of J per-expert costs for --tie-break cost.")
-  p.add_argument("--raw-csv", default=None, help="CIFAR-10H cifar10h-raw.csv.")
-  p.add_argument("--human-csv", default=None,
-                 help="ImageNet-16H human-annotation CSV (original schema).")
-  p.add_argument("--byo-dir", default=None)
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--out", default="results/conformal_deferral")
-  p.add_argument("--no-progress", action="store_true")
-  return p
-
-
-def run(args: argparse.Namespace) -> dict[str, Any]:
-  """Runs the experiment described by ``args``; returns ``results.json``."""
-  out = pathlib.Path(args.out)
-  pool = load_pool(args.dataset, data_dir=args.data_dir, model=args.model,
-                   seed=args.seed, raw_csv=args.raw_csv,
-                   human_csv=args.human_csv, byo_dir=args.byo_dir)
-  model_acc = float((pool.probs.argmax(1) == pool.labels).mean())
-  alphas = parse_alphas(args, model_acc)
-  scores = list(SCORES) if args.score == "all" else [args.score]
-  costs = None
-  if args.costs:
-    costs = np.load(args.costs, allow_pickle=False).astype(np.float32)
-    if costs.shape != (pool.annotations.num_experts,):
-      raise ValueError(f"--costs must hold [J]=[{pool.annotations.num_experts}]"
-                       f" costs, got shape {costs.shape}.")
-  elif args.tie_break == "cost":
-    raise ValueError("--tie-break cost needs --costs (a .npy of J costs).")
-  common = dict(alphas=alphas, n_splits=args.splits, cal_size=args.cal_size,
-                seed=args.seed, tie_break=args.tie_break, costs=costs,
-                progress=not args.no_progress)
-  t0 = time.perf_counter()
-  if args.ablation:
-    score = "aps" if args.score == "all" else args.score
-    grid = F_KEPT_GRID if args.ablation == "f_kept" else N_SHOTS_GRID
-    if args.ablation_grid:
-      cast = float if args.ablation == "f_kept" else int
-      try:
-        grid = tuple(cast(v) for v in args.ablation_grid.split(",") if v)
-      except ValueError as e:
-        raise ValueError(f"--ablation-grid: {e}") from e
-    rows = []
-    for v in tqdm(grid, desc=args.ablation, disable=args.no_progress):
-      kw = {args.ablation: v}
-      try:
-        per = sweep(pool, scores=[score], **common, **kw)
-      except ValueError as e:
-        if args.ablation == "f_kept" and "no usable annotator" in str(e):
-          warnings.warn(f"f_kept={v}: {e} Stopping the sweep here.")
-          break
-        raise
-      res, det = summarise(per, pool=pool, alphas=alphas, scores=[score])
-      rows.append({"value": v, "results": res,
-                   "strongest_baseline": det["strongest_baseline"]})
-    ablation = {"dataset": pool.dataset, "model": pool.model,
-                "ablation": args.ablation, "score": score, "rows": rows,
-                "seconds": time.perf_counter() - t0}
-    _io.write_json(out / f"ablation_{args.ablation}.json", ablation)
-    plot_ablation(ablation, out)
-    print(f"wrote {out / f'ablation_{args.ablation}.json'}")
-    return ablation
-  kw = {"f_kept": args.f_kept, "n_shots": args.n_shots}
-  per = sweep(pool, scores=scores, **common, **kw)
-  results, details = summarise(per, pool=pool, alphas=alphas, scores=scores)
-  details.update({"seconds": time.perf_counter() - t0,
-                  "command": " ".join(sys.argv), "f_kept": args.f_kept,
-                  "n_shots": args.n_shots, "seed": args.seed,
-                  "tie_break": args.tie_break,
-                  "model_accuracy_pool": per["model_accuracy_pool"]})
-  _io.write_json(out / "results.json", results)
-  _io.write_json(out / "details.json", details)
-  table = table1(results, details)
-  _io.write_text(out / "table1.md", table)
-  plot(results, out)
-  print(table)
-  print(f"wrote {out}/results.json, details.json, table1.md and plots "
-        f"({details['seconds']:.1f} s)")
-  return results
-
-
-def plot_ablation(ablation: dict, out: pathlib.Path) -> None:
-  """Accuracy at alpha_opt and alpha_opt against the ablation value."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  rows = ablation["rows"]
-  if not rows:
-    return
-  x = [r["value"] for r in rows]
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-  s = ablation["score"]
-  for t in STRATEGIES:
-    acc = [r["results"]["scores"][s]["strategies"][t]["accuracy_at_opt"]
-           for r in rows]
-    m = np.array([100 * a["mean"] for a in acc])
-    sd = np.array([100 * a["std"] for a in acc])
-    n = rows[0]["results"]["n_splits"]
-    axes[0].plot(x, m, marker="o", label=STRATEGY_NAMES[t])
-    axes[0].fill_between(x, m - 1.96 * sd / np.sqrt(n),
-                         m + 1.96 * sd / np.sqrt(n), alpha=0.2)
-    axes[1].plot(x, [r["results"]["scores"][s]["strategies"][t]["alpha_opt"]
-                     for r in rows], marker="o", label=STRATEGY_NAMES[t])
-  for b, style in (("best_expert_accuracy", "--"), ("model_accuracy", ":")):
-    axes[0].plot(x, [100 * r["results"][b]["mean"] for r in rows], style,
-                 c="gray", label=b.replace("_", " "))
-  for ax in axes:
-    ax.set_xlabel(ablation["ablation"])
-  axes[0].set_ylabel("accuracy at α_opt [%]")
-  axes[1].set_ylabel("α_opt")
-  axes[0].legend(fontsize=7)
-  _io.save_figure(fig, out / f"ablation_{ablation['ablation']}.png")
-  plt.close(fig)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-  args = build_parser().parse_args(argv)
-  run(args)
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())

@@ -1,0 +1,36 @@
+"""Training-free conformal deferral to real annotators by segregativity.
+
+Reproduces the protocol of "Conformal prediction for deferral to human
+experts: segregativity" (METHODS.md §1). The package follows the flax
+examples' layout:
+
+- ``__main__``: the command line (``python -m experiments.conformal_deferral
+  --help``); ``main(argv)`` runs it in-process and returns the exit code.
+- ``config``: the documented runs (paper, command, expected result) and the
+  conventions (order statistic, ties at q̂, crossing label).
+- ``run``: loads a pool and runs the sweep; returns per-split arrays.
+- ``report``: ``results.json`` / ``details.json``, tables and plots.
+"""
+
+from experiments.conformal_deferral.config import DATASETS
+from experiments.conformal_deferral.config import MODELS
+from experiments.conformal_deferral.config import SCORES
+from experiments.conformal_deferral.config import STRATEGIES
+from experiments.conformal_deferral.report import summarise
+from experiments.conformal_deferral.report import table1
+from experiments.conformal_deferral.run import Pool
+from experiments.conformal_deferral.run import load_pool
+from experiments.conformal_deferral.run import stratified_sample
+from experiments.conformal_deferral.run import sweep
+# Read by tests/test_conformal_deferral.py's compile-count test until the sweep
+# moves into the library.
+from experiments.conformal_deferral.run import _sizes_fixed  # noqa: F401
+from experiments.conformal_deferral.run import _strategy_sweep  # noqa: F401
+
+
+def main(argv=None) -> int:
+  """Runs the command line with ``argv``; returns the exit code."""
+  # Imported here: importing __main__ from the package would make
+  # `python -m experiments.conformal_deferral` load it twice.
+  from experiments.conformal_deferral import __main__ as cli  # pylint: disable=g-import-not-at-top
+  return cli.main(argv)
