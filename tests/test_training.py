@@ -375,11 +375,48 @@ def test_schedules_and_optimisers():
   assert float(s(100)) == pytest.approx(0.0, abs=1e-7)
   with pytest.raises(ValueError, match="warmup_steps"):
     cosine_schedule(0.1, 10, warmup_steps=10)
-  params_ = {"w": jnp.ones(3)}
-  for tx in (sgd_cosine(0.1, 10, weight_decay=5e-4, nesterov=True),
-             adam_cosine(1e-3, 10, weight_decay=1e-2, warmup_steps=2)):
-    updates, _ = tx.update({"w": jnp.ones(3)}, tx.init(params_), params_)
-    assert updates["w"].shape == (3,)
+
+
+def test_sgd_cosine_two_steps_by_hand():
+  """L2 decay before Nesterov momentum, lr from the cosine at steps 0 and 1."""
+  lr, wd, mu, total = 0.1, 0.01, 0.9, 10
+  p0, g = np.array([1.0, -2.0]), np.array([0.5, 0.25])
+  tx = sgd_cosine(lr, total, momentum=mu, nesterov=True, weight_decay=wd)
+  params_, state = {"w": jnp.asarray(p0, jnp.float32)}, None
+  state = tx.init(params_)
+  got = []
+  for _ in range(2):
+    updates, state = tx.update({"w": jnp.asarray(g, jnp.float32)}, state,
+                               params_)
+    params_ = optax.apply_updates(params_, updates)
+    got.append(np.asarray(params_["w"]))
+  # By hand: d = g + wd p; trace = d + mu trace; update = -lr_t (d + mu trace).
+  lr1 = lr * 0.5 * (1 + np.cos(np.pi * 1 / total))
+  d0 = g + wd * p0
+  p1 = p0 - lr * (d0 + mu * d0)
+  d1 = g + wd * p1
+  trace1 = d1 + mu * d0
+  p2 = p1 - lr1 * (d1 + mu * trace1)
+  np.testing.assert_allclose(got[0], p1, rtol=1e-6)
+  np.testing.assert_allclose(got[1], p2, rtol=1e-6)
+  np.testing.assert_allclose(p1, [0.9031, -2.0437], atol=1e-12)
+
+
+def test_adam_cosine_first_step_by_hand():
+  """AdamW step 1: bias-corrected m/sqrt(v) = g/|g|, plus decoupled decay."""
+  lr, wd = 1e-3, 0.1
+  p0, g = np.array([1.0, -2.0, 0.5]), np.array([0.3, -4.0, 1e-3])
+  tx = adam_cosine(lr, 10, weight_decay=wd)
+  params_ = {"w": jnp.asarray(p0, jnp.float32)}
+  updates, _ = tx.update({"w": jnp.asarray(g, jnp.float32)},
+                         tx.init(params_), params_)
+  want = -lr * (g / (np.abs(g) + 1e-8) + wd * p0)
+  np.testing.assert_allclose(np.asarray(updates["w"]), want, rtol=1e-5)
+  # With warm-up, the first learning rate is 0: no step at all.
+  tx = adam_cosine(lr, 10, warmup_steps=2)
+  updates, _ = tx.update({"w": jnp.asarray(g, jnp.float32)},
+                         tx.init(params_), params_)
+  np.testing.assert_array_equal(np.asarray(updates["w"]), 0.0)
 
 
 def test_metrics_log_is_json_lines(tmp_path):

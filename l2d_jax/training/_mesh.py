@@ -13,6 +13,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
+SEED_AXIS = "seed"
 
 
 def data_mesh(num_devices: int | None = None, *,
@@ -110,3 +111,33 @@ def shard_batch(batch: Mapping[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
     (4, 2)
   """
   return jax.device_put(dict(batch), NamedSharding(mesh, P(DATA_AXIS)))
+
+
+def seed_mesh(num_seeds: int, *,
+              devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A one-axis ``('seed',)`` mesh for training seeds side by side.
+
+  Uses the largest number of ``devices`` that divides ``num_seeds``, so the
+  stacked per-seed states split evenly (1 device when none does).
+
+  Args:
+    num_seeds: number of seeds trained at once.
+    devices: devices to use (default: ``jax.local_devices()``).
+
+  Returns:
+    A ``jax.sharding.Mesh`` with a single axis named ``'seed'``.
+
+  Raises:
+    ValueError: ``num_seeds < 1``.
+
+  Example:
+    >>> mesh = seed_mesh(3, devices=jax.local_devices()[:1])
+    >>> mesh.axis_names, mesh.size
+    (('seed',), 1)
+  """
+  if num_seeds < 1:
+    raise ValueError(f"`num_seeds` must be >= 1, got {num_seeds}.")
+  devices = list(jax.local_devices() if devices is None else devices)
+  n = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
+  return jax.make_mesh((n,), (SEED_AXIS,), axis_types=(AxisType.Auto,),
+                       devices=devices[:n])

@@ -6,10 +6,12 @@ import math
 import os
 import pathlib
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
@@ -18,6 +20,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
+from l2d_jax.training._batching import DeviceEpochs
+from l2d_jax.training._batching import epoch_indices
 from l2d_jax.training._checkpoint import CheckpointStore
 from l2d_jax.training._log import write_jsonl
 from l2d_jax.training._mesh import DATA_AXIS
@@ -41,10 +45,54 @@ CPU_COMPILER_OPTIONS = {
 }
 
 
+# (platform, options) -> whether this jaxlib compiles with them.
+_PROBED: dict[tuple[str, tuple[tuple[str, str], ...]], bool] = {}
+
+
+def _options_supported(device: jax.Device, options: Mapping[str, str]
+                       ) -> bool:
+  """Compiles a tiny function with ``options`` once per platform."""
+  probe_key = (device.platform, tuple(sorted(options.items())))
+  if probe_key not in _PROBED:
+    try:
+      x = jax.device_put(np.zeros(2, np.float32), device)
+      jax.jit(lambda v: v + 1).lower(x).compile(dict(options))
+      _PROBED[probe_key] = True
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      # XLA rejects unknown options with an error whose type varies across
+      # jaxlib versions; any failure means "do not use them".
+      _PROBED[probe_key] = False
+      first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+      warnings.warn(
+          f"this jaxlib ({jax.__version__}) does not accept the trainer's "
+          f"default {device.platform} compile options {sorted(options)} "
+          f"({first_line[:200]}); compiling with XLA's defaults instead. "
+          "Pass compiler_options={} to silence this.",
+          RuntimeWarning, stacklevel=3)
+  return _PROBED[probe_key]
+
+
 def default_compiler_options(mesh: Mesh) -> dict[str, str]:
-  """Compile options the trainer uses on ``mesh``'s platform by default."""
-  platform = mesh.devices.flat[0].platform
-  return dict(CPU_COMPILER_OPTIONS) if platform == "cpu" else {}
+  """Compile options the trainer uses on ``mesh``'s platform by default.
+
+  On CPU, :data:`CPU_COMPILER_OPTIONS`, an experimental XLA flag that an
+  older or newer jaxlib may not know (an unknown option is a compile error).
+  They are probed once per process by compiling a tiny function; if that
+  fails, one ``RuntimeWarning`` is issued and ``{}`` (XLA's defaults) is
+  returned, never an error.
+
+  Args:
+    mesh: the device mesh the trainer compiles for.
+
+  Returns:
+    A dict of XLA compile options (``{}`` off CPU or when unsupported).
+  """
+  device = mesh.devices.flat[0]
+  if device.platform != "cpu" or not CPU_COMPILER_OPTIONS:
+    return {}
+  if not _options_supported(device, CPU_COMPILER_OPTIONS):
+    return {}
+  return dict(CPU_COMPILER_OPTIONS)
 
 
 class NonFiniteError(FloatingPointError):
@@ -76,6 +124,66 @@ def _pad(batch: Batch, size: int) -> dict[str, np.ndarray]:
   return out
 
 
+def _checked_objective(loss_fn: LossFn):
+  """``loss_fn`` with trace-time checks of what it returns."""
+
+  def objective(model, batch):
+    loss, aux = loss_fn(model, batch)
+    if jnp.shape(loss) != ():
+      raise ValueError("loss_fn must return a scalar loss, got shape "
+                       f"{jnp.shape(loss)}.")
+    if not isinstance(aux, Mapping):
+      raise TypeError("loss_fn must return (loss, dict_of_scalars), got aux "
+                      f"of type {type(aux).__name__}.")
+    for k, v in aux.items():
+      if jnp.shape(v) != ():
+        raise ValueError(f"aux metric `{k}` must be a scalar, got shape "
+                         f"{jnp.shape(v)}.")
+    return loss, dict(aux)
+
+  return objective
+
+
+def grad_step(graphdef: nnx.GraphDef, loss_fn: LossFn, state: nnx.State,
+              batch: dict[str, jax.Array]
+              ) -> tuple[nnx.State, jax.Array, dict[str, jax.Array]]:
+  """One optimiser step on the split ``(model, nnx.Optimizer)`` state.
+
+  A pure function of arrays (``nnx.merge`` only at trace time), so it can be
+  jitted, scanned over batches and vmapped over seeds.
+
+  Returns:
+    ``(new_state, loss, aux)``.
+  """
+  model, optimizer = nnx.merge(graphdef, state)
+  model.train()
+  (loss, aux), grads = nnx.value_and_grad(
+      _checked_objective(loss_fn), has_aux=True)(model, batch)
+  optimizer.update(model, grads)
+  return nnx.state((model, optimizer)), loss, aux
+
+
+def new_accumulator(aux: Mapping[str, Any]) -> dict[str, Any]:
+  """Zeroed on-device metric sums and the first-non-finite-step marker."""
+  return {"loss": jnp.zeros((), jnp.float32),
+          "aux": {k: jnp.zeros((), jnp.float32) for k in aux},
+          "bad_step": jnp.full((), -1, jnp.int32),
+          "bad_loss": jnp.zeros((), jnp.float32)}
+
+
+def accumulate(acc: dict[str, Any], loss: jax.Array,
+               aux: Mapping[str, jax.Array], step: jax.Array
+               ) -> dict[str, Any]:
+  """Adds one step's loss and aux to ``acc``; remembers the first bad step."""
+  first = (acc["bad_step"] < 0) & ~jnp.isfinite(loss)
+  return {"loss": acc["loss"] + loss.astype(jnp.float32),
+          "aux": {k: acc["aux"][k] + jnp.asarray(v, jnp.float32)
+                  for k, v in aux.items()},
+          "bad_step": jnp.where(first, step, acc["bad_step"]),
+          "bad_loss": jnp.where(first, loss.astype(jnp.float32),
+                                acc["bad_loss"])}
+
+
 class Trainer:
   """Trains an NNX model with optax, data-parallel over a device mesh.
 
@@ -86,6 +194,14 @@ class Trainer:
   state, so the trainer owns its arrays: read results through
   :attr:`model` (a copy) or the model passed in, which :meth:`fit` updates
   in place when it returns.
+
+  Two ways to feed an epoch: a function ``epoch -> host batches`` (one
+  jitted step per batch, dispatched asynchronously; losses are summed on
+  the device and read every ``sync_every`` steps), or :class:`DeviceEpochs`
+  when the data fits in device memory (the whole epoch is one compiled
+  ``lax.scan`` over batches gathered on the device, shuffled by key). Both
+  call the same compiled step, so for the same batch order they give the
+  same parameters.
 
   Determinism and resumption: the state saved each epoch holds parameters,
   BatchNorm statistics, optimiser state and the model's ``nnx.Rngs``
@@ -118,8 +234,12 @@ class Trainer:
     compiler_options: XLA compile options for the train and eval steps.
       Default: ``default_compiler_options(mesh)``, which on CPU keeps XLA's
       YNNPACK library out of convolutions (measured 1.6-2.5x faster conv
-      train steps here; see ``benchmarks/train_step.py``); ``{}`` for XLA's
-      defaults.
+      train steps here; see ``benchmarks/train_step.py``) when this jaxlib
+      accepts the option (probed once; else XLA's defaults with one
+      warning); ``{}`` for XLA's defaults.
+    sync_every: with host batches, the host reads the on-device loss sums
+      (and checks them for NaN/inf) every this many steps and at the end of
+      each epoch; in between, steps are queued without waiting.
 
   Raises:
     ValueError: a mesh without a ``'data'`` axis or bad options.
@@ -159,9 +279,13 @@ class Trainer:
       check_inputs: bool = True,
       progress: bool = True,
       compiler_options: Mapping[str, str] | None = None,
+      sync_every: int = 100,
   ):
     if save_every < 1:
       raise ValueError(f"`save_every` must be >= 1, got {save_every}.")
+    if sync_every < 1:
+      raise ValueError(f"`sync_every` must be >= 1, got {sync_every}.")
+    self._sync_every = int(sync_every)
     self.mesh = data_mesh() if mesh is None else mesh
     self.num_shards = num_data_shards(self.mesh)
     self._replicated = NamedSharding(self.mesh, P())
@@ -191,37 +315,60 @@ class Trainer:
     if compiler_options is None:
       compiler_options = default_compiler_options(self.mesh)
     self._compiler_options = dict(compiler_options)
+    # The loss is traced once, by this inner jit; the host step and every
+    # on-device epoch call it and reuse its trace.
+    self._inner_step = jax.jit(self._train_step_impl)
     self._train_step = jax.jit(
-        self._train_step_impl,
-        in_shardings=(self._replicated, self._sharded),
-        out_shardings=(self._replicated, self._replicated, self._replicated),
-        donate_argnums=0, compiler_options=self._compiler_options or None)
+        self._host_step,
+        in_shardings=(self._replicated, self._replicated, self._sharded,
+                      self._replicated),
+        out_shardings=(self._replicated, self._replicated),
+        donate_argnums=(0, 1), compiler_options=self._compiler_options or None)
+    self._epoch_fns: dict[Any, Callable[..., Any]] = {}
+    self._placed: tuple[DeviceEpochs, dict[str, jax.Array]] | None = None
     self._output_fns: dict[Any, Callable[..., Any]] = {}
 
   # ---------------------------------------------------------------- steps --
 
   def _train_step_impl(self, state, batch):
     self.trace_count += 1  # Python side effect: runs once per trace.
-    model, optimizer = nnx.merge(self._graphdef, state)
-    model.train()
+    return grad_step(self._graphdef, self._loss_fn, state, batch)
 
-    def objective(m):
-      loss, aux = self._loss_fn(m, batch)
-      if jax.numpy.shape(loss) != ():
-        raise ValueError("loss_fn must return a scalar loss, got shape "
-                         f"{jax.numpy.shape(loss)}.")
-      if not isinstance(aux, Mapping):
-        raise TypeError("loss_fn must return (loss, dict_of_scalars), got aux "
-                        f"of type {type(aux).__name__}.")
-      for k, v in aux.items():
-        if jax.numpy.shape(v) != ():
-          raise ValueError(f"aux metric `{k}` must be a scalar, got shape "
-                           f"{jax.numpy.shape(v)}.")
-      return loss, dict(aux)
+  def _host_step(self, state, acc, batch, step):
+    state, loss, aux = self._inner_step(state, batch)
+    return state, accumulate(acc, loss, aux, step)
 
-    (loss, aux), grads = nnx.value_and_grad(objective, has_aux=True)(model)
-    optimizer.update(model, grads)
-    return nnx.state((model, optimizer)), loss, aux
+  def _new_acc(self, batch_like: Mapping[str, Any]) -> dict[str, Any]:
+    _, _, aux = self._inner_step.eval_shape(self._state, dict(batch_like))
+    return jax.device_put(new_accumulator(aux), self._replicated)
+
+  def _epoch_fn(self, data: DeviceEpochs) -> Callable[..., Any]:
+    """The jitted on-device epoch for data of this size and order."""
+    cache_key = (data.num_examples, data.batch_size, data.shuffle)
+    if cache_key not in self._epoch_fns:
+      n, size, shuffle = cache_key
+      sharded = self._sharded
+
+      def epoch(state, acc, arrays, key, step0):
+        idx = epoch_indices(key, n, size, shuffle=shuffle)
+
+        def body(carry, xs):
+          state, acc = carry
+          i, rows = xs
+          batch = jax.lax.with_sharding_constraint(
+              {k: v[rows] for k, v in arrays.items()}, sharded)
+          state, loss, aux = self._inner_step(state, batch)
+          return (state, accumulate(acc, loss, aux, step0 + i + 1)), None
+
+        steps = jnp.arange(idx.shape[0], dtype=jnp.int32)
+        (state, acc), _ = jax.lax.scan(body, (state, acc), (steps, idx))
+        return state, acc
+
+      self._epoch_fns[cache_key] = jax.jit(
+          epoch, out_shardings=(self._replicated, self._replicated),
+          donate_argnums=(0, 1),
+          compiler_options=self._compiler_options or None)
+    return self._epoch_fns[cache_key]
 
   def _output_fn(self, fn: OutputFn) -> Callable[..., Any]:
     if fn not in self._output_fns:
@@ -375,7 +522,7 @@ class Trainer:
 
   def fit(
       self,
-      train_batches: Callable[[int], Iterable[Batch]],
+      train_batches: Callable[[int], Iterable[Batch]] | DeviceEpochs,
       num_epochs: int,
       *,
       eval_fn: Callable[[], Mapping[str, float]] | None = None,
@@ -397,7 +544,10 @@ class Trainer:
       train_batches: ``epoch -> iterable of host batches`` (dicts of numpy
         arrays with a common leading axis, a multiple of the device count).
         Must be a pure function of the epoch for exact resumption, and
-        should give equal-sized batches so the step compiles once.
+        should give equal-sized batches so the step compiles once. Or a
+        :class:`DeviceEpochs`: the data stays on the device and each epoch
+        runs as one compiled program (its order depends only on the key and
+        the epoch, so resumption is exact too).
       num_epochs: total epochs of the run (counting epochs already done
         when resuming).
       eval_fn: called after each epoch, returns ``{name: float}`` (usually
@@ -422,7 +572,9 @@ class Trainer:
 
     Raises:
       NonFiniteError: NaN/inf in a batch (``check_inputs``), a non-finite
-        loss or monitored value; the message names the step. No checkpoint
+        loss or monitored value; the message names the first bad step (the
+        loss is checked every ``sync_every`` steps and before every
+        checkpoint). No checkpoint
         is written after the last good one, and this trainer's state is then
         unusable: resume from the checkpoint.
       FileExistsError, FileNotFoundError, CheckpointError: see ``resume``.
@@ -470,56 +622,101 @@ class Trainer:
   def _run_epoch(self, train_batches, eval_fn, monitor, mode, patience):
     epoch = self.epoch
     start = time.perf_counter()
-    batches = train_batches(epoch)
+    if isinstance(train_batches, DeviceEpochs):
+      steps, sums = self._device_epoch(train_batches, epoch)
+    else:
+      steps, sums = self._host_epoch(train_batches(epoch), epoch)
+    record: dict[str, Any] = {"epoch": epoch + 1, "step": self.step,
+                              "train/loss": sums["loss"] / steps}
+    record.update({f"train/{k}": v / steps for k, v in sums["aux"].items()})
+    return self._finish_epoch(record, epoch, start, eval_fn, monitor, mode,
+                              patience)
+
+  # -------------------------------------------------------- epoch runners --
+
+  def _check_window(self, acc, epoch: int, start_step: int) -> None:
+    """Raises if a step since the start of the epoch had a non-finite loss."""
+    bad_step, bad_loss = jax.device_get((acc["bad_step"], acc["bad_loss"]))
+    if bad_step >= 0:
+      raise NonFiniteError(
+          f"non-finite loss ({float(bad_loss)}) at step {int(bad_step)} "
+          f"(epoch index {epoch}, batch {int(bad_step) - start_step - 1}). "
+          "Training stopped; " + self._last_good())
+
+  def _finish(self, acc, epoch: int, start_step: int
+              ) -> tuple[int, dict[str, Any]]:
+    self._check_window(acc, epoch, start_step)
+    sums = jax.device_get({"loss": acc["loss"], "aux": acc["aux"]})
+    return self.step - start_step, {
+        "loss": float(sums["loss"]),
+        "aux": {k: float(v) for k, v in sums["aux"].items()}}
+
+  def _host_epoch(self, batches, epoch: int) -> tuple[int, dict[str, Any]]:
+    """One epoch of host batches; metrics are fetched every sync_every steps.
+
+    Steps are dispatched without waiting: the losses and aux metrics are
+    summed on the device, and the host reads them (and the first step with a
+    non-finite loss) only every ``sync_every`` steps and at the end of the
+    epoch, so the device queue stays full. A bad state is never saved: the
+    epoch's checkpoint comes after the final check.
+    """
     total = len(batches) if hasattr(batches, "__len__") else None
     bar = tqdm(batches, total=total, desc=f"epoch {epoch + 1}", leave=False,
                disable=not self._progress)
-    losses: list[float] = []
-    aux_sums: dict[str, float] = {}
-    pending = None  # (step, batch index, loss, aux) awaiting a host check.
-
-    def check(item):
-      step, index, loss, aux = item
-      loss, aux = jax.device_get((loss, aux))
-      if not math.isfinite(float(loss)):
-        raise NonFiniteError(
-            f"non-finite loss ({float(loss)}) at step {step} (epoch index "
-            f"{epoch}, batch {index}). Training stopped; "
-            + self._last_good())
-      losses.append(float(loss))
-      for k, v in aux.items():
-        aux_sums[k] = aux_sums.get(k, 0.0) + float(v)
-
+    start_step = self.step
+    acc = None
     try:
       for index, batch in enumerate(bar):
         step = self.step + 1
         where = f"step {step} (epoch index {epoch}, batch {index})"
         check_batch(batch, self.num_shards, where=where)
         if self._check_inputs and (bad := _nonfinite(batch)):
-          if pending is not None:
-            check(pending)  # report an earlier bad loss first
+          if acc is not None:
+            self._check_window(acc, epoch, start_step)  # earlier bad loss
           raise NonFiniteError(
               f"{where}: the input batch contains NaN/inf in "
               f"{', '.join(bad)}. Training stopped; " + self._last_good())
-        self._state, loss, aux = self._train_step(
-            self._state, jax.device_put(dict(batch), self._sharded))
+        batch = jax.device_put(dict(batch), self._sharded)
+        if acc is None:
+          acc = self._new_acc(batch)
+        self._state, acc = self._train_step(self._state, acc, batch,
+                                            np.int32(step))
         self.step = step
-        # Check the previous step while this one runs: one step of latency
-        # keeps the device queue full; a bad state is never saved anyway.
-        if pending is not None:
-          check(pending)
-          if self._progress and index % 10 == 0:
-            bar.set_postfix(loss=f"{losses[-1]:.4g}")
-        pending = (step, index, loss, aux)
-      if pending is None:
+        if (step - start_step) % self._sync_every == 0:
+          self._check_window(acc, epoch, start_step)
+          if self._progress:
+            mean = float(acc["loss"]) / (step - start_step)
+            bar.set_postfix(loss=f"{mean:.4g}")
+      if acc is None:
         raise ValueError(f"train_batches({epoch}) yielded no batches.")
-      check(pending)
+      return self._finish(acc, epoch, start_step)
     finally:
       bar.close()
 
-    record: dict[str, Any] = {"epoch": epoch + 1, "step": self.step,
-                              "train/loss": float(np.mean(losses))}
-    record.update({f"train/{k}": v / len(losses) for k, v in aux_sums.items()})
+  def _device_epoch(self, data: DeviceEpochs, epoch: int
+                    ) -> tuple[int, dict[str, Any]]:
+    """One epoch as one compiled ``lax.scan`` over on-device batches."""
+    if self._placed is None or self._placed[0] is not data:
+      if data.batch_size % self.num_shards:
+        raise ValueError(
+            f"DeviceEpochs batch size {data.batch_size} is not divisible by "
+            f"the {self.num_shards} devices of the data mesh.")
+      self._placed = (data, jax.device_put(
+          {k: np.asarray(v) for k, v in data.arrays.items()},
+          self._replicated))
+    arrays = self._placed[1]
+    like = {k: jax.ShapeDtypeStruct((data.batch_size,) + v.shape[1:],
+                                    v.dtype, sharding=self._sharded)
+            for k, v in arrays.items()}
+    start_step = self.step
+    self._state, acc = self._epoch_fn(data)(
+        self._state, self._new_acc(like), arrays, data.epoch_key(epoch),
+        np.int32(start_step))
+    self.step = start_step + len(data)
+    return self._finish(acc, epoch, start_step)
+
+  def _finish_epoch(self, record, epoch, start, eval_fn, monitor, mode,
+                    patience):
     if eval_fn is not None:
       metrics = {k: float(v) for k, v in eval_fn().items()}
       record.update({f"eval/{k}": v for k, v in metrics.items()})
