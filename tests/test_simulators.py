@@ -109,10 +109,11 @@ class MultiExpertTest(chex.TestCase):
     key = jax.random.key(7)
     preds = np.asarray(fn(key, labels, p_correct=p, groups=clusters))
     chex.assert_shape(preds, (N, 3))
-    keys = jax.random.split(key, 3)
     for j in range(3):
-      single = experts.noisy_expert(keys[j], labels, num_classes=4,
-                                    p_correct=p[j], groups=clusters)
+      # Expert j is keyed by fold_in(key, j) (issue 6, randomness).
+      single = experts.noisy_expert(jax.random.fold_in(key, j), labels,
+                                    num_classes=4, p_correct=p[j],
+                                    groups=clusters)
       np.testing.assert_array_equal(preds[:, j], single)
       for g in range(4):
         in_g = clusters == g
@@ -190,3 +191,161 @@ class BadInputTest(parameterized.TestCase):
       experts.noisy_experts(key, labels, num_classes=3, p_correct=0.5)
     with self.assertRaisesRegex(TypeError, "num_classes"):
       experts.random_expert(key, labels, num_classes=3.0)
+
+
+class ExpertKeysTest(parameterized.TestCase):
+  """Expert j draws from fold_in(key, j): adding experts changes no answer."""
+
+  def _labels_groups(self):
+    labels = _labels(13, 6)[:500]
+    clusters = np.random.default_rng(14).integers(0, 3, 500).astype(np.int32)
+    return labels, clusters
+
+  @parameterized.parameters(1, 2, 5)
+  def test_noisy_experts_first_columns_do_not_depend_on_num_experts(self, j):
+    labels, clusters = self._labels_groups()
+    p = np.random.default_rng(15).uniform(size=(j + 3, 3)).astype(np.float32)
+    key = jax.random.key(11)
+    fn = jax.jit(experts.noisy_experts,
+                 static_argnames=("num_classes", "exclude_true_label"))
+    few = fn(key, labels, num_classes=6, p_correct=p[:j], groups=clusters)
+    many = fn(key, labels, num_classes=6, p_correct=p, groups=clusters)
+    chex.assert_shape(many, (500, j + 3))
+    np.testing.assert_array_equal(few, many[:, :j])
+    # The extra experts are not copies of the first ones.
+    self.assertFalse(np.array_equal(many[:, j], many[:, 0]))
+
+  def test_oracle_experts_columns_are_the_single_expert(self):
+    labels, _ = self._labels_groups()
+    mask = np.random.default_rng(16).random((5, 6)) < 0.5
+    key = jax.random.key(12)
+    many = np.asarray(experts.oracle_experts(key, labels, num_classes=6,
+                                             oracle_groups=mask))
+    few = experts.oracle_experts(key, labels, num_classes=6,
+                                 oracle_groups=mask[:2])
+    np.testing.assert_array_equal(few, many[:, :2])
+    for j in range(5):
+      np.testing.assert_array_equal(
+          many[:, j],
+          experts.oracle_expert(jax.random.fold_in(key, j), labels,
+                                num_classes=6, oracle_groups=mask[j]))
+
+  def test_specialised_experts_first_columns_do_not_depend_on_num_experts(
+      self):
+    labels, _ = self._labels_groups()
+    key = jax.random.key(13)
+    few = experts.specialised_experts(key, labels, num_classes=6,
+                                      num_experts=2)
+    many = experts.specialised_experts(key, labels, num_classes=6,
+                                       num_experts=5)
+    np.testing.assert_array_equal(few, np.asarray(many)[:, :2])
+
+  def test_legacy_uint32_keys_follow_the_same_rule(self):
+    labels, _ = self._labels_groups()
+    key = jax.random.PRNGKey(3)
+    many = experts.noisy_experts(key, labels, num_classes=6,
+                                 p_correct=np.array([0.3, 0.6, 0.9]))
+    np.testing.assert_array_equal(
+        many[:, 2], experts.noisy_expert(jax.random.fold_in(key, 2), labels,
+                                         num_classes=6, p_correct=0.9))
+
+  def test_numpy_integer_sizes_are_accepted(self):
+    labels, clusters = self._labels_groups()
+    key = jax.random.key(14)
+    np.testing.assert_array_equal(
+        experts.specialised_experts(key, labels, num_classes=np.int64(6),
+                                    num_experts=np.int64(3),
+                                    classes_per_expert=np.int64(2)),
+        experts.specialised_experts(key, labels, num_classes=6,
+                                    num_experts=3))
+    np.testing.assert_array_equal(
+        experts.specialised_experts(key, labels, num_classes=6, num_experts=2,
+                                    groups=clusters,
+                                    num_groups=np.int32(3)),
+        experts.specialised_experts(key, labels, num_classes=6, num_experts=2,
+                                    groups=clusters, num_groups=3))
+    np.testing.assert_array_equal(
+        experts.specialised_oracle_groups(np.int64(3), np.int64(4),
+                                          groups_per_expert=np.int64(1)),
+        np.eye(3, 4, dtype=bool))
+    np.testing.assert_array_equal(
+        experts.random_expert(key, labels, num_classes=np.int64(6)),
+        experts.random_expert(key, labels, num_classes=6))
+
+
+class OutOfRangeUnderJitTest(parameterized.TestCase):
+  """Under jit values are not checked: bad labels/groups answer -1."""
+
+  def test_labels_out_of_range_answer_minus_one(self):
+    fn = jax.jit(experts.noisy_experts, static_argnames=("num_classes",))
+    labels = np.array([0, 3, -1, 2, 1], np.int32)
+    preds = np.asarray(fn(jax.random.key(0), labels, num_classes=3,
+                          p_correct=np.array([1.0, 0.0])))
+    np.testing.assert_array_equal(preds[:, 0], [0, -1, -1, 2, 1])
+    np.testing.assert_array_equal(preds[[1, 2], 1], [-1, -1])
+    self.assertTrue(np.all((preds[[0, 3, 4], 1] >= 0) &
+                           (preds[[0, 3, 4], 1] < 3)))
+
+  def test_groups_out_of_range_answer_minus_one(self):
+    fn = jax.jit(experts.noisy_expert, static_argnames=("num_classes",))
+    labels = np.array([1, 1, 1, 1], np.int32)
+    groups = np.array([0, 2, -1, 1], np.int32)
+    # Group 1 is always right; an out-of-range group must not borrow it.
+    preds = fn(jax.random.key(0), labels, num_classes=3,
+               p_correct=np.array([1.0, 1.0]), groups=groups)
+    np.testing.assert_array_equal(preds, [1, -1, -1, 1])
+
+
+class BadKeysAndOptionsTest(parameterized.TestCase):
+
+  @parameterized.parameters(
+      (experts.noisy_expert, dict(p_correct=0.5)),
+      (experts.noisy_experts, dict(p_correct=[0.5])),
+      (experts.oracle_expert, dict(oracle_groups=np.ones(3, bool))),
+      (experts.oracle_experts, dict(oracle_groups=np.ones((2, 3), bool))),
+      (experts.random_expert, {}),
+      (experts.specialised_experts, dict(num_experts=2)),
+  )
+  def test_int_seed_is_not_a_key(self, fn, kwargs):
+    labels = np.array([0, 1, 2], np.int32)
+    with self.assertRaisesRegex(TypeError, "`key` must be a jax.random key"):
+      fn(0, labels, num_classes=3, **kwargs)
+    with self.assertRaisesRegex(TypeError, "`key` must be a jax.random key"):
+      fn(np.zeros(3, np.uint32), labels, num_classes=3, **kwargs)
+    with self.assertRaisesRegex(ValueError, "`key` must be a single"):
+      fn(jax.random.split(jax.random.key(0), 2), labels, num_classes=3,
+         **kwargs)
+
+  def test_values_and_options(self):
+    key = jax.random.key(0)
+    labels = np.array([0, 1, 2], np.int32)
+    with self.assertRaisesRegex(ValueError, "p_correct.*\\[0, 1\\]"):
+      experts.noisy_experts(key, labels, num_classes=3,
+                            p_correct=np.array([0.5, -0.1]))
+    with self.assertRaisesRegex(ValueError, "p_correct.*NaN"):
+      experts.noisy_experts(key, labels, num_classes=3,
+                            p_correct=np.array([0.5, np.nan]))
+    with self.assertRaisesRegex(ValueError, "groups.*\\[0, 2\\)"):
+      experts.noisy_experts(key, labels, num_classes=3,
+                            p_correct=np.full((4, 2), 0.5),
+                            groups=np.array([0, 1, 2], np.int32))
+    with self.assertRaisesRegex(TypeError, "groups.*integer"):
+      experts.noisy_experts(key, labels, num_classes=3,
+                            p_correct=np.full((4, 2), 0.5),
+                            groups=np.array([0.0, 1.0, 1.0]))
+    with self.assertRaisesRegex(ValueError, "labels.*\\[N\\]"):
+      experts.noisy_experts(key, labels[None], num_classes=3,
+                            p_correct=[0.5])
+    with self.assertRaisesRegex(TypeError, "exclude_true_label.*bool"):
+      experts.noisy_expert(key, labels, num_classes=3, p_correct=0.5,
+                           exclude_true_label="yes")
+    with self.assertRaisesRegex(ValueError, "classes_per_expert.*exceeds"):
+      experts.specialised_experts(key, labels, num_classes=3, num_experts=2,
+                                  classes_per_expert=4)
+    with self.assertRaisesRegex(ValueError, "`num_groups` needs `groups`"):
+      experts.specialised_experts(key, labels, num_classes=3, num_experts=2,
+                                  num_groups=5)
+    with self.assertRaisesRegex(ValueError, "num_experts.*>= 1"):
+      experts.specialised_experts(key, labels, num_classes=3, num_experts=0)
+    with self.assertRaisesRegex(TypeError, "num_experts.*int"):
+      experts.specialised_experts(key, labels, num_classes=3, num_experts=2.0)

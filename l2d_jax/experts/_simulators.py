@@ -10,9 +10,21 @@ so the expert's accuracy on group ``g`` is ``p[g] + (1 - p[g]) / K``; an
 ``exclude_true_label=True`` to draw guesses among the ``K - 1`` wrong labels
 instead, which makes ``p`` the exact accuracy.
 
-Randomness only comes from the ``key`` argument; the functions jit with the
-keyword options static (``num_classes``, ``num_experts``, ...), and the
-multi-expert builders are ``jax.vmap`` over the one-expert simulator.
+Randomness only comes from the ``key`` argument, a ``jax.random`` key that is
+the first positional argument (as in ``jax.random.*``). The multi-expert
+builders are ``jax.vmap`` over the one-expert simulator, and expert ``j``
+(column ``j`` of the ``[N, J]`` answers, 0-based) draws from
+``jax.random.fold_in(key, j)``: its answers do not depend on how many experts
+are simulated, so settings with J = 2 and J = 8 share their first two experts,
+and column ``j`` equals the single-expert function called with
+``fold_in(key, j)``. The functions jit with the keyword options static
+(``num_classes``, ``num_experts``, ...; Python or NumPy ints).
+
+Bad input: shapes, dtypes and static options raise ``TypeError`` /
+``ValueError`` naming the argument; values (labels and groups in range,
+probabilities in [0, 1]) are checked when concrete. Under ``jax.jit``, where
+values cannot be checked, a point whose label or group is out of range gets
+the answer ``-1`` (never another class's or group's answer).
 """
 
 from __future__ import annotations
@@ -27,17 +39,37 @@ import numpy as np
 from l2d_jax import _validation
 
 
-def _check_static_int(value: Any, name: str, minimum: int) -> None:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-    raise TypeError(f"`{name}` must be a Python int, got "
+def _check_key(key: Any) -> None:
+  """A single ``jax.random`` key: typed, or legacy ``uint32[2]`` (trace time)."""
+  dtype = getattr(key, "dtype", None)
+  if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+    if jnp.ndim(key) != 0:
+      raise ValueError(
+          f"`key` must be a single jax.random key (shape ()), got a key array "
+          f"of shape {tuple(jnp.shape(key))}; use jax.vmap over keys.")
+    return
+  if dtype == np.uint32 and tuple(jnp.shape(key)) == (2,):
+    return
+  what = (type(key).__name__ if dtype is None else
+          f"{type(key).__name__} of dtype {dtype} and shape "
+          f"{tuple(jnp.shape(key))}")
+  raise TypeError(f"`key` must be a jax.random key (e.g. jax.random.key(0)), "
+                  f"got {what}; int seeds belong at the command line.")
+
+
+def _check_flag(value: Any, name: str) -> bool:
+  if not isinstance(value, (bool, np.bool_)):
+    raise TypeError(f"`{name}` must be a bool (static), got "
                     f"{type(value).__name__}.")
-  if value < minimum:
-    raise ValueError(f"`{name}` must be >= {minimum}, got {value}.")
+  return bool(value)
 
 
-def _check_labels_groups(labels: Any, groups: Any, num_classes: int,
-                         num_groups: int | None) -> None:
-  _check_static_int(num_classes, "num_classes", 1)
+def _check_labels_groups(key: Any, labels: Any, groups: Any, num_classes: Any,
+                         num_groups: int | None) -> int:
+  """Checks the common arguments; returns ``num_classes`` as an int."""
+  _check_key(key)
+  num_classes = _validation.check_static_int(num_classes, "num_classes",
+                                             minimum=1)
   _validation.check_ndim(labels, 1, "labels", "[N]")
   _validation.check_labels(labels, num_classes, "labels")
   if groups is not None:
@@ -53,6 +85,7 @@ def _check_labels_groups(labels: Any, groups: Any, num_classes: int,
         f"without `groups` the groups are the labels, so the per-group "
         f"argument must have num_classes={num_classes} entries, got "
         f"{num_groups}.")
+  return num_classes
 
 
 # Jitted so that eager calls from scripts compile once per shape.
@@ -65,25 +98,33 @@ def _simulate(key, labels, groups, p_group, num_classes, exclude_true_label):
   labels = jnp.asarray(labels)
   key_coin, key_guess = jax.random.split(key)
   p = jnp.asarray(p_group)
+  valid = (labels >= 0) & (labels < num_classes)
   if p.ndim:
-    p = p[jnp.asarray(groups)]
+    groups = jnp.asarray(groups)
+    valid &= (groups >= 0) & (groups < p.shape[0])
+    p = p[jnp.clip(groups, 0, p.shape[0] - 1)]
   knows = jax.random.uniform(key_coin, labels.shape) < p
   if exclude_true_label and num_classes > 1:
     shift = jax.random.randint(key_guess, labels.shape, 1, num_classes)
     guess = (labels + shift) % num_classes
   else:
     guess = jax.random.randint(key_guess, labels.shape, 0, num_classes)
-  return jnp.where(knows, labels, guess).astype(jnp.int32)
+  answer = jnp.where(knows, labels, guess)
+  # Out of range (only possible under jit): visibly invalid, never a guess.
+  return jnp.where(valid, answer, -1).astype(jnp.int32)
 
 
 @functools.partial(jax.jit, static_argnums=(4, 5))
 def _simulate_many(key, labels, groups, p_correct, num_classes,
                    exclude_true_label):
-  """``_simulate`` vmapped over experts: ``p_correct [J(, G)]`` -> ``[N, J]``."""
-  keys = jax.random.split(key, p_correct.shape[0])
-  def one(k, p):
-    return _simulate(k, labels, groups, p, num_classes, exclude_true_label)
-  return jax.vmap(one, out_axes=1)(keys, p_correct)
+  """``_simulate`` vmapped over experts: ``p_correct [J(, G)]`` -> ``[N, J]``.
+
+  Expert ``j`` uses ``fold_in(key, j)``, so it does not depend on ``J``.
+  """
+  def one(j, p):
+    return _simulate(jax.random.fold_in(key, j), labels, groups, p,
+                     num_classes, exclude_true_label)
+  return jax.vmap(one, out_axes=1)(jnp.arange(p_correct.shape[0]), p_correct)
 
 
 def noisy_expert(
@@ -102,7 +143,7 @@ def noisy_expert(
   can be right, see the module docstring).
 
   Args:
-    key: a PRNG key.
+    key: a ``jax.random`` key (``jax.random.key(seed)``).
     labels: ``[N]`` int true labels in ``[0, num_classes)``.
     num_classes: K (static).
     p_correct: scalar, or ``[G]`` probabilities in [0, 1], one per group.
@@ -112,10 +153,13 @@ def noisy_expert(
       so that ``p_correct`` is the exact accuracy.
 
   Returns:
-    ``[N]`` int32 expert predictions.
+    ``[N]`` int32 expert predictions (``-1`` where, under jit, a label or
+    group is out of range).
 
   Raises:
-    TypeError: non-integer ``labels`` or a non-int ``num_classes``.
+    TypeError: ``key`` not a ``jax.random`` key, non-integer ``labels`` or
+      ``groups``, a non-int ``num_classes`` or a non-bool
+      ``exclude_true_label``.
     ValueError: bad shapes; labels, groups or probabilities out of range
       (checked when concrete).
 
@@ -140,8 +184,10 @@ def noisy_expert(
     raise ValueError(f"`p_correct` must be a scalar or [G], got shape "
                      f"{tuple(p_shape)}.")
   num_groups = p_shape[0] if p_shape else None
-  _check_labels_groups(labels, groups, num_classes, num_groups)
+  num_classes = _check_labels_groups(key, labels, groups, num_classes,
+                                     num_groups)
   _validation.check_unit_interval(p_correct, "p_correct")
+  exclude_true_label = _check_flag(exclude_true_label, "exclude_true_label")
   if groups is None:
     groups = labels
   return _simulate(key, labels, groups, p_correct, num_classes,
@@ -159,7 +205,7 @@ def oracle_expert(
   """One expert that is an oracle on some groups and random elsewhere.
 
   Args:
-    key: a PRNG key.
+    key: a ``jax.random`` key (``jax.random.key(seed)``).
     labels: ``[N]`` int true labels in ``[0, num_classes)``.
     num_classes: K (static).
     oracle_groups: ``[G]`` bool, True where the expert always answers the
@@ -168,10 +214,12 @@ def oracle_expert(
       ``labels`` (then ``G = K``).
 
   Returns:
-    ``[N]`` int32 expert predictions.
+    ``[N]`` int32 expert predictions (``-1`` where, under jit, a label or
+    group is out of range).
 
   Raises:
-    TypeError: non-boolean ``oracle_groups`` or non-integer ``labels``.
+    TypeError: ``key`` not a ``jax.random`` key, non-boolean
+      ``oracle_groups`` or non-integer ``labels``.
     ValueError: bad shapes or out-of-range labels/groups (when concrete).
 
   Example:
@@ -210,7 +258,7 @@ def random_expert(
   """One expert that guesses uniformly over all K labels (accuracy 1/K).
 
   Args:
-    key: a PRNG key.
+    key: a ``jax.random`` key (``jax.random.key(seed)``).
     labels: ``[N]`` int true labels (only their shape is used).
     num_classes: K (static).
 
@@ -218,7 +266,8 @@ def random_expert(
     ``[N]`` int32 predictions, independent of ``labels``.
 
   Raises:
-    TypeError: non-integer ``labels`` or a non-int ``num_classes``.
+    TypeError: ``key`` not a ``jax.random`` key, non-integer ``labels`` or a
+      non-int ``num_classes``.
     ValueError: ``labels`` not ``[N]`` or out of range (when concrete).
 
   Example:
@@ -244,11 +293,13 @@ def noisy_experts(
 ) -> jax.Array:
   """J independent experts, each knowing the label with its own probability.
 
-  ``jax.vmap`` of :func:`noisy_expert` over the rows of ``p_correct`` and one
-  key per expert (``jax.random.split(key, J)``).
+  ``jax.vmap`` of :func:`noisy_expert` over the rows of ``p_correct``:
+  column ``j`` equals ``noisy_expert(jax.random.fold_in(key, j), labels,
+  p_correct=p_correct[j], ...)``, so the first J columns do not change when
+  experts are added.
 
   Args:
-    key: a PRNG key.
+    key: a ``jax.random`` key (``jax.random.key(seed)``).
     labels: ``[N]`` int true labels in ``[0, num_classes)``.
     num_classes: K (static).
     p_correct: ``[J]`` (one probability per expert) or ``[J, G]`` (per expert
@@ -258,11 +309,16 @@ def noisy_experts(
     exclude_true_label: as in :func:`noisy_expert`.
 
   Returns:
-    ``[N, J]`` int32 expert predictions.
+    ``[N, J]`` int32 expert predictions; column ``j`` uses
+    ``jax.random.fold_in(key, j)`` (``-1`` where, under jit, a label or group
+    is out of range).
 
   Raises:
-    TypeError: non-integer ``labels`` or a non-int ``num_classes``.
-    ValueError: bad shapes or out-of-range values (when concrete).
+    TypeError: ``key`` not a ``jax.random`` key, non-integer ``labels`` or
+      ``groups``, a non-int ``num_classes`` or a non-bool
+      ``exclude_true_label``.
+    ValueError: bad shapes, probabilities outside [0, 1], labels or groups
+      out of range (values when concrete).
 
   Example:
     >>> import jax
@@ -290,8 +346,10 @@ def noisy_experts(
     raise ValueError(f"`p_correct` must have shape [J] or [J, G] with J >= 1, "
                      f"got {tuple(p_shape)}.")
   num_groups = p_shape[1] if len(p_shape) == 2 else None
-  _check_labels_groups(labels, groups, num_classes, num_groups)
+  num_classes = _check_labels_groups(key, labels, groups, num_classes,
+                                     num_groups)
   _validation.check_unit_interval(p_correct, "p_correct")
+  exclude_true_label = _check_flag(exclude_true_label, "exclude_true_label")
   if groups is None:
     groups = labels
   return _simulate_many(key, labels, groups, p_correct, num_classes,
@@ -308,8 +366,11 @@ def oracle_experts(
 ) -> jax.Array:
   """J independent experts, each an oracle on its own groups, random elsewhere.
 
+  Column ``j`` equals ``oracle_expert(jax.random.fold_in(key, j), labels,
+  oracle_groups=oracle_groups[j], ...)``.
+
   Args:
-    key: a PRNG key.
+    key: a ``jax.random`` key (``jax.random.key(seed)``).
     labels: ``[N]`` int true labels in ``[0, num_classes)``.
     num_classes: K (static).
     oracle_groups: ``[J, G]`` bool; row ``j`` marks where expert ``j`` is an
@@ -319,10 +380,13 @@ def oracle_experts(
       ``labels``.
 
   Returns:
-    ``[N, J]`` int32 expert predictions.
+    ``[N, J]`` int32 expert predictions; column ``j`` uses
+    ``jax.random.fold_in(key, j)`` (``-1`` where, under jit, a label or group
+    is out of range).
 
   Raises:
-    TypeError: non-boolean ``oracle_groups`` or non-integer ``labels``.
+    TypeError: ``key`` not a ``jax.random`` key, non-boolean
+      ``oracle_groups`` or non-integer ``labels``.
     ValueError: bad shapes or out-of-range labels/groups (when concrete).
 
   Example:
@@ -376,9 +440,12 @@ def specialised_oracle_groups(
     [[1 1 0 0 0]
      [0 0 1 1 0]]
   """
-  _check_static_int(num_experts, "num_experts", 1)
-  _check_static_int(num_groups, "num_groups", 1)
-  _check_static_int(groups_per_expert, "groups_per_expert", 1)
+  num_experts = _validation.check_static_int(num_experts, "num_experts",
+                                             minimum=1)
+  num_groups = _validation.check_static_int(num_groups, "num_groups",
+                                            minimum=1)
+  groups_per_expert = _validation.check_static_int(
+      groups_per_expert, "groups_per_expert", minimum=1)
   if groups_per_expert > num_groups:
     raise ValueError(f"`groups_per_expert`={groups_per_expert} exceeds "
                      f"`num_groups`={num_groups}.")
@@ -406,7 +473,7 @@ def specialised_experts(
   uniformly elsewhere; the paper's Sec. 5.4 uses ``c = 2`` on CIFAR-10.
 
   Args:
-    key: a PRNG key.
+    key: a ``jax.random`` key (``jax.random.key(seed)``).
     labels: ``[N]`` int true labels in ``[0, num_classes)``.
     num_classes: K (static).
     num_experts: J (static).
@@ -415,11 +482,16 @@ def specialised_experts(
     num_groups: G when ``groups`` is given (defaults to ``num_classes``).
 
   Returns:
-    ``[N, J]`` int32 expert predictions.
+    ``[N, J]`` int32 expert predictions; column ``j`` uses
+    ``jax.random.fold_in(key, j)`` (``-1`` where, under jit, a label or group
+    is out of range).
 
   Raises:
-    TypeError: non-int sizes or non-integer ``labels``.
-    ValueError: bad shapes or out-of-range values.
+    TypeError: ``key`` not a ``jax.random`` key, non-int sizes or
+      non-integer ``labels``.
+    ValueError: bad shapes, non-positive sizes, ``classes_per_expert`` above
+      the number of groups, ``num_groups`` without ``groups``, or
+      out-of-range labels/groups (values when concrete).
 
   Example:
     >>> import jax
@@ -436,8 +508,20 @@ def specialised_experts(
     Consistent Surrogate Losses, Confidence Calibration, and Conformal
     Ensembles, AISTATS 2023.
   """
+  num_classes = _validation.check_static_int(num_classes, "num_classes",
+                                             minimum=1)
   if num_groups is None:
     num_groups = num_classes
+  elif groups is None:
+    raise ValueError("`num_groups` needs `groups` (without them the groups "
+                     "are the classes).")
+  num_groups = _validation.check_static_int(num_groups, "num_groups",
+                                            minimum=1)
+  classes_per_expert = _validation.check_static_int(
+      classes_per_expert, "classes_per_expert", minimum=1)
+  if classes_per_expert > num_groups:
+    raise ValueError(f"`classes_per_expert`={classes_per_expert} exceeds the "
+                     f"number of groups {num_groups}.")
   mask = specialised_oracle_groups(num_experts, num_groups,
                                    groups_per_expert=classes_per_expert)
   return oracle_experts(key, labels, num_classes=num_classes,
