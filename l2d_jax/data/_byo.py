@@ -396,16 +396,16 @@ def save_byo(
     248
   """
   directory = pathlib.Path(directory)
-  _check_target(directory)
+  target = pathlib.Path(os.path.abspath(directory))  # also for "." or "a/.."
+  _check_target(target)
   extras = {key: np.asarray(value) for key, value in dataset.extras.items()}
   for key, value in extras.items():
     if value.dtype.hasobject:
       raise ValueError(f"`dataset.extras[{key!r}]` holds Python objects "
                        "(dtype object), which cannot be saved without pickle.")
-  parent = directory.absolute().parent
-  parent.mkdir(parents=True, exist_ok=True)
-  tmp = pathlib.Path(tempfile.mkdtemp(dir=parent, prefix=f".{directory.name}.",
-                                      suffix=".tmp"))
+  target.parent.mkdir(parents=True, exist_ok=True)
+  tmp = pathlib.Path(tempfile.mkdtemp(dir=target.parent,
+                                      prefix=f".{target.name}.", suffix=".tmp"))
   try:
     umask = os.umask(0)
     os.umask(umask)
@@ -437,7 +437,7 @@ def save_byo(
     text = json.dumps(meta, indent=1) + "\n"
     _write_file(tmp / _META, lambda f: f.write(text.encode("utf-8")))
     _fsync_directory(tmp)
-    _replace_directory(tmp, directory)
+    _replace_directory(tmp, target)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
