@@ -52,9 +52,13 @@ def check_probabilities(
 ) -> None:
   """Checks a ``[..., K]`` array of probability rows (values when concrete).
 
+  The row-sum tolerance is ``max(atol, 4 * eps)`` of the dtype, so that a
+  softmax computed in bfloat16 (eps 2**-7; its rows sum to 1 within about
+  0.7 eps) or float16 is accepted. Sums are taken in float64.
+
   Raises:
     ValueError: NaN/inf, values outside [0, 1], or rows whose sum differs from
-      1 by more than ``atol``.
+      1 by more than the tolerance.
   """
   check_floating(probs, name)
   if jnp.ndim(probs) < 1 or jnp.shape(probs)[axis] < 1:
@@ -63,13 +67,14 @@ def check_probabilities(
   if not is_concrete(probs):
     return
   check_unit_interval(probs, name)
-  p = np.asarray(probs)
+  tol = max(atol, 4 * float(jnp.finfo(jnp.result_type(probs)).eps))
+  p = np.asarray(probs, dtype=np.float64)
   sums = p.sum(axis=axis)
-  if sums.size and np.max(np.abs(sums - 1.0)) > atol:
+  if sums.size and np.max(np.abs(sums - 1.0)) > tol:
     bad = int(np.argmax(np.abs(sums - 1.0)))
     raise ValueError(
-        f"rows of `{name}` must sum to 1 (tolerance {atol}); row {bad} sums "
-        f"to {sums.reshape(-1)[bad]:.6g}."
+        f"rows of `{name}` must sum to 1 (tolerance {tol:.3g}); row {bad} "
+        f"sums to {sums.reshape(-1)[bad]:.6g}."
     )
 
 

@@ -158,7 +158,7 @@ def quantile_rank(n: int, alpha: ArrayLike) -> jax.Array:
 
 def _check_scores_1d(x: ArrayLike, name: str) -> jax.Array:
   _validation.check_ndim(x, 1, name, "[n]")
-  if jnp.shape(x)[0] < 1:
+  if np.shape(x)[0] < 1:
     raise ValueError(f"`{name}` is empty: the calibration set must hold at "
                      "least one point.")
   x = jnp.asarray(x)
@@ -172,9 +172,9 @@ def _check_scores_1d(x: ArrayLike, name: str) -> jax.Array:
 
 
 def _check_alpha_shape(alpha: ArrayLike) -> None:
-  if jnp.ndim(alpha) > 1:
+  if np.ndim(alpha) > 1:
     raise ValueError(f"`alpha` must be a scalar or have shape [A], got shape "
-                     f"{tuple(jnp.shape(alpha))}.")
+                     f"{tuple(np.shape(alpha))}.")
 
 
 def conformal_quantile(
@@ -264,9 +264,9 @@ def conformity_threshold(
 
 
 def _check_threshold(threshold: ArrayLike) -> jax.Array:
-  if jnp.ndim(threshold) > 1:
+  if np.ndim(threshold) > 1:
     raise ValueError(f"`threshold` must be a scalar or have shape [A], got "
-                     f"shape {tuple(jnp.shape(threshold))}.")
+                     f"shape {tuple(np.shape(threshold))}.")
   if _validation.is_concrete(threshold) and np.any(
       np.isnan(np.asarray(threshold, dtype=np.float64))):
     raise ValueError("`threshold` contains NaN (an invalid alpha?); use "
@@ -404,7 +404,9 @@ def sorted_sizes(
     randomized: bool = False,
 ) -> jax.Array:
   """Prefix sizes ``[n]`` / ``[n, A]`` (RAPS parameters may be per alpha)."""
-  per_alpha = score == "raps" and (jnp.ndim(k_reg) > 0 or jnp.ndim(lam) > 0)
+  if score == "raps":
+    _scores.check_raps_params(k_reg, lam)
+  per_alpha = score == "raps" and (np.ndim(k_reg) > 0 or np.ndim(lam) > 0)
   if not per_alpha:
     c = _scores.sorted_conformity(sorted_probs, score=score, k_reg=k_reg,
                                   lam=lam, key=key, randomized=randomized)
@@ -425,10 +427,9 @@ def sorted_sizes(
 
 
 def _per_alpha(x: ArrayLike, num: int, name: str) -> jax.Array:
-  if jnp.ndim(x) not in (0, 1) or (jnp.ndim(x) == 1
-                                   and jnp.shape(x)[0] != num):
+  if np.ndim(x) not in (0, 1) or (np.ndim(x) == 1 and np.shape(x)[0] != num):
     raise ValueError(f"`{name}` must be a scalar or have shape [A]=({num},), "
-                     f"got shape {tuple(jnp.shape(x))}.")
+                     f"got shape {tuple(np.shape(x))}.")
   return jnp.broadcast_to(jnp.asarray(x), (num,))
 
 
@@ -453,15 +454,15 @@ def set_coverage(sets: ArrayLike, labels: ArrayLike) -> jax.Array:
     >>> set_coverage(jnp.array([[True, False], [True, True]]), jnp.array([1, 0]))
     Array(0.5, dtype=float32)
   """
-  if jnp.ndim(sets) < 2:
+  if np.ndim(sets) < 2:
     raise ValueError(f"`sets` must have shape [..., n, num_classes], got "
-                     f"shape {tuple(jnp.shape(sets))}.")
+                     f"shape {tuple(np.shape(sets))}.")
   _validation.check_ndim(labels, 1, "labels", "[n]")
-  n, k = jnp.shape(sets)[-2:]
-  if jnp.shape(labels)[0] != n:
+  n, k = np.shape(sets)[-2:]
+  if np.shape(labels)[0] != n:
     raise ValueError(f"`labels` must have shape [n]=({n},) to match `sets` "
-                     f"of shape {tuple(jnp.shape(sets))}, got shape "
-                     f"{tuple(jnp.shape(labels))}.")
+                     f"of shape {tuple(np.shape(sets))}, got shape "
+                     f"{tuple(np.shape(labels))}.")
   _validation.check_labels(labels, k, "labels")
   sets = jnp.asarray(sets).astype(bool)
   labels = jnp.asarray(labels)
@@ -474,9 +475,9 @@ def set_coverage(sets: ArrayLike, labels: ArrayLike) -> jax.Array:
 
 def mean_set_size(sets: ArrayLike) -> jax.Array:
   """Mean number of labels per set, ``[...]`` for ``[..., n, K]`` sets."""
-  if jnp.ndim(sets) < 2:
+  if np.ndim(sets) < 2:
     raise ValueError(f"`sets` must have shape [..., n, num_classes], got "
-                     f"shape {tuple(jnp.shape(sets))}.")
+                     f"shape {tuple(np.shape(sets))}.")
   return jnp.asarray(sets).sum(axis=-1).mean(axis=-1)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from l2d_jax import _validation
@@ -37,18 +38,25 @@ def tune_raps(
   1-indexed ranks of the true labels; ``lam`` is the grid value whose
   conformalised sets on the tuning set have the smallest mean size (first
   value on ties). Sets keep the threshold-crossing label, as the
-  non-randomized sets of the reference implementation do.
+  non-randomized sets of the reference implementation do, and are built in
+  the conformity space (see ``split_set_sizes``), so the choice does not
+  depend on float precision.
 
   Args:
     probs: ``[n, K]`` probabilities of the tuning points.
     labels: ``[n]`` their labels.
     alpha: scalar or ``[A]`` miscoverage levels.
-    lam_grid: candidate penalties.
+    lam_grid: ``[L]`` candidate penalties, finite and >= 0.
     randomized: use randomized scores (needs ``key``).
     key: PRNG key for randomized scores.
 
   Returns:
-    ``(k_reg, lam)`` with the shape of ``alpha``; ``k_reg`` int32.
+    ``(k_reg, lam)`` with the shape of ``alpha``; ``k_reg`` int32. Under
+    jit, an alpha outside (0, 1) gives ``k_reg = -1`` and ``lam = NaN``.
+
+  Raises:
+    ValueError: bad shapes, probabilities, labels, alpha, fewer than 2
+      points, or a ``lam_grid`` that is empty, NaN or negative.
 
   References:
     Angelopoulos, Bates, Malik and Jordan, "Uncertainty sets for image
@@ -58,36 +66,53 @@ def tune_raps(
   _validation.check_probabilities(probs, "probs")
   _validation.check_ndim(labels, 1, "labels", "[n]")
   _validation.check_same_leading(probs, labels, "probs", "labels")
-  _validation.check_labels(labels, jnp.shape(probs)[-1], "labels")
-  _validation.check_alpha(alpha, "alpha")
-  n = jnp.shape(probs)[0]
+  _validation.check_labels(labels, np.shape(probs)[-1], "labels")
+  if np.ndim(alpha) > 1:
+    raise ValueError(f"`alpha` must be a scalar or have shape [A], got shape "
+                     f"{tuple(np.shape(alpha))}.")
+  _check_lam_grid(lam_grid)
+  n = np.shape(probs)[0]
   if n < 2:
     raise ValueError(f"the RAPS tuning set must hold at least 2 points, got {n}.")
-  alpha = jnp.asarray(alpha, dtype=jnp.result_type(float))
-  scalar = alpha.ndim == 0
-  alpha = jnp.atleast_1d(alpha)
+  # Both ranks below are exact: ceil(m (1 - a)) = m - floor(m a).
+  low_k = _quantile._alpha_floor(n - 1, alpha)  # pylint: disable=protected-access
+  low_q = _quantile._alpha_floor(n + 1, alpha)  # pylint: disable=protected-access
+  scalar = low_k.ndim == 0
+  low_k, low_q = jnp.atleast_1d(low_k), jnp.atleast_1d(low_q)
   lam_grid = jnp.asarray(lam_grid, dtype=jnp.result_type(float))
   order, sp = _scores.sort_probs(probs)
   labels = jnp.asarray(labels)
   rank1 = jnp.sort(_label_rank_positions(order, sp, labels) + 1)
-  # numpy's quantile(..., 1 - alpha, method="higher") on n values.
-  t = (n - 1) * (1.0 - alpha)
-  r = jnp.round(t)
-  idx = jnp.where(jnp.abs(t - r) <= 1e-6 * jnp.maximum(1.0, t), r, jnp.ceil(t))
-  k_reg = rank1[idx.astype(jnp.int32)]
+  # numpy's quantile(..., 1 - alpha, method="higher") on n values: index
+  # ceil((n - 1)(1 - alpha)), 0-based.
+  k_reg = rank1[jnp.clip(n - 1 - low_k, 0, n - 1)]
   pos = jnp.argmax(order == labels[:, None], axis=-1)
 
-  def mean_size(a, k, lam):
-    rank_scores = _scores.sorted_raps_scores(sp, k_reg=k, lam=lam, key=key,
-                                             randomized=randomized)
-    cal = jnp.take_along_axis(rank_scores, pos[:, None], axis=-1)[:, 0]
-    q = _quantile.conformal_quantile(cal, a)
-    count = (rank_scores <= q).sum(axis=-1)
-    return jnp.minimum(count + 1, rank_scores.shape[-1]).mean()
+  def mean_size(j, k, lam):
+    rank_c = _scores.sorted_raps_conformity(sp, k_reg=k, lam=lam, key=key,
+                                            randomized=randomized)
+    cal = jnp.sort(jnp.take_along_axis(rank_c, pos[:, None], axis=-1)[:, 0])
+    t = jnp.where(j == 0, -jnp.inf, cal[jnp.clip(j - 1, 0, n - 1)])
+    return _quantile._prefix_sizes(rank_c, t, True).mean()  # pylint: disable=protected-access
 
-  sizes = jax.vmap(lambda a, k: jax.vmap(lambda lam: mean_size(a, k, lam))(
-      lam_grid))(alpha, k_reg)
+  sizes = jax.vmap(lambda j, k: jax.vmap(lambda lam: mean_size(j, k, lam))(
+      lam_grid))(low_q, k_reg)
   lam = lam_grid[jnp.argmin(sizes, axis=-1)]
+  invalid = (low_k < 0) | (low_q < 0)
+  k_reg = jnp.where(invalid, -1, k_reg).astype(jnp.int32)
+  lam = jnp.where(invalid, jnp.nan, lam)
   if scalar:
     return k_reg[0], lam[0]
   return k_reg, lam
+
+
+def _check_lam_grid(lam_grid: ArrayLike) -> None:
+  """``[L]`` non-empty, finite and >= 0 (values when concrete)."""
+  if np.ndim(lam_grid) != 1 or np.shape(lam_grid)[0] < 1:
+    raise ValueError(f"`lam_grid` must be a non-empty sequence of shape [L], "
+                     f"got shape {tuple(np.shape(lam_grid))}.")
+  if _validation.is_concrete(lam_grid):
+    g = np.asarray(lam_grid, dtype=np.float64)
+    if not np.all(np.isfinite(g)) or g.min() < 0:
+      raise ValueError(f"`lam_grid` must hold finite penalties >= 0, got "
+                       f"{g.tolist()}.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from l2d_jax import _validation
@@ -70,14 +71,14 @@ def split_set_sizes(
                          "[m, num_classes]")
   _validation.check_ndim(label_rank_cal, 1, "label_rank_cal", "[n]")
   _validation.check_ndim(alphas, 1, "alphas", "[A]")
-  n, k = jnp.shape(sorted_probs_cal)
+  n, k = np.shape(sorted_probs_cal)
   if n < 1:
     raise ValueError("`sorted_probs_cal` is empty: the calibration set must "
                      "hold at least one point.")
-  if jnp.shape(sorted_probs_test)[1] != k:
+  if np.shape(sorted_probs_test)[1] != k:
     raise ValueError(
         f"`sorted_probs_test` must have {k} classes like `sorted_probs_cal`, "
-        f"got shape {tuple(jnp.shape(sorted_probs_test))}.")
+        f"got shape {tuple(np.shape(sorted_probs_test))}.")
   _validation.check_same_leading(sorted_probs_cal, label_rank_cal,
                                  "sorted_probs_cal", "label_rank_cal")
   _validation.check_probabilities(sorted_probs_cal, "sorted_probs_cal")
@@ -102,7 +103,7 @@ def split_set_sizes(
     c = jnp.sort(jnp.take_along_axis(cal_c, idx, axis=-1)[:, 0])
     return jnp.where(j == 0, -jnp.inf, c[jnp.clip(j - 1, 0, n - 1)])
 
-  if score == "raps" and (jnp.ndim(k_reg) > 0 or jnp.ndim(lam) > 0):
+  if score == "raps" and (np.ndim(k_reg) > 0 or np.ndim(lam) > 0):
     ks = _quantile._per_alpha(k_reg, num, "k_reg")  # pylint: disable=protected-access
     ls = _quantile._per_alpha(lam, num, "lam")  # pylint: disable=protected-access
 
