@@ -127,8 +127,9 @@ def run_main(parser: argparse.ArgumentParser,
     if getattr(args, "debug", False):
       traceback.print_exc()
     else:
-      print(f"error: {_one_line(e) or type(e).__name__} "
-            "(--debug shows the traceback)", file=sys.stderr)
+      hint = "" if isinstance(e, CliError) else " (--debug shows the traceback)"
+      print(f"error: {_one_line(e) or type(e).__name__}{hint}",
+            file=sys.stderr)
     return EXIT_USAGE
   return code if isinstance(code, int) and not isinstance(code, bool) else 0
 

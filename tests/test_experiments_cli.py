@@ -102,6 +102,8 @@ def test_run_errors_are_one_line_or_traceback_with_debug(capsys, exc):
   code, err = _run([], capsys, run_fn)
   assert code == 2 and err.count("\n") == 1
   assert err.startswith("error: " + " ".join(str(exc).split()))
+  # Only an unexpected kind of error points at --debug.
+  assert ("--debug" in err) != isinstance(exc, _cli.CliError)
   code, err = _run(["--debug"], capsys, run_fn)
   assert code == 2 and "Traceback" in err and type(exc).__name__ in err
 

@@ -242,6 +242,18 @@ def test_help_subprocess_documents_every_option():
     assert len(text.split("(default:")[0].split()) > 2, (opt, text)
 
 
+def test_module_entry_point_errors_in_one_line(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.conformal_deferral", "--dataset",
+       "cifar10s", "--data-dir", str(tmp_path / "nodata"), "--out",
+       str(tmp_path / "o")], cwd=REPO, capture_output=True, text=True,
+      timeout=300)
+  assert proc.returncode == 2
+  assert proc.stderr == (f"error: --data-dir: {tmp_path / 'nodata'} does not "
+                         "exist; pass the data directory with --data-dir "
+                         "PATH\n")
+
+
 def test_documented_commands_parse():
   parser = cli.build_parser()
   for name, e in config.EXPERIMENTS.items():

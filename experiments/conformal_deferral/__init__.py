@@ -12,20 +12,26 @@ examples' layout:
 - ``report``: ``results.json`` / ``details.json``, tables and plots.
 """
 
+import importlib
+
 from experiments.conformal_deferral.config import DATASETS
 from experiments.conformal_deferral.config import MODELS
 from experiments.conformal_deferral.config import SCORES
 from experiments.conformal_deferral.config import STRATEGIES
 from experiments.conformal_deferral.report import summarise
 from experiments.conformal_deferral.report import table1
-from experiments.conformal_deferral.run import Pool
-from experiments.conformal_deferral.run import load_pool
-from experiments.conformal_deferral.run import stratified_sample
-from experiments.conformal_deferral.run import sweep
-# Read by tests/test_conformal_deferral.py's compile-count test until the sweep
-# moves into the library.
-from experiments.conformal_deferral.run import _sizes_fixed  # noqa: F401
-from experiments.conformal_deferral.run import _strategy_sweep  # noqa: F401
+
+
+def __getattr__(name):
+  """``Pool``, ``load_pool``, ``sweep``, ...: the names of ``run``."""
+  if name.startswith("__") or name == "run":
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  run = importlib.import_module(f"{__name__}.run")
+  try:
+    return getattr(run, name)
+  except AttributeError:
+    raise AttributeError(
+        f"module {__name__!r} has no attribute {name!r}") from None
 
 
 def main(argv=None) -> int:
