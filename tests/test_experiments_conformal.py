@@ -340,6 +340,35 @@ def test_plots_can_be_read_alone(dataset, simulated):
   assert "Segregativity-Based (same as Naive Random)" in legend
 
 
+def test_ablation_plot_and_table_can_be_read_alone():
+  rows = []
+  for v in (1.0, 0.8):
+    res, det = report.summarise(_fake_per(3, 4), pool=_names("synthetic", "m"),
+                                alphas=np.array([0.01, 0.1, 0.2, 0.3]),
+                                scores=["lac"])
+    rows.append({"value": v, "results": res,
+                 "strongest_baseline": det["strongest_baseline"]})
+  ablation = {"dataset": "synthetic", "model": "m", "ablation": "f_kept",
+              "score": "lac", "rows": rows, "stopped": None}
+  figs = {}
+  assert report.plot_ablation(
+      ablation, lambda fig, name: figs.setdefault(name, fig)) == [
+          "ablation_f_kept.png"]
+  fig = figs["ablation_f_kept.png"]
+  heading = fig._suptitle.get_text()  # pylint: disable=protected-access
+  assert "simulated" in heading and "LAC" in heading and "f_kept" in heading
+  assert [ax.get_ylabel() for ax in fig.axes] == [
+      "system accuracy at α_opt [%]", "α_opt"]
+  legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+  assert "± 1 std over 3 splits" in legend
+  table = report.ablation_table(ablation)
+  assert table.splitlines()[2] == ("| f_kept | Segregativity-Based | Naive Most "
+                                   "Accurate | Naive Random | Best Expert | "
+                                   "Model |")
+  assert table.splitlines()[4].startswith("| 1 | ")
+  assert "(92.00 ± 2.00)" in table  # cross-fitted beside the hindsight figure
+
+
 def test_f_kept_too_small_ends_the_ablation_with_a_note(tmp_path, capsys):
   out = tmp_path / "abl"
   assert exp.main(TINY + ["--score", "lac", "--ablation", "f_kept",
