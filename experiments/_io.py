@@ -211,11 +211,12 @@ class OutputSet:
   Args:
     out: the output folder (created at the swap if missing).
     owns: glob patterns (``fnmatch``, on top-level names) of the entries this
-      run writes, or a predicate on a top-level name.
+      run writes, or a predicate on a top-level name. Required, so that a
+      caller decides what survives: ``("*",)`` replaces the whole folder.
   """
 
-  def __init__(self, out: str | os.PathLike,
-               owns: Iterable[str] | Callable[[str], bool] = ("*",)):
+  def __init__(self, out: str | os.PathLike, *,
+               owns: Iterable[str] | Callable[[str], bool]):
     self.out = pathlib.Path(os.path.realpath(out))
     if callable(owns):
       self._owns = owns

@@ -231,7 +231,7 @@ def test_output_set_exception_halfway_leaves_old_set(tmp_path):
   out = tmp_path / "out"
   _write_set(out, "old")
   with pytest.raises(KeyboardInterrupt):
-    with _io.OutputSet(out) as o:
+    with _io.OutputSet(out, owns=("*",)) as o:
       o.write_json("results.json", {"tag": "new"})
       raise KeyboardInterrupt  # Killed between the writes.
   assert _tags(out) == {"old"} and _siblings(out) == []
