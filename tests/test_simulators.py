@@ -215,6 +215,22 @@ class ExpertKeysTest(parameterized.TestCase):
     # The extra experts are not copies of the first ones.
     self.assertFalse(np.array_equal(many[:, j], many[:, 0]))
 
+  @parameterized.parameters(True, False)
+  def test_independent_of_num_experts_under_both_threefry_modes(
+      self, partitionable):
+    # With jax_threefry_partitionable=False, split(key, J)[j] depends on J;
+    # fold_in(key, j) never does.
+    labels, _ = self._labels_groups()
+    key = jax.random.key(21)
+    p = np.linspace(0.1, 0.9, 6)
+    with jax.threefry_partitionable(partitionable):
+      few = experts.noisy_experts(key, labels, num_classes=6, p_correct=p[:2])
+      many = experts.noisy_experts(key, labels, num_classes=6, p_correct=p)
+      single = experts.noisy_expert(jax.random.fold_in(key, 1), labels,
+                                    num_classes=6, p_correct=p[1])
+    np.testing.assert_array_equal(few, np.asarray(many)[:, :2])
+    np.testing.assert_array_equal(single, np.asarray(many)[:, 1])
+
   def test_oracle_experts_columns_are_the_single_expert(self):
     labels, _ = self._labels_groups()
     mask = np.random.default_rng(16).random((5, 6)) < 0.5
