@@ -604,3 +604,16 @@ def test_split_set_sizes_marks_bad_values_under_jit():
   assert np.all(np.asarray(sizes)[:, 0] >= 1)
   sizes = fn(p, np.array([0, 3], np.int32), p, np.array([0.5]), score="aps")
   assert np.all(np.asarray(sizes) == -1)
+
+
+def test_split_set_sizes_sorts_the_calibration_once():
+  rng = np.random.default_rng(11)
+  _, sp = conformal.sort_probs(_probs(rng, 50, 5))
+  rank = np.zeros(50, np.int32)
+  alphas = np.linspace(0.05, 0.5, 10)
+  for score, kw in (("lac", {}), ("aps", {}),
+                    ("raps", dict(k_reg=1, lam=0.1))):
+    jaxpr = str(jax.make_jaxpr(
+        lambda a, b, c, d, s=score, kw=kw: conformal.split_set_sizes(
+            a, b, c, d, score=s, **kw))(sp[:25], rank[:25], sp[25:], alphas))
+    assert jaxpr.count(" sort[") == 1, score

@@ -116,7 +116,7 @@ def _floor_traced(n1: int, alpha: jax.Array) -> jax.Array:
   return jnp.where(valid, out, -1).astype(jnp.int32)
 
 
-def _alpha_floor(n1: int, alpha: ArrayLike) -> jax.Array:
+def alpha_floor(n1: int, alpha: ArrayLike) -> jax.Array:
   """``floor(n1 * alpha)`` (int32), -1 for an invalid traced alpha."""
   if _validation.is_concrete(alpha):
     _check_alpha(alpha)
@@ -152,7 +152,7 @@ def quantile_rank(n: int, alpha: ArrayLike) -> jax.Array:
     201
   """
   n = _check_n(n)
-  low = _alpha_floor(n + 1, alpha)
+  low = alpha_floor(n + 1, alpha)
   return jnp.where(low < 0, -1, n + 1 - low).astype(jnp.int32)
 
 
@@ -257,7 +257,7 @@ def conformity_threshold(
   _check_alpha_shape(alpha)
   n = c.shape[0]
   c = c if presorted else jnp.sort(c)
-  low = _alpha_floor(n + 1, alpha)
+  low = alpha_floor(n + 1, alpha)
   t = c[jnp.clip(low - 1, 0, n - 1)]
   t = jnp.where(low == 0, -jnp.inf, t)
   return jnp.where(low < 0, jnp.nan, t).astype(c.dtype)
@@ -311,20 +311,24 @@ def set_sizes_from_sorted(
                          "[n, num_classes]")
   c = jnp.asarray(sorted_conformity)
   t = _check_threshold(threshold)
-  return _prefix_sizes(c, t, include_crossing)
+  return prefix_sizes(c, t, include_crossing)
 
 
-def _prefix_sizes(c: jax.Array, t: jax.Array,
-                  include_crossing: bool) -> jax.Array:
-  """``[..., K]`` rank conformities, ``[]``/``[A]`` thresholds -> sizes."""
-  if t.ndim == 0:
-    keep = c >= t  # [..., K]
-  else:
-    keep = c[..., None, :] >= t[:, None]  # [..., A, K]
-  sizes = jnp.sum(jax.lax.cummin(keep.astype(jnp.int32), axis=keep.ndim - 1),
-                  axis=-1, dtype=jnp.int32)
+def prefix_sizes(c: jax.Array, t: jax.Array,
+                 include_crossing: bool) -> jax.Array:
+  """``[..., K]`` rank conformities, ``[]``/``[A]`` thresholds -> sizes.
+
+  The size is the length of the longest prefix with ``c >= t``: the number of
+  entries ``>= t`` of the running minimum, found by binary search so that
+  memory stays ``[..., A]``. A NaN threshold sorts above every value: size 0.
+  """
+  k = c.shape[-1]
+  ascending = jnp.flip(jax.lax.cummin(c, axis=c.ndim - 1), axis=-1)
+  rows = ascending.reshape(-1, k)
+  below = jax.vmap(lambda row: jnp.searchsorted(row, t, side="left"))(rows)
+  sizes = (k - below).reshape(c.shape[:-1] + t.shape).astype(jnp.int32)
   if include_crossing:
-    sizes = jnp.minimum(sizes + 1, c.shape[-1])
+    sizes = jnp.minimum(sizes + 1, k)
   return sizes
 
 
@@ -410,23 +414,23 @@ def sorted_sizes(
   if not per_alpha:
     c = _scores.sorted_conformity(sorted_probs, score=score, k_reg=k_reg,
                                   lam=lam, key=key, randomized=randomized)
-    return _prefix_sizes(c, threshold, include_crossing)
+    return prefix_sizes(c, threshold, include_crossing)
   if threshold.ndim != 1:
     raise ValueError("per-alpha RAPS `k_reg`/`lam` need `[A]` thresholds.")
   num = threshold.shape[0]
-  ks = _per_alpha(k_reg, num, "k_reg")
-  ls = _per_alpha(lam, num, "lam")
+  ks = per_alpha(k_reg, num, "k_reg")
+  ls = per_alpha(lam, num, "lam")
   _scores.check_raps_params(ks, ls)
 
   def one(t, kr, la):
     c = _scores.sorted_raps_conformity(sorted_probs, k_reg=kr, lam=la,
                                        key=key, randomized=randomized)
-    return _prefix_sizes(c, t, include_crossing)
+    return prefix_sizes(c, t, include_crossing)
 
   return jax.vmap(one, out_axes=1)(threshold, ks, ls)
 
 
-def _per_alpha(x: ArrayLike, num: int, name: str) -> jax.Array:
+def per_alpha(x: ArrayLike, num: int, name: str) -> jax.Array:
   if np.ndim(x) not in (0, 1) or (np.ndim(x) == 1 and np.shape(x)[0] != num):
     raise ValueError(f"`{name}` must be a scalar or have shape [A]=({num},), "
                      f"got shape {tuple(np.shape(x))}.")

@@ -18,7 +18,7 @@ def _label_rank_positions(order: jax.Array, sorted_probs: jax.Array,
                           labels: jax.Array) -> jax.Array:
   """0-indexed rank of each true label (start of its tie group)."""
   pos = jnp.argmax(order == labels[:, None], axis=-1)
-  start = _scores._tie_group_start(sorted_probs)  # pylint: disable=protected-access
+  start = _scores._tie_group_start(sorted_probs)
   return jnp.take_along_axis(start, pos[:, None], axis=-1)[:, 0]
 
 
@@ -75,8 +75,8 @@ def tune_raps(
   if n < 2:
     raise ValueError(f"the RAPS tuning set must hold at least 2 points, got {n}.")
   # Both ranks below are exact: ceil(m (1 - a)) = m - floor(m a).
-  low_k = _quantile._alpha_floor(n - 1, alpha)  # pylint: disable=protected-access
-  low_q = _quantile._alpha_floor(n + 1, alpha)  # pylint: disable=protected-access
+  low_k = _quantile.alpha_floor(n - 1, alpha)
+  low_q = _quantile.alpha_floor(n + 1, alpha)
   scalar = low_k.ndim == 0
   low_k, low_q = jnp.atleast_1d(low_k), jnp.atleast_1d(low_q)
   lam_grid = jnp.asarray(lam_grid, dtype=jnp.result_type(float))
@@ -93,7 +93,7 @@ def tune_raps(
                                             randomized=randomized)
     cal = jnp.sort(jnp.take_along_axis(rank_c, pos[:, None], axis=-1)[:, 0])
     t = jnp.where(j == 0, -jnp.inf, cal[jnp.clip(j - 1, 0, n - 1)])
-    return _quantile._prefix_sizes(rank_c, t, True).mean()  # pylint: disable=protected-access
+    return _quantile.prefix_sizes(rank_c, t, True).mean()
 
   sizes = jax.vmap(lambda j, k: jax.vmap(lambda lam: mean_size(j, k, lam))(
       lam_grid))(low_q, k_reg)

@@ -94,7 +94,7 @@ def split_set_sizes(
   ranks = jnp.asarray(label_rank_cal)
   alphas = jnp.asarray(alphas)
   num = alphas.shape[0]
-  low = _quantile._alpha_floor(n + 1, alphas)  # pylint: disable=protected-access
+  low = _quantile.alpha_floor(n + 1, alphas)
   include_crossing = score != "lac"
   rank_ok = jnp.all((ranks >= 0) & (ranks < k))
   idx = jnp.clip(ranks, 0, k - 1)[:, None]
@@ -104,19 +104,19 @@ def split_set_sizes(
     return jnp.where(j == 0, -jnp.inf, c[jnp.clip(j - 1, 0, n - 1)])
 
   if score == "raps" and (np.ndim(k_reg) > 0 or np.ndim(lam) > 0):
-    ks = _quantile._per_alpha(k_reg, num, "k_reg")  # pylint: disable=protected-access
-    ls = _quantile._per_alpha(lam, num, "lam")  # pylint: disable=protected-access
+    ks = _quantile.per_alpha(k_reg, num, "k_reg")
+    ls = _quantile.per_alpha(lam, num, "lam")
 
     def one(j, kr, la):
       conf = lambda sp: _scores.sorted_raps_conformity(sp, k_reg=kr, lam=la)
       t = thresholds(conf(sp_cal), j)
-      return _quantile._prefix_sizes(conf(sp_test), t, include_crossing)  # pylint: disable=protected-access
+      return _quantile.prefix_sizes(conf(sp_test), t, include_crossing)
 
     sizes = jax.vmap(one, out_axes=1)(low, ks, ls)
   else:
     conf = lambda sp: _scores.sorted_conformity(sp, score=score, k_reg=k_reg,
                                                 lam=lam)
     t = thresholds(conf(sp_cal), low)
-    sizes = _quantile._prefix_sizes(conf(sp_test), t, include_crossing)  # pylint: disable=protected-access
+    sizes = _quantile.prefix_sizes(conf(sp_test), t, include_crossing)
   sizes = jnp.where(low[None, :] < 0, -1, sizes)
   return jnp.where(rank_ok, sizes, -1).astype(jnp.int32)

@@ -1,1 +1,0 @@
-"""Documented experiment configurations (one module per experiment)."""
