@@ -384,7 +384,8 @@ class CheckpointStore:
       items["best"] = ocp.args.StandardSave(best)
     self._ckpt.save(step, args=ocp.args.Composite(**items), force=True)
     self._ckpt.wait_until_finished()  # hash only what orbax has committed
-    write_checksums(self.ckpt_dir / str(step))
+    if jax.process_index() == 0:  # one writer on a shared file system
+      write_checksums(self.ckpt_dir / str(step))
 
   def save_best(self, step: int, model_state: Any) -> None:
     """Exports the best model (replacing newer exports), then checksums."""
@@ -394,7 +395,8 @@ class CheckpointStore:
     self._best.save(step, args=ocp.args.Composite(
         model=ocp.args.StandardSave(model_state)), force=True)
     self._best.wait_until_finished()
-    write_checksums(self.best_dir / str(step))
+    if jax.process_index() == 0:
+      write_checksums(self.best_dir / str(step))
 
   def close(self) -> None:
     for mgr in (self._ckpt, self._best):
