@@ -3,8 +3,12 @@
 Both surrogates score ``K + J`` outputs per example: ``K`` class logits
 ``g_1..g_K`` followed by ``J`` deferral logits ``g_⊥1..g_⊥J``, one per expert.
 The number of classes is never passed; it is ``logits.shape[-1] - J`` with
-``J`` read from ``expert_predictions`` (losses) or ``num_experts`` (decisions
-and estimators).
+``J`` read from ``expert_predictions`` (losses) or ``num_experts``
+(estimators).
+
+Every function takes any leading batch shape ``[...]`` (none for a single
+example), so it works under ``jax.vmap``, e.g. for per-example gradients.
+Losses are per example; the caller reduces.
 """
 
 from __future__ import annotations
@@ -259,7 +263,7 @@ def softmax_correctness(
 
   Args:
     logits: ``[..., K + J]`` floating.
-    num_experts: the number of experts J (static).
+    num_experts: the number of experts J (static; Python or NumPy int).
     cap: clip the estimate at 1. Capped values and gradients are finite for
       any finite logits; uncapped ones overflow to inf once
       ``g_⊥j - logsumexp(g_1..g_K)`` exceeds the log of the dtype's maximum.
@@ -305,7 +309,7 @@ def ova_correctness(
 
   Args:
     logits: ``[..., K + J]`` floating.
-    num_experts: the number of experts J (static).
+    num_experts: the number of experts J (static; Python or NumPy int).
 
   Returns:
     ``[..., J]`` estimates in ``[0, 1]``, dtype of ``logits``.
@@ -340,7 +344,7 @@ def softmax_class_probabilities(
 
   Args:
     logits: ``[..., K + J]`` floating.
-    num_experts: the number of experts J (static).
+    num_experts: the number of experts J (static; Python or NumPy int).
 
   Returns:
     ``[..., K]`` probabilities summing to 1.
@@ -371,7 +375,7 @@ def ova_class_probabilities(
 
   Args:
     logits: ``[..., K + J]`` floating.
-    num_experts: the number of experts J (static).
+    num_experts: the number of experts J (static; Python or NumPy int).
     normalize: divide by the row sum (the raw one-vs-all estimates need not
       sum to 1 away from the optimum).
 
