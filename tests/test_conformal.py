@@ -617,3 +617,20 @@ def test_split_set_sizes_sorts_the_calibration_once():
         lambda a, b, c, d, s=score, kw=kw: conformal.split_set_sizes(
             a, b, c, d, score=s, **kw))(sp[:25], rank[:25], sp[25:], alphas))
     assert jaxpr.count(" sort[") == 1, score
+
+
+def test_prediction_sets_with_per_alpha_raps_parameters():
+  rng = np.random.default_rng(12)
+  p = _probs(rng, 30, 5)
+  t = np.array([0.2, 0.05, -0.1], np.float32)
+  k_reg, lam = np.array([1, 2, 0]), np.array([0.1, 0.01, 0.2], np.float32)
+  got = conformal.prediction_sets(p, threshold=t, score="raps", k_reg=k_reg,
+                                  lam=lam, include_crossing=True)
+  for a in range(3):
+    want = conformal.prediction_sets(p, threshold=t[a], score="raps",
+                                     k_reg=int(k_reg[a]), lam=lam[a],
+                                     include_crossing=True)
+    np.testing.assert_array_equal(got[a], want)
+  with pytest.raises(ValueError, match="k_reg"):
+    conformal.prediction_sets(p, threshold=t, score="raps", k_reg=k_reg[:2],
+                              lam=0.1)

@@ -85,7 +85,8 @@ def _floor_traced(n1: int, alpha: jax.Array) -> jax.Array:
   the float product only brackets the answer within ``w`` integers, and each
   candidate ``c`` is tested exactly with ``n1 * k - c * 10**d >= 0`` in int32
   arithmetic, whose wrap-around is harmless because the true difference is
-  below ``2**31``. Other alphas use the rounded float product.
+  below ``2**31``. Other alphas (and ``n1`` above about 5e7 in float32) use
+  the rounded float product.
   """
   dtype = alpha.dtype
   work = jnp.promote_types(dtype, jnp.float32)
@@ -385,7 +386,7 @@ def prediction_sets(
   t = _check_threshold(threshold)
   _scores.check_score(score)
   order, sp = _scores.sort_probs(probs)
-  sizes = sorted_sizes(sp, t, score=score, k_reg=k_reg, lam=lam,
+  sizes = _sizes_for_score(sp, t, score=score, k_reg=k_reg, lam=lam,
                        include_crossing=include_crossing, key=key,
                        randomized=randomized)
   n, k = order.shape
@@ -396,7 +397,7 @@ def prediction_sets(
   return rank_of_label[None] < sizes.T[:, :, None]
 
 
-def sorted_sizes(
+def _sizes_for_score(
     sorted_probs: jax.Array,
     threshold: jax.Array,
     *,
@@ -410,8 +411,8 @@ def sorted_sizes(
   """Prefix sizes ``[n]`` / ``[n, A]`` (RAPS parameters may be per alpha)."""
   if score == "raps":
     _scores.check_raps_params(k_reg, lam)
-  per_alpha = score == "raps" and (np.ndim(k_reg) > 0 or np.ndim(lam) > 0)
-  if not per_alpha:
+  by_alpha = score == "raps" and (np.ndim(k_reg) > 0 or np.ndim(lam) > 0)
+  if not by_alpha:
     c = _scores.sorted_conformity(sorted_probs, score=score, k_reg=k_reg,
                                   lam=lam, key=key, randomized=randomized)
     return prefix_sizes(c, threshold, include_crossing)
@@ -431,6 +432,7 @@ def sorted_sizes(
 
 
 def per_alpha(x: ArrayLike, num: int, name: str) -> jax.Array:
+  """A scalar or ``[A]`` parameter as ``[A]`` (ValueError naming it)."""
   if np.ndim(x) not in (0, 1) or (np.ndim(x) == 1 and np.shape(x)[0] != num):
     raise ValueError(f"`{name}` must be a scalar or have shape [A]=({num},), "
                      f"got shape {tuple(np.shape(x))}.")

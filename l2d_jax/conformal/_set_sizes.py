@@ -37,7 +37,8 @@ def split_set_sizes(
     sorted_probs_cal: ``[n, K]`` calibration probabilities sorted in
       decreasing order (``sort_probs``).
     label_rank_cal: ``[n]`` int 0-based rank of each calibration point's true
-      label in that order.
+      label in that order (any rank within a tie in probability gives the
+      same result).
     sorted_probs_test: ``[m, K]`` test probabilities sorted likewise.
     alphas: ``[A]`` miscoverage levels in (0, 1).
     score: ``'lac'``, ``'aps'`` or ``'raps'`` (static under jit).
