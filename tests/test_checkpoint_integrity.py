@@ -11,8 +11,6 @@ nothing corrupt is ever loaded.
 import hashlib
 import json
 import os
-import pathlib
-import shutil
 import warnings
 
 import chex
@@ -31,6 +29,7 @@ from l2d_jax.training import Trainer
 from l2d_jax.training import load_checkpoint
 from l2d_jax.training._checkpoint import CHECKSUM_FILE
 from l2d_jax.training._checkpoint import verify_checksums
+from l2d_jax.training._checkpoint import write_checksums
 
 FEATURES, NUM_CLASSES = 4, 3
 BATCH = 16  # a multiple of the 4 forced CPU devices
@@ -222,7 +221,6 @@ def test_every_step_corrupt_raises_naming_each_step_and_changes_nothing(
 
 def test_orbax_errors_name_the_step_directory(tmp_path):
   """Damage that the checksums cannot see (written before hashing)."""
-  from l2d_jax.training._checkpoint import write_checksums  # pylint: disable=g-import-not-at-top
   _run(tmp_path, 1)
   step_dir = tmp_path / "ckpt" / "1"
   _overwrite_64_bytes(_data_file(step_dir))
