@@ -56,6 +56,25 @@ def test_quantile_rank_cases_from_the_issue():
           n, dtype(a))) == want, (n, a, dtype)
 
 
+def test_quantile_rank_is_exact_for_random_short_decimals():
+  # Decimals k / 10**d with up to 6 significant digits and d <= 8 places,
+  # n up to 10**6, float32 and float64, concrete and under jit.
+  rng = np.random.default_rng(0)
+  jitted = jax.jit(conformal.quantile_rank, static_argnums=0)
+  for trial in range(20):
+    n = int(rng.integers(1, 10**6 if trial % 2 else 1000))
+    frac = []
+    for d in rng.integers(1, 9, 100):
+      digits = int(rng.integers(1, 7))
+      frac.append(fractions.Fraction(int(rng.integers(1, 10**min(digits, d))),
+                                     10**int(d)))
+    want = [math.ceil((n + 1) * (1 - f)) for f in frac]
+    a64 = np.array([float(f) for f in frac])
+    for alphas in (a64, a64.astype(np.float32)):
+      np.testing.assert_array_equal(conformal.quantile_rank(n, alphas), want)
+      np.testing.assert_array_equal(jitted(n, alphas), want)
+
+
 def test_quantile_rank_x64_traced_and_non_decimal_alpha():
   with jax.enable_x64(True):
     got = jax.jit(conformal.quantile_rank, static_argnums=0)(
