@@ -303,8 +303,9 @@ def workload(
     4 3 2.0
 
   References:
-    The workload metrics of conformal segregativity deferral (number of
-    queries, maximum and mean queries per queried expert).
+    Bary, Macq & Petit, No Need for "Learning" to Defer? A Training Free
+    Deferral Framework to Multiple Experts through Conformal Prediction
+    (the workload columns of its tables).
   """
   num_experts = _validation.check_static_int(num_experts, "num_experts",
                                              minimum=1)
