@@ -12,7 +12,10 @@ __all__ = (
     "as_numpy_rng",
     "augment_crop_flip",
     "balanced_assignment",
+    "CALIFORNIA_FEATURES",
+    "CALIFORNIA_RAW_COLUMNS",
     "CIFAR100_CLASSES",
+    "CIFAR100_COARSE_CLASSES",
     "CIFAR10_CLASSES",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
@@ -21,6 +24,9 @@ __all__ = (
     "epoch_permutation",
     "iterate_batches",
     "load_byo",
+    "load_california_housing",
+    "load_cifar100",
+    "load_cifar100_tfds",
     "load_cifar10_images",
     "load_cifar10_tfds",
     "load_cifar10h_counts",
@@ -34,6 +40,8 @@ __all__ = (
     "load_imagenet16h_human",
     "load_imagenet16h_model_preds",
     "load_model_probs",
+    "load_svhn",
+    "load_svhn_tfds",
     "MAX_ZIP_MEMBER_BYTES",
     "MAX_ZIP_RATIO",
     "mixture_of_gaussians",
@@ -89,3 +97,13 @@ from l2d_jax.data._mog import as_numpy_rng
 from l2d_jax.data._mog import mixture_of_gaussians
 from l2d_jax.data._mog import train_val_test_split
 # --- end images and mixture of Gaussians ---
+# --- top-k data sets: California Housing, SVHN, CIFAR-100 (issue 10) ---
+from l2d_jax.data._california import CALIFORNIA_FEATURES
+from l2d_jax.data._california import CALIFORNIA_RAW_COLUMNS
+from l2d_jax.data._california import load_california_housing
+from l2d_jax.data._cifar100 import CIFAR100_COARSE_CLASSES
+from l2d_jax.data._cifar100 import load_cifar100
+from l2d_jax.data._cifar100 import load_cifar100_tfds
+from l2d_jax.data._svhn import load_svhn
+from l2d_jax.data._svhn import load_svhn_tfds
+# --- end top-k data sets ---
