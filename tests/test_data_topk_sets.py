@@ -234,6 +234,14 @@ def test_svhn_refuses_v73_hdf5(tmp_path):
   assert info.value.path == str(path)
 
 
+def test_svhn_refuses_v4(tmp_path):
+  _, y = _svhn_arrays(2)
+  path = tmp_path / "old.mat"
+  scipy.io.savemat(path, {"X": np.zeros((32, 96)), "y": y}, format="4")
+  with pytest.raises(DataFileError, match=r"MATLAB v4\.0 file; only MATLAB v5"):
+    data.load_svhn(path)
+
+
 def test_svhn_refuses_decompression_bomb(tmp_path):
   x = np.zeros((32, 32, 3, 4000), np.uint8)  # 12 MB of zeros, ~12 kB stored.
   path = tmp_path / "bomb.mat"
