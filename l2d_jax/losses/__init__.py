@@ -14,6 +14,13 @@ __all__ = (
     # Estimators from one-vs-all-surrogate logits.
     "ova_correctness",
     "ova_class_probabilities",
+    # Top-k deferral.
+    "comp_sum_loss",
+    "agent_costs",
+    "topk_deferral_surrogate",
+    "topk_deferral_loss",
+    "cardinality_loss",
+    "cardinality_surrogate",
 )
 
 # Surrogate losses.
@@ -27,3 +34,11 @@ from l2d_jax.losses._multi_expert import softmax_correctness
 # Estimators from one-vs-all-surrogate logits.
 from l2d_jax.losses._multi_expert import ova_class_probabilities
 from l2d_jax.losses._multi_expert import ova_correctness
+
+# Top-k deferral.
+from l2d_jax.losses._topk import agent_costs
+from l2d_jax.losses._topk import cardinality_loss
+from l2d_jax.losses._topk import cardinality_surrogate
+from l2d_jax.losses._topk import comp_sum_loss
+from l2d_jax.losses._topk import topk_deferral_loss
+from l2d_jax.losses._topk import topk_deferral_surrogate
