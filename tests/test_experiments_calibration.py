@@ -1,19 +1,24 @@
-"""Smoke tests of the multi-expert calibration experiment on tiny settings."""
+"""Tests of the multi-expert calibration experiment on tiny settings."""
 
 import csv
 import io
 import json
+import re
+import shlex
 import zipfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from experiments import _cli
 from experiments import multi_expert_calibration as exp
-from experiments.configs import multi_expert_calibration as configs
+from experiments.multi_expert_calibration import __main__ as cli
+from experiments.multi_expert_calibration import config as configs
+from experiments.multi_expert_calibration import run as run_lib
 from l2d_jax import data
 
-TINY_MOG = ["--dataset", "mog", "--set", "num_samples=600", "--epochs", "1",
+TINY_MOG = ["--dataset", "mog", "--set", "num_samples=600", "--epochs", "2",
             "--batch-size", "64", "--seeds", "1", "--no-progress"]
 PNGS = ("ece.png", "system_accuracy.png", "reliability.png")
 
@@ -39,17 +44,18 @@ def _check_schema(out, dataset, experiment, keys, num_experts):
   return res
 
 
-def test_mog_increasing_experts_schema_and_resume(tmp_path, capsys):
+def test_mog_schema_resume_and_both_training_paths(tmp_path, capsys):
   out = tmp_path / "inc"
   argv = TINY_MOG + ["--experiment", "increasing-experts", "--settings",
                      "1,2", "--out", str(out)]
-  # A "killed" sweep: only the softmax runs were recorded.
-  exp.main(argv + ["--parameterisation", "softmax"])
+  # A "killed" sweep: only the softmax runs were recorded (trained together).
+  assert exp.main(argv + ["--parameterisation", "softmax"]) == 0
   first = json.loads((out / "results.json").read_text())["results"]
   assert len(first) == 2
-  assert not (out / "checkpoints" / "softmax_1_seed0").exists()
   capsys.readouterr()
-  exp.main(argv + ["--parameterisation", "both", "--keep-checkpoints"])
+  # Resumed one run at a time, with checkpoints kept.
+  assert exp.main(argv + ["--parameterisation", "both", "--sequential",
+                          "--keep-checkpoints"]) == 0
   assert "2 runs to do, 2 already recorded" in capsys.readouterr().out
   res = _check_schema(out, "mog", "increasing-experts",
                       {(p, s, 0) for p in ("softmax", "ova") for s in (1, 2)},
@@ -59,15 +65,81 @@ def test_mog_increasing_experts_schema_and_resume(tmp_path, capsys):
           ] == first
   assert (out / "checkpoints" / "ova_2_seed0" / "metrics.jsonl").exists()
   details = json.loads((out / "details.json").read_text())
-  assert details["config"]["epochs"] == 1 and len(details["runs"]) == 4
+  assert details["config"]["epochs"] == 2 and len(details["runs"]) == 4
+  assert details["command"] == cli.PROG + " " + " ".join(
+      shlex.quote(a) for a in argv + ["--parameterisation", "both",
+                                      "--sequential", "--keep-checkpoints"])
   # Rerunning a finished sweep trains nothing.
-  exp.main(argv)
+  assert exp.main(argv) == 0
   assert "0 runs to do, 4 already recorded" in capsys.readouterr().out
-  # Another configuration in the same folder is refused.
+  # Another configuration in the same folder is refused in one line.
   other = list(argv)
   other[other.index("--epochs") + 1] = "3"
-  with pytest.raises(ValueError, match="different configuration.*epochs"):
-    exp.main(other)
+  assert exp.main(other) == 2
+  err = capsys.readouterr().err
+  assert re.search(r"^error: .*different configuration.*epochs", err)
+  assert len(err.strip().splitlines()) == 1
+
+
+def test_runs_trained_together_match_runs_trained_alone():
+  cfg = run_lib.apply_overrides(configs.get_config("mog", "cpu"), {
+      "epochs": 6, "batch_size": 64, "patience": 2},
+                                ["num_samples=900"])
+  datasets = {s: run_lib.load_mog(cfg, s) for s in (0, 1)}
+  knowledge = exp.expert_knowledge("mog", "increasing-experts", 2, 4)
+  runs = [("softmax", 0), ("ova", 0), ("ova", 1)]
+  together = exp.train_together(datasets, runs, knowledge=knowledge, cfg=cfg,
+                                num_bins=15)
+  for (p, seed), (res, diag) in zip(runs, together):
+    alone, alone_diag = exp.train_and_evaluate(
+        datasets[seed], parameterisation=p, knowledge=knowledge, seed=seed,
+        cfg=cfg, num_bins=15, checkpoint_dir=None, progress=False)
+    assert diag["epochs"] == alone_diag["epochs"]
+    assert diag["best_epoch"] == alone_diag["best_epoch"]
+    assert diag["best_val"] == pytest.approx(alone_diag["best_val"],
+                                             rel=1e-5)
+    # Parameters agree to ~1e-6; an estimate may still cross an ECE bin edge.
+    assert res["system_accuracy"] == pytest.approx(
+        alone["system_accuracy"], abs=2 / 300)
+    np.testing.assert_allclose(res["ece_per_expert"],
+                               alone["ece_per_expert"], atol=2e-3)
+
+
+def test_evaluate_logits_by_hand():
+  # K = 2 classes, J = 1 expert; OvA estimate = sigmoid(g_⊥).
+  logits = np.array([[2.0, 0.0, -2.0],   # model keeps, predicts 0 (right)
+                     [0.0, 1.0, 3.0],    # defers; expert right
+                     [0.0, 1.0, -1.0],   # model keeps, predicts 1 (wrong)
+                     [1.0, 0.0, 2.0]],   # defers; expert wrong
+                    np.float32)
+  labels = np.array([0, 1, 0, 1])
+  preds = np.array([[1], [1], [0], [0]])
+  res, diag = exp.evaluate_logits(logits, labels, preds, "ova", num_bins=2)
+  conf = 1 / (1 + np.exp(-logits[:, 2]))
+  correct = np.array([0.0, 1.0, 1.0, 0.0])
+  low, high = conf < 0.5, conf >= 0.5  # examples 0, 2 | 1, 3
+  ece = sum(m.mean() * abs(conf[m].mean() - correct[m].mean())
+            for m in (low, high))
+  assert res["ece_per_expert"][0] == pytest.approx(ece, abs=1e-6)
+  assert res["ece_mean"] == pytest.approx(ece, abs=1e-6)
+  assert res["system_accuracy"] == 0.5
+  assert diag["coverage"] == 0.5 and diag["classifier_accuracy"] == 0.5
+  np.testing.assert_allclose(diag["deferral_rates"], [0.5])
+  np.testing.assert_allclose(diag["mean_estimate"], [conf.mean()], rtol=1e-6)
+  np.testing.assert_allclose(diag["expert_accuracy"], [0.5])
+  assert list(diag["reliability"][0]["counts"]) == [2, 2]
+  # Softmax: q_⊥ / (1 - q_⊥), capped at 1 (examples 1, 3 exceed 1 before).
+  res, diag = exp.evaluate_logits(logits, labels, preds, "softmax",
+                                  num_bins=2)
+  q = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+  raw = q[:, 2] / (1 - q[:, 2])
+  assert (raw > 1).tolist() == [False, True, False, True]
+  assert diag["softmax_estimate_above_one"][0] == 0.5
+  conf = np.minimum(raw, 1.0)
+  low, high = conf < 0.5, conf >= 0.5
+  ece = sum(m.mean() * abs(conf[m].mean() - correct[m].mean())
+            for m in (low, high) if m.any())
+  assert res["ece_mean"] == pytest.approx(ece, abs=1e-6)
 
 
 def test_expert_knowledge_definitions():
@@ -123,54 +195,83 @@ def test_cifar10_expert_dependence_on_fake_images(tmp_path):
   """The image path (uint8 batches, SmallCNN) and §5.3's four experts."""
   _fake_cifar(tmp_path / "data")
   out = tmp_path / "c10"
-  exp.main(["--dataset", "cifar10", "--experiment", "expert-dependence",
-            "--settings", "0.95", "--parameterisation", "ova", "--seeds", "1",
-            "--epochs", "1", "--batch-size", "8", "--set", "train_size=null",
-            "--data-dir", str(tmp_path / "data"), "--cache-dir",
-            str(tmp_path / "cache"), "--out", str(out), "--no-progress"])
+  assert exp.main([
+      "--dataset", "cifar10", "--experiment", "expert-dependence",
+      "--settings", "0.95", "--parameterisation", "ova", "--seeds", "1",
+      "--epochs", "1", "--batch-size", "8", "--set", "train_size=null",
+      "--data-dir", str(tmp_path / "data"), "--cache-dir",
+      str(tmp_path / "cache"), "--out", str(out), "--no-progress"]) == 0
   _check_schema(out, "cifar10", "expert-dependence", {("ova", 0.95, 0)},
                 lambda s: 4)
   assert "ECE random expert" in (out / "table.md").read_text()
 
 
-def test_help_exits_zero():
+def test_help_shows_every_option_with_help(capsys):
   with pytest.raises(SystemExit) as e:
     exp.main(["--help"])
   assert e.value.code == 0
+  assert "(default: 3)" in capsys.readouterr().out  # --seeds
+  assert _cli.options_without_help(cli.build_parser()) == []
 
 
-def test_configs_are_documented():
-  for (dataset, name), fn in configs.CONFIGS.items():
-    assert "Command" in fn.__doc__ and "Expected" in fn.__doc__, fn.__name__
-    cfg = configs.get_config(dataset, name)
-    assert {"epochs", "patience", "monitor", "batch_size", "lr"} <= set(cfg)
+def _documented_commands(fn):
+  doc = fn.__doc__
+  block = doc[doc.index("Command::"):].split("\n\n")[1]
+  return shlex.split(block.replace("\\\n", " "))
+
+
+@pytest.mark.parametrize("key", sorted(configs.CONFIGS))
+def test_documented_commands_run_the_documented_config(key):
+  """Each config's command selects it, and the numbers its text states hold."""
+  dataset, name = key
+  fn = configs.CONFIGS[key]
+  argv = _documented_commands(fn)
+  assert argv[:3] == ["python", "-m", "experiments.multi_expert_calibration"]
+  args = cli.build_parser().parse_args(argv[3:])
+  assert (args.dataset, args.config) == key
+  cfg = configs.get_config(dataset, name)
+  assert "Expected" in fn.__doc__, f"{fn.__name__} states no expected result"
+  recipe = fn
+  if "identical to :func:`mog_paper`" in " ".join(fn.__doc__.split()):
+    assert cfg == configs.mog_paper()
+    recipe = configs.mog_paper
+  doc = " ".join(recipe.__doc__.split())
+  stated = {"batch_size": re.findall(r"batch (\d+)", doc),
+            "epochs": re.findall(r"(?:at most|and) (\d+) epochs", doc),
+            "patience": re.findall(r"look-ahead of (\d+) epochs", doc),
+            "lr": re.findall(r"\blr (?:here is )?(\d[0-9.e-]*\d)", doc)[:1]}
+  assert stated["batch_size"] and stated["epochs"] and stated["lr"], stated
+  for k, values in stated.items():
+    for v in values:
+      assert float(v) == cfg[k], (recipe.__name__, k, v)
+
+
+def test_unknown_config_is_refused():
   with pytest.raises(ValueError, match="no config"):
     configs.get_config("mnist", "cpu")
 
 
-@pytest.mark.parametrize("argv, err, match", [
-    (["--seeds", "0"], ValueError, "--seeds"),
-    (["--settings", "1,x"], ValueError, "--settings"),
-    (["--settings", "0.5"], ValueError, "integers >= 1"),
-    (["--experiment", "expert-dependence", "--settings", "1.5"], ValueError,
+@pytest.mark.parametrize("argv, match", [
+    (["--seeds", "0"], "--seeds must be >= 1"),
+    (["--settings", "1,x"], "--settings must"),
+    (["--settings", "0.5"], "integers >= 1"),
+    (["--experiment", "expert-dependence", "--settings", "1.5"],
      "probabilities"),
-    (["--settings", "2,2"], ValueError, "duplicates"),
-    (["--epochs", "0"], ValueError, "--epochs"),
-    (["--set", "hidden"], ValueError, "KEY=VALUE"),
-    (["--set", "depth=3"], ValueError, "unknown config key"),
-    (["--num-bins", "0"], ValueError, "--num-bins"),
+    (["--settings", "2,2"], "must not repeat"),
+    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--set", "hidden"], "KEY=VALUE"),
+    (["--set", "depth=3"], "unknown config key"),
+    (["--num-bins", "0"], "--num-bins must be >= 1"),
     (["--dataset", "cifar10", "--data-dir", "/nonexistent"],
-     FileNotFoundError, "--data-dir"),
+     "--data-dir: /nonexistent does not exist; pass the data directory with "
+     "--data-dir PATH"),
+    (["--dataset", "mnist"], "--dataset"),
+    (["--parameterisation", "sigmoid"], "--parameterisation"),
+    (["--seeds", "three"], "--seeds must be an integer"),
 ])
-def test_bad_arguments_raise_clear_errors(tmp_path, argv, err, match):
-  with pytest.raises(err, match=match):
-    exp.main(argv + ["--out", str(tmp_path), "--no-progress"])
-
-
-@pytest.mark.parametrize("argv", [["--dataset", "mnist"],
-                                  ["--parameterisation", "sigmoid"],
-                                  ["--seeds", "three"]])
-def test_bad_choices_exit_with_usage(argv):
-  with pytest.raises(SystemExit) as e:
-    exp.main(argv)
-  assert e.value.code == 2
+def test_bad_arguments_end_with_one_line(tmp_path, capsys, argv, match):
+  assert exp.main(argv + ["--out", str(tmp_path / "o"), "--no-progress"]) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+  assert match in err
+  assert not (tmp_path / "o").exists()  # nothing was written

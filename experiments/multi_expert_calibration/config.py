@@ -6,7 +6,9 @@ Ensembles", AISTATS 2023, §5 (METHODS.md §5). Entry point:
 ``python -m experiments.multi_expert_calibration``.
 
 One function per ``(dataset, config)`` returns a plain dict; its docstring
-names the paper setting, the command and the result to expect.
+names the paper setting, the command and the result to expect (the tests
+parse every documented command and check the numbers the docstring states
+against the dict).
 :func:`get_config` looks one up, :data:`SETTINGS` holds the default x-axis of
 each ``(dataset, experiment)`` (number of experts, or the probability that
 the three non-random experts know the label in §5.3).
@@ -174,10 +176,11 @@ def cifar10_cpu() -> dict[str, Any]:
   """CIFAR-10 scaled down to run on a CPU in minutes.
 
   Same data protocol as :func:`cifar10_gpu`, but the LeNet-style
-  ``SmallCNN`` (62 k parameters), no augmentation, Adam (lr 2e-3, cosine)
-  and 4 epochs on the 45,000 training images (about 30 s per epoch on two
-  busy CPU cores). The classifier reaches only about 55 % accuracy, so the
-  system leans on the experts far more than with a WRN-28-10.
+  ``SmallCNN`` (62 k parameters), no augmentation, Adam (lr 2e-3, cosine),
+  batch 128 and 4 epochs on the 45,000 training images (about 30 s per
+  epoch on two busy CPU cores). The classifier reaches only about 55 %
+  accuracy, so the system leans on the experts far more than with a
+  WRN-28-10.
 
   Command::
 

@@ -1,56 +1,30 @@
-"""Calibration of multi-expert learning to defer: softmax vs one-vs-all.
+"""Training and evaluation of the calibration experiment (library calls only).
 
-Reproduces §5.2-5.4 of Verma, Barrejón & Nalisnick (AISTATS 2023;
-METHODS.md §5). For every (parameterisation, setting, seed) a model with
-``K + J`` outputs is trained with the library's ``Trainer`` on the softmax
-or the one-vs-all (OvA) surrogate, then evaluated on the test set:
+For every (parameterisation, setting, seed) a model with ``K + J`` outputs is
+trained on the softmax or the one-vs-all (OvA) surrogate, then evaluated on
+the test split (correctness estimates, their per-expert ECE, system
+accuracy); see the package docstring. Two ways to train:
 
-* the correctness estimates P(m_j = y | x): softmax
-  ``q_⊥j / (1 - Σ_j' q_⊥j')`` capped at 1, OvA ``sigmoid(g_⊥j)``;
-* the ECE of each expert's estimate against the observed ``1[m_j = y]``
-  (equal-width bins, 15 by default; the paper does not give the number);
-* the system accuracy with the deferral rule ``argmax_j g_⊥j`` when it beats
-  ``max_k g_k``.
+* the runs of one setting trained at once (:func:`train_together`): every
+  seed and both surrogates in one ``training.SeedTrainer`` program, the loss
+  picking each run's surrogate from a flag in its data. Used for the MLP
+  configs (MoG), whose steps are far too small to keep a device busy alone.
+* one run at a time (:func:`train_and_evaluate`) with ``training.Trainer``,
+  checkpointed every ``save_every`` epochs so a killed run resumes mid-way
+  (CIFAR-10, ``--sequential``).
 
-Experiments (``--experiment``), expert ``j`` 0-based:
-
-* ``increasing-experts`` (§5.2): setting = number of experts J; each expert
-  is an oracle on MoG clusters 3-4 (ids 2, 3) / the first 5 CIFAR-10 classes
-  and guesses uniformly over all K classes elsewhere.
-* ``expert-dependence`` (§5.3): 4 experts; expert 0 always guesses at
-  random; experts 1-3 know the label with probability p = setting on the
-  same groups as above and guess elsewhere. The plotted ECE is expert 0's.
-* ``specialised`` (§5.4): setting = J; expert e is an oracle on groups
-  ``2e, 2e + 1`` (modulo the number of groups: on the 4-cluster MoG, experts
-  2, 3, ... repeat the expertise of experts 0, 1, ...).
-
-A guess may hit the true label (accuracy ``p + (1 - p) / K``), as in the
-authors' simulators.
-
-Example::
-
-  python -m experiments.multi_expert_calibration --dataset mog \
-      --experiment increasing-experts --parameterisation both --seeds 3 \
-      --out results/multi_expert_calibration/mog_increasing-experts
-
-Writes, under ``--out``: ``results.json`` (exactly ``{"dataset",
-"experiment", "results": [{"parameterisation", "setting", "seed",
-"ece_mean", "ece_per_expert", "system_accuracy"}, ...]}``), ``details.json``
-(config, per-run training and diagnostic numbers), ``table.md``,
-``ece.png``, ``system_accuracy.png`` and ``reliability.png``. ``progress.json``
-is rewritten atomically after every run and each run checkpoints under
-``checkpoints/``; rerunning the same command resumes, skipping finished runs.
+On MoG both give the same numbers for the same seeds (same initialisation,
+same on-device data order ``fold_in(key(seed), 3)``, same early stopping),
+up to float summation order.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
 import pathlib
 import shutil
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -62,7 +36,8 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from experiments import _io
-from experiments.configs import multi_expert_calibration as configs
+from experiments.multi_expert_calibration import config as configs
+from experiments.multi_expert_calibration import report
 from l2d_jax import deferral
 from l2d_jax import experts
 from l2d_jax import losses
@@ -70,9 +45,8 @@ from l2d_jax import metrics
 from l2d_jax import training
 
 EXPERIMENTS = ("increasing-experts", "expert-dependence", "specialised")
-PARAMETERISATIONS = ("softmax", "ova")
-RESULT_KEYS = ("parameterisation", "setting", "seed", "ece_mean",
-               "ece_per_expert", "system_accuracy")
+PARAMETERISATIONS = report.PARAMETERISATIONS
+RESULT_KEYS = report.RESULT_KEYS
 # Groups on which the experts of §5.2/§5.3 know the label (0-based): MoG
 # clusters 3 and 4 of the paper, the first five CIFAR-10 classes.
 EXPERT_GROUPS = {"mog": (2, 3), "cifar10": (0, 1, 2, 3, 4)}
@@ -80,8 +54,8 @@ NUM_CLASSES = {"mog": 4, "cifar10": 10}
 DEPENDENCE_EXPERTS = 4  # one random expert + three improving ones
 SURROGATES = {"softmax": losses.multi_expert_softmax_loss,
               "ova": losses.multi_expert_ova_loss}
-COLOURS = {"softmax": "tab:blue", "ova": "tab:orange"}
-LABELS = {"softmax": "Softmax", "ova": "OvA"}
+# Key of the on-device data order (0, 1, 2 draw the train/val/test experts).
+ORDER_STREAM = 3
 
 
 # ---------------------------------------------------------------------------
@@ -264,6 +238,39 @@ def make_fns(parameterisation: str, num_experts: int):
   return loss_fn, val_metrics_fn, logits_fn
 
 
+def make_mixed_fns(num_experts: int):
+  """``(loss_fn, val_metrics_fn, logits_fn)`` for runs of both surrogates.
+
+  Each batch carries ``ova`` (bool per example, constant within a run): the
+  loss of a run is the OvA surrogate where it is set, the softmax one
+  elsewhere, so runs of both surrogates share one compiled program.
+  """
+
+  def per_example(logits, batch):
+    sm = losses.multi_expert_softmax_loss(logits, batch["label"],
+                                          batch["experts"])
+    ova = losses.multi_expert_ova_loss(logits, batch["label"],
+                                       batch["experts"])
+    return jnp.where(batch["ova"], ova, sm)
+
+  def loss_fn(model, batch):
+    return per_example(model(_inputs(batch)), batch).mean(), {}
+
+  def val_metrics_fn(model, batch):
+    logits = model(_inputs(batch))
+    num_classes = logits.shape[-1] - num_experts
+    defer = deferral.argmax_deferral(logits, num_experts=num_experts)
+    answers = metrics.system_predictions(
+        defer, jnp.argmax(logits[:, :num_classes], axis=-1), batch["experts"])
+    return {"loss": per_example(logits, batch),
+            "system_accuracy": (answers == batch["label"]).astype(jnp.float32)}
+
+  def logits_fn(model, batch):
+    return {"logits": model(_inputs(batch))}
+
+  return loss_fn, val_metrics_fn, logits_fn
+
+
 # ---------------------------------------------------------------------------
 # Batches.
 
@@ -337,7 +344,7 @@ def _test_metrics(logits, labels, expert_preds, *, parameterisation,
       expert_accuracy=correct.mean(axis=0),
       softmax_estimate_above_one=above_one,
       classifier_accuracy=jnp.mean(class_pred == labels),
-      coverage=metrics.coverage(defer),
+      coverage=metrics.model_coverage(defer),
       deferral_rates=metrics.deferral_rates(defer, num_experts=num_experts),
       diagram=diagram)
 
@@ -381,7 +388,44 @@ def evaluate_logits(logits: np.ndarray, labels: np.ndarray,
 
 
 # ---------------------------------------------------------------------------
-# One training run.
+# Training.
+
+
+def expert_predictions(ds: Dataset, knowledge: np.ndarray, seed: int
+                       ) -> dict[str, np.ndarray]:
+  """Simulated answers ``[N, J]`` on the train, val and test splits."""
+  key = jax.random.key(seed)
+  return {name: simulate_experts(jax.random.fold_in(key, i),
+                                 getattr(ds, name), knowledge, ds.num_classes)
+          for i, name in enumerate(("train", "val", "test"))}
+
+
+def order_key(seed: int) -> jax.Array:
+  """Key of the on-device data order of ``seed``'s runs."""
+  return jax.random.fold_in(jax.random.key(seed), ORDER_STREAM)
+
+
+def _check_cfg(cfg: dict[str, Any], num_train: int) -> tuple[int, str, str]:
+  steps = num_train // cfg["batch_size"]
+  if steps < 1:
+    raise ValueError(f"batch_size {cfg['batch_size']} exceeds the "
+                     f"{num_train} training examples.")
+  monitor = cfg["monitor"]
+  if monitor not in ("loss", "system_accuracy"):
+    raise ValueError(f"monitor must be 'loss' or 'system_accuracy', got "
+                     f"{monitor!r}.")
+  return steps, monitor, "min" if monitor == "loss" else "max"
+
+
+def _summary(history: Sequence[dict[str, Any]], monitor: str, mode: str,
+             seconds: float) -> dict[str, Any]:
+  values = [r[f"eval/{monitor}"] for r in history]
+  best = int(np.argmin(values) if mode == "min" else np.argmax(values))
+  return dict(epochs=len(history), best_epoch=history[best]["epoch"],
+              best_val=values[best],
+              best_val_system_accuracy=history[best]["eval/system_accuracy"],
+              final_train_loss=history[-1]["train/loss"],
+              train_seconds=seconds)
 
 
 def train_and_evaluate(ds: Dataset, *, parameterisation: str,
@@ -390,36 +434,37 @@ def train_and_evaluate(ds: Dataset, *, parameterisation: str,
                        checkpoint_dir: pathlib.Path | None,
                        progress: bool) -> tuple[dict[str, Any],
                                                 dict[str, Any]]:
-  """Trains one model and evaluates it on the test split."""
+  """Trains one model with ``training.Trainer`` and evaluates it.
+
+  Feature data (MoG) stays on the device (``training.DeviceEpochs`` keyed by
+  :func:`order_key`); images go through the host pipeline (augmentation).
+
+  Returns:
+    ``(result, details)``: the ``results.json`` numbers of the run and the
+    diagnostics of :func:`evaluate_logits` plus training facts.
+  """
   num_experts = knowledge.shape[0]
-  key = jax.random.key(seed)
-  preds = {name: simulate_experts(jax.random.fold_in(key, i),
-                                  getattr(ds, name), knowledge,
-                                  ds.num_classes)
-           for i, name in enumerate(("train", "val", "test"))}
+  preds = expert_predictions(ds, knowledge, seed)
   model = build_model(cfg, ds.num_classes, num_experts, seed)
-  steps = ds.train.labels.size // cfg["batch_size"]
-  if steps < 1:
-    raise ValueError(f"batch_size {cfg['batch_size']} exceeds the "
-                     f"{ds.train.labels.size} training examples.")
+  steps, monitor, mode = _check_cfg(cfg, ds.train.labels.size)
   tx = build_optimizer(cfg, steps * cfg["epochs"])
   loss_fn, val_fn, logits_fn = make_fns(parameterisation, num_experts)
-  monitor = cfg["monitor"]
-  if monitor not in ("loss", "system_accuracy"):
-    raise ValueError(f"monitor must be 'loss' or 'system_accuracy', got "
-                     f"{monitor!r}.")
-  mode = "min" if monitor == "loss" else "max"
   eval_bs = cfg["eval_batch_size"]
+  if ds.train.inputs.ndim == 4:
+    train = lambda e: make_batches(ds.train, preds["train"],
+                                   batch_size=cfg["batch_size"], seed=seed,
+                                   epoch=e, train=True,
+                                   augment=cfg.get("augment", False))
+  else:
+    train = training.DeviceEpochs(
+        {"x": ds.train.inputs, "label": ds.train.labels,
+         "experts": preds["train"]}, cfg["batch_size"], key=order_key(seed))
   t0 = time.perf_counter()
   with training.Trainer(model, tx, loss_fn, checkpoint_dir=checkpoint_dir,
                         save_every=cfg["save_every"], max_to_keep=1,
                         progress=progress) as trainer:
     history = trainer.fit(
-        lambda e: make_batches(ds.train, preds["train"],
-                               batch_size=cfg["batch_size"], seed=seed,
-                               epoch=e, train=True,
-                               augment=cfg.get("augment", False)),
-        cfg["epochs"],
+        train, cfg["epochs"],
         eval_fn=lambda: trainer.evaluate(
             make_batches(ds.val, preds["val"], batch_size=eval_bs, seed=seed,
                          epoch=0, train=False), val_fn),
@@ -431,48 +476,130 @@ def train_and_evaluate(ds: Dataset, *, parameterisation: str,
   seconds = time.perf_counter() - t0
   out, diag = evaluate_logits(logits, ds.test.labels, preds["test"],
                               parameterisation, num_bins=num_bins)
-  values = [r[f"eval/{monitor}"] for r in history]
-  best = int(np.argmin(values) if mode == "min" else np.argmax(values))
-  diag.update(epochs=len(history), best_epoch=history[best]["epoch"],
-              best_val=values[best],
-              best_val_system_accuracy=history[best]["eval/system_accuracy"],
-              final_train_loss=history[-1]["train/loss"],
-              train_seconds=seconds)
+  diag.update(_summary(history, monitor, mode, seconds),
+              trained_with="Trainer (one run)")
   return out, diag
 
 
+# Evaluation chunk of the runs trained together: activations of 10 runs x
+# 20,000 examples fall out of the CPU caches (an epoch's validation took 200
+# ms in one chunk, 40 ms in chunks of 1,000 here); the means do not depend on
+# the chunking beyond float rounding.
+_EVAL_CHUNK = 1024
+
+
+def _eval_chunk(cfg: dict[str, Any], n: int) -> int:
+  """Chunk <= eval_batch_size and _EVAL_CHUNK that pads ``n`` the least."""
+  limit = max(1, min(int(cfg["eval_batch_size"]), _EVAL_CHUNK, n))
+  return -(-n // -(-n // limit))
+
+
+def train_together(datasets: dict[int, Dataset], runs: Sequence[tuple[str,
+                                                                      int]],
+                   *, knowledge: np.ndarray, cfg: dict[str, Any],
+                   num_bins: int) -> list[tuple[dict[str, Any],
+                                                dict[str, Any]]]:
+  """Trains the runs ``[(parameterisation, seed), ...]`` of one setting at once.
+
+  One ``training.SeedTrainer`` program holds every run (``jax.vmap`` over the
+  stacked model/optimiser states): run ``r`` starts from ``build_model(...,
+  seed)``, sees its seed's data in the order of :func:`order_key`, and stops
+  early on its own validation ``monitor``, exactly as
+  :func:`train_and_evaluate` would train it.
+
+  Args:
+    datasets: ``{seed: Dataset}`` (feature data, same sizes for all seeds).
+    runs: ``(parameterisation, seed)`` pairs.
+    knowledge: ``[J, G]`` expert knowledge of the setting.
+    cfg: the experiment config.
+    num_bins: ECE bins.
+
+  Returns:
+    ``(result, details)`` per run, in the order of ``runs``.
+  """
+  num_experts = knowledge.shape[0]
+  first = datasets[runs[0][1]]
+  steps, monitor, mode = _check_cfg(cfg, first.train.labels.size)
+  preds = {seed: expert_predictions(datasets[seed], knowledge, seed)
+           for seed in sorted({s for _, s in runs})}
+
+  def stacked(split: str) -> dict[str, np.ndarray]:
+    parts = []
+    for p, seed in runs:
+      sp = getattr(datasets[seed], split)
+      parts.append({"x": sp.inputs, "label": sp.labels,
+                    "experts": preds[seed][split],
+                    "ova": np.full(sp.labels.size, p == "ova")})
+    return {k: np.stack([d[k] for d in parts]) for k in parts[0]}
+
+  loss_fn, val_fn, logits_fn = make_mixed_fns(num_experts)
+  models = [build_model(cfg, first.num_classes, num_experts, seed)
+            for _, seed in runs]
+  tx = build_optimizer(cfg, steps * cfg["epochs"])
+  t0 = time.perf_counter()
+  trainer = training.SeedTrainer(models, tx, loss_fn)
+  histories = trainer.fit(
+      stacked("train"), cfg["epochs"], batch_size=cfg["batch_size"],
+      keys=jnp.stack([order_key(seed) for _, seed in runs]),
+      val=stacked("val"), metrics_fn=val_fn,
+      eval_batch_size=_eval_chunk(cfg, first.val.labels.size), monitor=monitor,
+      mode=mode, patience=cfg["patience"])
+  test = stacked("test")
+  logits = trainer.predict(test, logits_fn, batch_size=_eval_chunk(
+      cfg, first.test.labels.size))["logits"]
+  seconds = time.perf_counter() - t0
+  out = []
+  for r, (p, seed) in enumerate(runs):
+    res, diag = evaluate_logits(logits[r], test["label"][r],
+                                test["experts"][r], p, num_bins=num_bins)
+    diag.update(_summary(histories[r], monitor, mode, seconds),
+                trained_with=f"SeedTrainer ({len(runs)} runs at once; "
+                "train_seconds is the group's)")
+    out.append((res, diag))
+  return out
+
+
 # ---------------------------------------------------------------------------
-# Sweep, resumption, summaries.
+# Sweep and resumption.
 
 
-def parse_settings(text: str | None, dataset: str,
-                   experiment: str) -> list[float]:
-  """``--settings`` (comma-separated) or the config's default settings."""
-  if text is None:
-    return list(configs.SETTINGS[(dataset, experiment)])
-  try:
-    values = [float(v) for v in text.split(",") if v.strip()]
-  except ValueError as e:
-    raise ValueError(f"--settings must be comma-separated numbers: {e}") from e
-  if not values:
-    raise ValueError("--settings is empty.")
-  if len(set(values)) != len(values):
-    raise ValueError(f"--settings has duplicates: {text!r}.")
+def default_settings(dataset: str, experiment: str) -> list[float]:
+  """The config's x-axis values of ``(dataset, experiment)``."""
+  return list(configs.SETTINGS[(dataset, experiment)])
+
+
+def check_settings(values: Sequence[float], experiment: str) -> list[float]:
+  """Validates ``--settings`` for ``experiment`` (numbers of experts or p)."""
   if experiment == "expert-dependence":
     if any(not 0.0 <= v <= 1.0 for v in values):
       raise ValueError(f"--settings for expert-dependence are probabilities "
-                       f"in [0, 1], got {values}.")
-    return values
+                       f"in [0, 1], got {list(values)}.")
+    return [float(v) for v in values]
   if any(v < 1 or v != int(v) for v in values):
     raise ValueError(f"--settings for {experiment} are numbers of experts "
-                     f"(integers >= 1), got {values}.")
+                     f"(integers >= 1), got {list(values)}.")
   return [int(v) for v in values]
 
 
-def apply_overrides(cfg: dict[str, Any], args: argparse.Namespace
-                    ) -> dict[str, Any]:
-  """Applies ``--epochs``/``--patience``/... and ``--set KEY=VALUE``."""
-  for item in args.set or ():
+OVERRIDES = ("epochs", "patience", "batch_size", "lr", "monitor")
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: dict[str, Any],
+                    sets: Sequence[str] = ()) -> dict[str, Any]:
+  """Applies ``--set KEY=VALUE`` then the named options that are not None.
+
+  Args:
+    cfg: a config dict (modified and returned).
+    overrides: ``{key: value or None}`` for :data:`OVERRIDES`.
+    sets: ``KEY=VALUE`` strings; VALUE is JSON (else a string).
+
+  Returns:
+    ``cfg``.
+
+  Raises:
+    ValueError: a malformed or unknown ``--set``, or invalid values.
+  """
+  for item in sets:
     if "=" not in item:
       raise ValueError(f"--set expects KEY=VALUE, got {item!r}.")
     k, v = item.split("=", 1)
@@ -483,23 +610,24 @@ def apply_overrides(cfg: dict[str, Any], args: argparse.Namespace
       cfg[k] = json.loads(v)
     except json.JSONDecodeError:
       cfg[k] = v
-  for name in ("epochs", "patience", "batch_size", "lr", "monitor"):
-    value = getattr(args, name)
+  for name, value in overrides.items():
     if value is not None:
       cfg[name] = value
   if cfg.get("patience") is not None and cfg["patience"] <= 0:
     cfg["patience"] = None  # --patience 0 disables early stopping
   if not isinstance(cfg["epochs"], int) or cfg["epochs"] < 1:
     raise ValueError(f"--epochs must be an integer >= 1, got {cfg['epochs']}.")
-  if cfg["batch_size"] < 1:
-    raise ValueError(f"--batch-size must be >= 1, got {cfg['batch_size']}.")
+  if not isinstance(cfg["batch_size"], int) or cfg["batch_size"] < 1:
+    raise ValueError(f"--batch-size must be an integer >= 1, got "
+                     f"{cfg['batch_size']}.")
   if cfg["monitor"] not in ("loss", "system_accuracy"):
     raise ValueError(f"--monitor must be loss or system_accuracy, got "
                      f"{cfg['monitor']!r}.")
   return cfg
 
 
-def _run_name(parameterisation: str, setting: float, seed: int) -> str:
+def run_name(parameterisation: str, setting: float, seed: int) -> str:
+  """Name of one run's checkpoint folder."""
   return f"{parameterisation}_{setting:g}_seed{seed}"
 
 
@@ -520,11 +648,13 @@ def load_progress(out: pathlib.Path, identity: dict[str, Any],
   if not path.exists():
     return []
   state = json.loads(path.read_text())
-  if state.get("identity") != json.loads(json.dumps(identity)):
+  # Compared as written (floats rounded by _io), also for older files.
+  same = lambda d: json.loads(_io.to_json(d))
+  if same(state.get("identity")) != same(identity):
     flat = lambda d: {**{k: v for k, v in d.items() if k != "config"},
                       **{f"config.{k}": v
                          for k, v in d.get("config", {}).items()}}
-    old, new = flat(state.get("identity", {})), flat(identity)
+    old, new = flat(same(state.get("identity", {}))), flat(same(identity))
     diff = sorted(k for k in set(old) | set(new)
                   if json.dumps(old.get(k)) != json.dumps(new.get(k)))
     raise ValueError(
@@ -533,276 +663,135 @@ def load_progress(out: pathlib.Path, identity: dict[str, Any],
   return list(state["runs"])
 
 
-def summarise(results: list[dict[str, Any]], experiment: str
-              ) -> dict[str, dict[float, dict[str, float]]]:
-  """Mean and std over seeds of the plotted ECE and system accuracy."""
-  summary: dict[str, dict[float, dict[str, float]]] = {}
-  for p in PARAMETERISATIONS:
-    rows = [r for r in results if r["parameterisation"] == p]
-    for s in sorted({r["setting"] for r in rows}):
-      sel = [r for r in rows if r["setting"] == s]
-      ece = np.array([r["ece_mean"] for r in sel])
-      rand = np.array([r["ece_per_expert"][0] for r in sel])
-      acc = np.array([r["system_accuracy"] for r in sel])
-      sd = lambda a: float(a.std(ddof=1)) if a.size > 1 else 0.0
-      summary.setdefault(p, {})[s] = {
-          "n": len(sel), "ece_mean": float(ece.mean()), "ece_std": sd(ece),
-          "random_ece_mean": float(rand.mean()), "random_ece_std": sd(rand),
-          "acc_mean": float(acc.mean()), "acc_std": sd(acc)}
-  return summary
+@dataclasses.dataclass
+class Options:
+  """What to run (the parsed command line, minus presentation options)."""
+
+  dataset: str = "mog"
+  experiment: str = "increasing-experts"
+  parameterisations: tuple[str, ...] = PARAMETERISATIONS
+  seeds: tuple[int, ...] = (0, 1, 2)
+  settings: tuple[float, ...] | None = None
+  config_name: str = "cpu"
+  overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+  sets: tuple[str, ...] = ()
+  num_bins: int = 15
+  data_dir: str = "../shared/data"
+  cache_dir: str | None = "results/.cache"
+  out: pathlib.Path = pathlib.Path("results/multi_expert_calibration/run")
+  restart: bool = False
+  keep_checkpoints: bool = False
+  sequential: bool = False
+  progress: bool = True
+  epoch_progress: bool = False
+  command: str = ""
 
 
-def table(results: list[dict[str, Any]], dataset: str, experiment: str
-          ) -> str:
-  """Markdown table: ECE and system accuracy, mean ± std over seeds."""
-  summary = summarise(results, experiment)
-  dep = experiment == "expert-dependence"
-  head = "p (others)" if dep else "experts"
-  cols = ["ECE random expert", "ECE mean"] if dep else ["ECE mean"]
-  lines = [f"**{dataset} / {experiment}** (mean ± std over seeds; ECE "
-           "15 equal-width bins unless stated)", "",
-           f"| {head} | " + " | ".join(
-               f"{c} {LABELS[p]}" for c in cols for p in PARAMETERISATIONS)
-           + " | " + " | ".join(f"sys. acc. {LABELS[p]}"
-                                for p in PARAMETERISATIONS) + " | seeds |",
-           "|" + "---|" * (2 + 2 * len(cols) + 2)]
-  settings = sorted({r["setting"] for r in results})
-  for s in settings:
-    cells = []
-    keys = (["random_ece", "ece"] if dep else ["ece"])
-    for k in keys:
-      for p in PARAMETERISATIONS:
-        v = summary.get(p, {}).get(s)
-        cells.append(f"{v[k + '_mean']:.3f} ± {v[k + '_std']:.3f}" if v
-                     else "-")
-    for p in PARAMETERISATIONS:
-      v = summary.get(p, {}).get(s)
-      cells.append(f"{100 * v['acc_mean']:.1f} ± {100 * v['acc_std']:.1f}"
-                   if v else "-")
-    n = max(summary.get(p, {}).get(s, {"n": 0})["n"]
-            for p in PARAMETERISATIONS)
-    lines.append(f"| {s:g} | " + " | ".join(cells) + f" | {n} |")
-  return "\n".join(lines) + "\n"
+def resolve(options: Options) -> tuple[dict[str, Any], list[float],
+                                       dict[str, Any]]:
+  """The config, the settings and the run identity of ``options``."""
+  cfg = apply_overrides(configs.get_config(options.dataset,
+                                           options.config_name),
+                        dict(options.overrides), options.sets)
+  settings = (default_settings(options.dataset, options.experiment)
+              if options.settings is None else
+              check_settings(options.settings, options.experiment))
+  identity = {"dataset": options.dataset, "experiment": options.experiment,
+              "config_name": options.config_name, "config": cfg,
+              "num_bins": options.num_bins}
+  return cfg, settings, identity
 
 
-def plot(results: list[dict[str, Any]], details: list[dict[str, Any]],
-         experiment: str, out: pathlib.Path) -> list[str]:
-  """Figure 1/2 layout: ECE and system accuracy against the setting."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  summary = summarise(results, experiment)
-  dep = experiment == "expert-dependence"
-  xlabel = {"increasing-experts": "number of experts",
-            "expert-dependence": "P(other experts correct) on their groups",
-            "specialised": "number of specialised experts"}[experiment]
-  ece_key = "random_ece" if dep else "ece"
-  ece_label = "ECE of the random expert" if dep else "ECE (mean over experts)"
-  written = []
-  for name, key, ylabel in (("ece.png", ece_key, ece_label),
-                            ("system_accuracy.png", "acc",
-                             "system accuracy [%]")):
-    fig, ax = plt.subplots(figsize=(4.5, 3.5))
-    for p, rows in summary.items():
-      x = np.array(sorted(rows))
-      scale = 100.0 if key == "acc" else 1.0
-      m = scale * np.array([rows[s][key + "_mean"] for s in x])
-      sd = scale * np.array([rows[s][key + "_std"] for s in x])
-      ax.plot(x, m, marker="o", color=COLOURS[p], label=LABELS[p])
-      ax.fill_between(x, m - sd, m + sd, color=COLOURS[p], alpha=0.25)
-      # Individual seeds: a mean over seeds can hide failed runs.
-      runs = [r for r in results if r["parameterisation"] == p]
-      y = [(r["ece_per_expert"][0] if key == "random_ece" else
-            r["ece_mean"] if key == "ece" else 100 * r["system_accuracy"])
-           for r in runs]
-      ax.scatter([r["setting"] for r in runs], y, s=9, color=COLOURS[p],
-                 alpha=0.5, linewidths=0)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(f"{experiment} (mean ± std over seeds; dots: seeds)",
-                 fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    _io.save_figure(fig, out / name)
-    plt.close(fig)
-    written.append(name)
-  # Reliability diagrams of expert 0 at the largest setting, first seed.
-  if details:
-    last = max(d["setting"] for d in details)
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.6), sharey=True)
-    for ax, p in zip(axes, PARAMETERISATIONS):
-      sel = sorted((d for d in details if d["parameterisation"] == p
-                    and d["setting"] == last), key=lambda d: d["seed"])
-      ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-      ax.set_title(f"{LABELS[p]}, setting {last:g}, expert 1", fontsize=9)
-      ax.set_xlabel("estimated P(m=y|x)")
-      if not sel:
-        continue
-      r = sel[0]["reliability"][0]
-      counts = np.asarray(r["counts"])
-      nb = counts.size
-      centres = (np.arange(nb) + 0.5) / nb
-      ok = counts > 0
-      ax.bar(centres[ok], np.asarray(r["accuracy"])[ok], width=1 / nb,
-             edgecolor="k", color=COLOURS[p], alpha=0.7, label="observed")
-      ax.plot(np.asarray(r["confidence"])[ok], np.asarray(r["accuracy"])[ok],
-              "k.", label="bin mean estimate")
-    axes[0].set_ylabel("observed correctness")
-    for ax in axes:
-      if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
-        break
-    _io.save_figure(fig, out / "reliability.png")
-    plt.close(fig)
-    written.append("reliability.png")
-  return written
+def run(options: Options) -> dict[str, Any]:
+  """Runs (or resumes) the sweep of ``options``; returns ``results.json``.
 
-
-def write_outputs(out: pathlib.Path, dataset: str, experiment: str,
-                  identity: dict[str, Any], runs: list[dict[str, Any]],
-                  final: bool) -> list[dict[str, Any]]:
-  """Writes progress.json (always) and the results, table and plots."""
-  runs = sorted(runs, key=_key)
-  _io.write_json(out / "progress.json", {"identity": identity, "runs": runs})
-  results = [{k: r[k] for k in RESULT_KEYS} for r in runs]
-  _io.write_json(out / "results.json", {"dataset": dataset,
-                                        "experiment": experiment,
-                                        "results": results})
-  if final:
-    details = [{**{k: r[k] for k in ("parameterisation", "setting", "seed")},
-                **r["details"]} for r in runs]
-    _io.write_json(out / "details.json", {**identity, "runs": details})
-    _io.write_text(out / "table.md", table(results, dataset, experiment))
-    plot(results, details, experiment, out)
-  return results
-
-
-def run(args: argparse.Namespace) -> dict[str, Any]:
-  """Runs the sweep described by ``args``; returns ``results.json``."""
-  if args.seeds < 1:
-    raise ValueError(f"--seeds must be >= 1, got {args.seeds}.")
-  if args.num_bins < 1:
-    raise ValueError(f"--num-bins must be >= 1, got {args.num_bins}.")
-  cfg = apply_overrides(configs.get_config(args.dataset, args.config), args)
-  settings = parse_settings(args.settings, args.dataset, args.experiment)
-  params = (list(PARAMETERISATIONS) if args.parameterisation == "both"
-            else [args.parameterisation])
-  seeds = [args.first_seed + i for i in range(args.seeds)]
-  out = pathlib.Path(args.out or f"results/multi_expert_calibration/"
-                     f"{args.dataset}_{args.experiment}")
-  identity = {"dataset": args.dataset, "experiment": args.experiment,
-              "config_name": args.config, "config": cfg,
-              "num_bins": args.num_bins}
-  if args.dataset == "cifar10":
-    data_dir = pathlib.Path(args.data_dir)
-    if not (data_dir / "cifar10_images").is_dir() and not any(
-        data_dir.glob("cifar10_*_jpg.zip")):
-      raise FileNotFoundError(
-          f"CIFAR-10 JPEG zips not found under {data_dir}/cifar10_images; "
-          "pass --data-dir (the shared data root).")
-  runs = load_progress(out, identity, args.restart)
+  Runs of one setting that are not yet recorded train together (MLP
+  configs, unless ``sequential``) or one after another; ``progress.json``
+  and ``results.json`` are rewritten after each group, the full output set
+  at the end.
+  """
+  cfg, settings, identity = resolve(options)
+  out = pathlib.Path(options.out)
+  runs = load_progress(out, identity, options.restart)
   done = {_key(r) for r in runs}
-  todo = [(p, s, seed) for seed in seeds for s in settings for p in params
-          if (p, float(s), seed) not in done]
-  print(f"{args.dataset}/{args.experiment}: {len(todo)} runs to do, "
-        f"{len(runs)} already recorded in {out}")
+  todo = [(s, [(p, seed) for seed in options.seeds
+               for p in options.parameterisations
+               if (p, float(s), seed) not in done]) for s in settings]
+  todo = [(s, group) for s, group in todo if group]
+  together = cfg["model"] == "mlp" and not options.sequential
+  count = sum(len(g) for _, g in todo)
+  print(f"{options.dataset}/{options.experiment}: {count} runs to do, "
+        f"{len(runs)} already recorded in {out}"
+        + (" (the runs of each setting train together)"
+           if together and count else ""))
   t0 = time.perf_counter()
   cache: dict[int, Dataset] = {}
-  bar = tqdm(todo, desc="runs", disable=args.no_progress)
-  for p, s, seed in bar:
-    bar.set_postfix(run=_run_name(p, s, seed))
+
+  def dataset(seed: int) -> Dataset:
     if seed not in cache:
-      cache.clear()
-      cache[seed] = (load_mog(cfg, seed) if args.dataset == "mog" else
-                     load_cifar10(cfg, seed, args.data_dir, args.cache_dir))
-    ds = cache[seed]
-    knowledge = expert_knowledge(args.dataset, args.experiment, s,
-                                 ds.num_groups)
-    ckpt = out / "checkpoints" / _run_name(p, s, seed)
-    res, diag = train_and_evaluate(
-        ds, parameterisation=p, knowledge=knowledge, seed=seed, cfg=cfg,
-        num_bins=args.num_bins, checkpoint_dir=ckpt,
-        progress=not args.no_progress and args.epoch_progress)
+      if options.dataset != "mog":
+        cache.clear()  # one CIFAR-10 split in memory at a time
+      cache[seed] = (load_mog(cfg, seed) if options.dataset == "mog" else
+                     load_cifar10(cfg, seed, options.data_dir,
+                                  options.cache_dir))
+    return cache[seed]
+
+  def record(p, s, seed, res, diag):
     runs.append({"parameterisation": p, "setting": s, "seed": seed, **res,
                  "details": diag})
-    write_outputs(out, args.dataset, args.experiment, identity, runs,
-                  final=False)
-    if not args.keep_checkpoints:
-      shutil.rmtree(ckpt, ignore_errors=True)
-    tqdm.write(f"{_run_name(p, s, seed)}: ECE mean {res['ece_mean']:.4f} "
-               f"(per expert {np.round(res['ece_per_expert'], 3).tolist()}), "
-               f"system accuracy {res['system_accuracy']:.4f}, "
+    tqdm.write(f"{run_name(p, s, seed)}: ECE mean {res['ece_mean']:.4f} "
+               f"(per expert {np.round(res['ece_per_expert'], 3).tolist()}),"
+               f" system accuracy {res['system_accuracy']:.4f}, "
                f"{diag['epochs']} epochs (best {diag['best_epoch']}), "
                f"{diag['train_seconds']:.1f} s")
-  results = write_outputs(out, args.dataset, args.experiment, identity, runs,
-                          final=True)
+
+  bar = tqdm(total=count, desc="runs", disable=not options.progress)
+  for s, group in todo:
+    num_groups = None
+    if together:
+      seeds = sorted({seed for _, seed in group})
+      datasets = {seed: dataset(seed) for seed in seeds}
+      num_groups = next(iter(datasets.values())).num_groups
+      knowledge = expert_knowledge(options.dataset, options.experiment, s,
+                                   num_groups)
+      bar.set_postfix(setting=f"{s:g}", runs=len(group))
+      for (p, seed), (res, diag) in zip(group, train_together(
+          datasets, group, knowledge=knowledge, cfg=cfg,
+          num_bins=options.num_bins)):
+        record(p, s, seed, res, diag)
+      bar.update(len(group))
+    else:
+      for p, seed in group:
+        bar.set_postfix(run=run_name(p, s, seed))
+        ds = dataset(seed)
+        knowledge = expert_knowledge(options.dataset, options.experiment, s,
+                                     ds.num_groups)
+        ckpt = out / "checkpoints" / run_name(p, s, seed)
+        res, diag = train_and_evaluate(
+            ds, parameterisation=p, knowledge=knowledge, seed=seed, cfg=cfg,
+            num_bins=options.num_bins, checkpoint_dir=ckpt,
+            progress=options.epoch_progress)
+        record(p, s, seed, res, diag)
+        runs.sort(key=_key)
+        report.write_progress(out, options.dataset, options.experiment,
+                              identity, runs)
+        if not options.keep_checkpoints:
+          shutil.rmtree(ckpt, ignore_errors=True)
+        bar.update(1)
+    runs.sort(key=_key)
+    report.write_progress(out, options.dataset, options.experiment, identity,
+                          runs)
+  bar.close()
+  results = report.write_outputs(
+      out, dataset=options.dataset, experiment=options.experiment,
+      identity=identity, runs=runs, command=options.command)
   ckpt_root = out / "checkpoints"
   if ckpt_root.is_dir() and not any(ckpt_root.iterdir()):
     ckpt_root.rmdir()
-  print(table(results, args.dataset, args.experiment))
+  print(report.table(results, options.dataset, options.experiment,
+                     options.num_bins))
   print(f"wrote {out}/results.json, details.json, table.md, ece.png, "
         f"system_accuracy.png, reliability.png "
         f"({time.perf_counter() - t0:.1f} s)")
-  return {"dataset": args.dataset, "experiment": args.experiment,
+  return {"dataset": options.dataset, "experiment": options.experiment,
           "results": results}
-
-
-def build_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(
-      prog="python -m experiments.multi_expert_calibration",
-      description=__doc__.split("\n\n")[0],
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  p.add_argument("--dataset", choices=configs.DATASETS, default="mog")
-  p.add_argument("--experiment", choices=EXPERIMENTS,
-                 default="increasing-experts",
-                 help="§5.2 increasing-experts, §5.3 expert-dependence, "
-                 "§5.4 specialised.")
-  p.add_argument("--parameterisation", choices=PARAMETERISATIONS + ("both",),
-                 default="both")
-  p.add_argument("--seeds", type=int, default=3, help="number of seeds.")
-  p.add_argument("--first-seed", type=int, default=0,
-                 help="seeds are first-seed, first-seed + 1, ...")
-  p.add_argument("--settings", default=None,
-                 help="comma-separated x-axis values (numbers of experts, or "
-                 "p for expert-dependence); default: the config's "
-                 "SETTINGS.")
-  p.add_argument("--config", choices=configs.CONFIG_NAMES, default="cpu",
-                 help="cpu: small models that run on a CPU; gpu: the paper's "
-                 "(WRN-28-10 on CIFAR-10). See experiments/configs/"
-                 "multi_expert_calibration.py.")
-  p.add_argument("--epochs", type=int, default=None,
-                 help="override the config's maximum number of epochs.")
-  p.add_argument("--patience", type=int, default=None,
-                 help="override the early-stopping look-ahead (0: none).")
-  p.add_argument("--batch-size", type=int, default=None)
-  p.add_argument("--lr", type=float, default=None)
-  p.add_argument("--monitor", choices=("loss", "system_accuracy"),
-                 default=None, help="override the early-stopping metric.")
-  p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                 help="override any config key (JSON value), repeatable, "
-                 "e.g. --set hidden=[64,64,64] --set num_samples=6000.")
-  p.add_argument("--num-bins", type=int, default=15, help="ECE bins.")
-  p.add_argument("--data-dir", default="../shared/data")
-  p.add_argument("--cache-dir", default="results/.cache",
-                 help="decoded CIFAR-10 cache (.npz).")
-  p.add_argument("--out", default=None,
-                 help="output folder (default results/multi_expert_"
-                 "calibration/<dataset>_<experiment>).")
-  p.add_argument("--restart", action="store_true",
-                 help="discard recorded runs and checkpoints in --out.")
-  p.add_argument("--keep-checkpoints", action="store_true",
-                 help="keep each finished run's checkpoint folder.")
-  p.add_argument("--epoch-progress", action="store_true",
-                 help="also show the trainer's per-epoch progress bars.")
-  p.add_argument("--no-progress", action="store_true")
-  return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-  args = build_parser().parse_args(argv)
-  run(args)
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())

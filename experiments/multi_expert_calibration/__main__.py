@@ -1,0 +1,146 @@
+"""Command line of the multi-expert calibration experiment.
+
+  python -m experiments.multi_expert_calibration --dataset mog \\
+      --experiment increasing-experts --seeds 5 \\
+      --out results/multi_expert_calibration/mog_increasing-experts
+
+Every option is checked before any training; a bad one ends with one line
+naming it (exit code 2; ``--debug`` shows the traceback). Documented runs
+and their expected results: ``config.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import pathlib
+import shlex
+import sys
+from typing import Any, Sequence
+
+from experiments import _cli
+from experiments.multi_expert_calibration import config
+from experiments.multi_expert_calibration import run as run_lib
+
+PROG = "python -m experiments.multi_expert_calibration"
+DESCRIPTION = """\
+Calibration of multi-expert learning to defer: softmax vs one-vs-all
+(Verma, Barrejón & Nalisnick, AISTATS 2023, §5.2-5.4).
+
+For every (parameterisation, setting, seed) a model with K + J outputs is
+trained on the softmax or the one-vs-all surrogate with simulated experts;
+the ECE of each expert's correctness estimate and the system accuracy are
+measured on the test split. Writes results.json, details.json, table.md,
+ece.png, system_accuracy.png and reliability.png into --out;
+progress.json records finished runs, so rerunning the command resumes."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+  """The experiment's parser (every option with help text and default)."""
+  p = _cli.make_parser(PROG, DESCRIPTION)
+  p.add_argument("--dataset", choices=config.DATASETS, default="mog",
+                 help="mog: simulated 4-cluster mixture of Gaussians; "
+                 "cifar10: the CIFAR-10 JPEGs under --data-dir.")
+  p.add_argument("--experiment", choices=run_lib.EXPERIMENTS,
+                 default="increasing-experts",
+                 help="§5.2 increasing-experts, §5.3 expert-dependence, "
+                 "§5.4 specialised.")
+  p.add_argument("--parameterisation",
+                 choices=run_lib.PARAMETERISATIONS + ("both",),
+                 default="both", help="surrogate(s) to train.")
+  p.add_argument("--seeds", type=_cli.positive_int, default=3,
+                 help="number of seeds.")
+  p.add_argument("--first-seed", type=_cli.seed, default=0,
+                 help="seeds are first-seed, first-seed + 1, ...")
+  p.add_argument("--settings", type=_cli.float_list(), default=None,
+                 help="comma-separated x-axis values: numbers of experts, or "
+                 "p for expert-dependence (default: the config's SETTINGS).")
+  p.add_argument("--config", choices=config.CONFIG_NAMES, default="cpu",
+                 help="cpu: small models that run on a CPU; gpu: the paper's "
+                 "(WRN-28-10 on CIFAR-10). See experiments/"
+                 "multi_expert_calibration/config.py.")
+  p.add_argument("--epochs", type=_cli.positive_int, default=None,
+                 help="maximum number of epochs (default: the config's).")
+  p.add_argument("--patience", type=_cli.non_negative_int, default=None,
+                 help="early-stopping look-ahead in epochs, 0 for none "
+                 "(default: the config's).")
+  p.add_argument("--batch-size", type=_cli.positive_int, default=None,
+                 help="training batch size (default: the config's).")
+  p.add_argument("--lr", type=_cli.fraction(0.0, math.inf, high_open=True),
+                 default=None, help="peak learning rate (default: the "
+                 "config's).")
+  p.add_argument("--monitor", choices=("loss", "system_accuracy"),
+                 default=None, help="early-stopping metric on the "
+                 "validation split (default: the config's).")
+  p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                 help="override any config key (JSON value), repeatable, "
+                 "e.g. --set hidden=[64,64,64] --set num_samples=6000.")
+  p.add_argument("--num-bins", type=_cli.positive_int, default=15,
+                 help="equal-width ECE bins.")
+  p.add_argument("--data-dir", default="../shared/data",
+                 help="shared data root holding cifar10_images/ (cifar10 "
+                 "only).")
+  p.add_argument("--cache-dir", default="results/.cache",
+                 help="folder of the decoded CIFAR-10 cache (.npz).")
+  p.add_argument("--out", default=None,
+                 help="output folder (default: results/multi_expert_"
+                 "calibration/<dataset>_<experiment>).")
+  p.add_argument("--restart", action="store_true",
+                 help="discard recorded runs and checkpoints in --out.")
+  p.add_argument("--sequential", action="store_true",
+                 help="train one run at a time with training.Trainer and "
+                 "per-run checkpoints (default for CNN configs), instead of "
+                 "all runs of a setting at once (MLP configs).")
+  p.add_argument("--keep-checkpoints", action="store_true",
+                 help="keep each finished run's checkpoint folder (runs "
+                 "trained one at a time only).")
+  p.add_argument("--epoch-progress", action="store_true",
+                 help="also show the trainer's per-epoch progress bars.")
+  p.add_argument("--no-progress", action="store_true",
+                 help="hide the progress bars.")
+  return p
+
+
+def options_from_args(args: argparse.Namespace,
+                      argv: Sequence[str] | None = None) -> run_lib.Options:
+  """Checks the arguments together (before any work) and builds Options."""
+  out = args.out or (f"results/multi_expert_calibration/"
+                     f"{args.dataset}_{args.experiment}")
+  if args.dataset == "cifar10":
+    data_dir = _cli.require_dir(args.data_dir, "--data-dir")
+    if not (data_dir / "cifar10_images").is_dir() and not any(
+        data_dir.glob("cifar10_*_jpg.zip")):
+      raise _cli.CliError(
+          f"--data-dir: no CIFAR-10 JPEG zips under {data_dir}/"
+          "cifar10_images; pass the shared data root with --data-dir PATH")
+  out = _cli.check_output_dir(out, "--out")
+  argv = sys.argv[1:] if argv is None else list(argv)
+  options = run_lib.Options(
+      dataset=args.dataset, experiment=args.experiment,
+      parameterisations=(run_lib.PARAMETERISATIONS
+                         if args.parameterisation == "both"
+                         else (args.parameterisation,)),
+      seeds=tuple(args.first_seed + i for i in range(args.seeds)),
+      settings=args.settings, config_name=args.config,
+      overrides={name: getattr(args, name) for name in run_lib.OVERRIDES},
+      sets=tuple(args.set), num_bins=args.num_bins, data_dir=args.data_dir,
+      cache_dir=args.cache_dir, out=pathlib.Path(out), restart=args.restart,
+      keep_checkpoints=args.keep_checkpoints, sequential=args.sequential,
+      progress=not args.no_progress, epoch_progress=(
+          args.epoch_progress and not args.no_progress),
+      command=" ".join([PROG] + [shlex.quote(a) for a in argv]))
+  run_lib.resolve(options)  # bad settings or --set values fail here
+  return options
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Runs the command line; returns the exit code (0, or 2 on an error)."""
+
+  def go(args: argparse.Namespace) -> Any:
+    run_lib.run(options_from_args(args, argv))
+
+  return _cli.run_main(build_parser(), go, argv)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
