@@ -91,10 +91,11 @@ def permutation(key: jax.Array, num_examples: int) -> jax.Array:
   Each round sorts one ``uint32`` array whose high bits are random and whose
   low ``b = ceil(log2 n)`` bits hold the current position, so XLA's fast
   single-array sort applies and ties keep the order of the previous round.
-  Rounds are added until ``(32 - b) * rounds >= 3 log2 n``: a pair of
-  examples tied in every round (the only source of bias) then has an
-  expected count below ``1 / (2n)``, the criterion ``jax.random.permutation``
-  uses. Above ``2**24`` examples it falls back to ``jax.random.permutation``.
+  Rounds are added until ``(32 - b) * rounds >= 2 log2 n``: the only
+  departure from a uniform permutation, a pair of examples tied in every
+  round (it keeps its original relative order), then has an expected count
+  below 1/2 per call (20,000 examples: 2 rounds, 0.012 such pairs). Above
+  ``2**24`` examples it falls back to ``jax.random.permutation``.
 
   Args:
     key: a ``jax.random`` key.
@@ -116,7 +117,7 @@ def permutation(key: jax.Array, num_examples: int) -> jax.Array:
   if index_bits > _MAX_PACKED_INDEX_BITS:
     return jax.random.permutation(key, n).astype(jnp.int32)
   random_bits = 32 - index_bits
-  rounds = max(1, math.ceil(3 * math.log2(max(n, 2)) / random_bits))
+  rounds = max(1, math.ceil(2 * math.log2(max(n, 2)) / random_bits))
   position = jnp.arange(n, dtype=jnp.uint32)
   low = jnp.uint32((1 << index_bits) - 1)
   perm = jnp.arange(n, dtype=jnp.int32)
