@@ -84,6 +84,22 @@ def test_comp_sum_check_grads_float64(nu):
         f(scores), np_comp_sum(scores, targets, nu).sum(), rtol=1e-12)
 
 
+@pytest.mark.parametrize("nu", NUS)
+def test_comp_sum_gradient_with_tied_top_scores(nu):
+  # Φ^ν = expm1((1 − ν)ℓ)/(1 − ν) with ℓ = −log_softmax: the chain rule on
+  # optax's cross-entropy gives the reference gradient, also at ties.
+  scores = jnp.array([[3.0, 3.0, 1.0], [2.0, 2.0, 2.0], [0.0, 5.0, 5.0]])
+  for target in range(3):
+    t = jnp.full(3, target)
+    ce = optax.softmax_cross_entropy_with_integer_labels(scores, t)
+    ce_grad = jax.vmap(jax.grad(
+        optax.softmax_cross_entropy_with_integer_labels))(scores, t)
+    expected = jnp.exp((1.0 - nu) * ce)[:, None] * ce_grad
+    got = jax.vmap(jax.grad(lambda s, y: losses.comp_sum_loss(s, y, nu=nu)))(
+        scores, t)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_comp_sum_nu1_is_softmax_cross_entropy():
   rng = _rng(3)
   scores = rng.normal(size=(32, 7)).astype(np.float32) * 3.0
@@ -265,6 +281,13 @@ def test_surrogate_is_tau_weighted_comp_sum():
     np.testing.assert_allclose(
         losses.topk_deferral_surrogate(scores, costs, nu=nu),
         jnp.sum(tau * per_target, axis=-1), rtol=1e-5)
+
+
+def test_surrogate_gradient_with_tied_scores():
+  # τ = (2, 1) at equal scores: d/ds_0 = 2(p_0 − 1) + 1·p_0 = −0.5.
+  g = jax.grad(lambda r: losses.topk_deferral_surrogate(
+      r, jnp.array([1.0, 2.0])))(jnp.array([3.0, 3.0]))
+  np.testing.assert_allclose(g, [-0.5, 0.5], rtol=1e-6)
 
 
 def test_surrogate_gradients_finite_at_extremes():

@@ -17,8 +17,9 @@ target ``j``, with ``v = Σ_{j'≠j} exp(s_j' − s_j)``:
 
 ν = 0 sum-exponential, ν = 1 logistic (``−log softmax``), ν ∈ (1, 2)
 generalised cross-entropy, ν = 2 mean absolute error. It is computed from
-``ℓ = −log_softmax(s)_j = log(1 + v) = softplus(logsumexp_{j'≠j}(s_j' − s_j))``
-as ``expm1((1 − ν)·ℓ) / (1 − ν)``, accurate near 0.
+``ℓ = −log_softmax(s)_j = log(1 + v)`` as ``expm1((1 − ν)·ℓ) / (1 − ν)``,
+accurate near 0 (``ℓ`` of the top score comes from
+``softplus(logsumexp_{j'≠j}(s_j' − s_j))``, not from a rounded log-softmax).
 
 Every loss is per example with any leading batch shape ``[...]``; the caller
 reduces. ``nu`` is a static Python (or NumPy) real number in [0, 2]: it picks
@@ -94,25 +95,28 @@ def _psi_of_log(ell: jax.Array, nu: float) -> jax.Array:
   return jnp.where(over, jnp.inf, value)
 
 
-def _log1p_v(scores: jax.Array, is_target: jax.Array) -> jax.Array:
-  """``ℓ = log(1 + Σ_{j'≠j} exp(s_j' − s_j))`` for the target marked by
-  ``is_target`` (one-hot over the last axis).
+def _log1p_v(scores: jax.Array) -> jax.Array:
+  """``[..., n]``: ``ℓ_j = log(1 + Σ_{j'≠j} exp(s_j' − s_j)) = −log_softmax_j``.
 
-  Computed as ``softplus(logsumexp_{j'≠j}(s_j' − s_j))``: accurate when ``ℓ``
-  is near 0 (where ``−log_softmax`` rounds to 0) and finite for any finite
-  scores. With a single score, ``ℓ = 0``.
+  ``−log_softmax`` rounds to 0 where ``ℓ`` is tiny, which only happens for
+  the top score ``j*`` (every other ``j`` has ``softmax_j <= 1/2``, so
+  ``ℓ_j >= log 2``). There ``ℓ_{j*} = softplus(logsumexp_{j'≠j*}(s_j' − s_j*))``
+  is accurate; the others follow exactly as ``ℓ_j = ℓ_{j*} + (s_j* − s_j)``.
+  ``O(n)`` per row, finite for any finite scores; ``ℓ = 0`` for ``n = 1``.
   """
-  s_target = jnp.sum(jnp.where(is_target, scores, 0), axis=-1, keepdims=True)
-  gaps = jnp.where(is_target, -jnp.inf, scores - s_target)
-  return jax.nn.softplus(jax.nn.logsumexp(gaps, axis=-1))
+  top = jnp.argmax(scores, axis=-1)
+  is_top = jnp.arange(scores.shape[-1]) == top[..., None]
+  # The score at j*, not jnp.max: max splits its gradient between tied tops.
+  s_top = jnp.take_along_axis(scores, top[..., None], axis=-1)
+  gaps = scores - s_top  # <= 0
+  ell_top = jax.nn.softplus(jax.nn.logsumexp(
+      jnp.where(is_top, -jnp.inf, gaps), axis=-1, keepdims=True))
+  return ell_top - gaps
 
 
 def _comp_sum_all(scores: jax.Array, nu: float) -> jax.Array:
-  """``[..., n]``: Φ^ν(s, j) for every target ``j`` (``O(n²)`` per row)."""
-  n = scores.shape[-1]
-  eye = jnp.eye(n, dtype=jnp.bool_)
-  rows = jnp.broadcast_to(scores[..., None, :], scores.shape + (n,))
-  return _psi_of_log(_log1p_v(rows, eye), nu)
+  """``[..., n]``: Φ^ν(s, j) for every target ``j``."""
+  return _psi_of_log(_log1p_v(scores), nu)
 
 
 def comp_sum_loss(
@@ -127,8 +131,8 @@ def comp_sum_loss(
   ``Σ_{j'≠j} exp(s_j' − s_j)``; ``ν ∈ (1, 2)`` the generalised cross-entropy;
   ``ν = 2`` the mean absolute error ``1 − softmax(s)_j``.
 
-  Computed in log space: with ``ℓ = −log_softmax(s)_j = log(1 + v)``, taken
-  as ``softplus(logsumexp_{j'≠j}(s_j' − s_j))``,
+  Computed in log space: with ``ℓ = −log_softmax(s)_j = log(1 + v)`` (for the
+  top score taken as ``softplus(logsumexp_{j'≠j}(s_j' − s_j))``),
   ``Φ^ν = expm1((1 − ν)·ℓ) / (1 − ν)``, accurate near 0 (a confident right
   score gives ``Φ^ν ≈ v``, not a rounded 0). Values and gradients
   are finite for any finite scores when ``ν >= 1``. For ``ν < 1`` the loss
@@ -176,8 +180,8 @@ def comp_sum_loss(
   scores = jnp.asarray(scores)
   targets = jnp.asarray(targets)
   valid = (targets >= 0) & (targets < n)
-  is_target = jnp.arange(n) == jnp.where(valid, targets, 0)[..., None]
-  ell = _log1p_v(scores, is_target)
+  idx = jnp.where(valid, targets, 0)[..., None]
+  ell = jnp.take_along_axis(_log1p_v(scores), idx, axis=-1)[..., 0]
   return jnp.where(valid, _psi_of_log(ell, nu), jnp.nan)
 
 
