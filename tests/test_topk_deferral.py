@@ -1,13 +1,16 @@
 """Tests for Top-k / Top-k(x) deferral rules, set aggregates and budgets."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 
 from l2d_jax import deferral
 from l2d_jax import losses
+from l2d_jax import models
 
 
 def _rng(seed=0):
@@ -439,3 +442,60 @@ def test_set_functions_bad_inputs():
   with pytest.raises(ValueError, match="`loss` must be one of"):
     deferral.set_losses(jnp.zeros((2, 3)), jnp.zeros(2), scores,
                         metric="best_agent", loss="huber")
+
+
+def test_mlp_rejector_learns_the_bayes_ranking():
+  """models.MLP with A outputs serves as the rejector (no new model needed)."""
+  rng = _rng(9)
+  n = 2000
+
+  def expected_costs(x):
+    c0 = np.full(len(x), 0.5)
+    c1 = np.where(x[:, 0] > 0, 0.1, 0.9)
+    c2 = np.where(x[:, 1] > 0, 0.2, 0.8)
+    return np.stack([c0, c1, c2], axis=-1)
+
+  x = rng.uniform(-1, 1, size=(n, 2)).astype(np.float32)
+  costs = (rng.uniform(size=(n, 3)) < expected_costs(x)).astype(np.float32)
+  model = models.MLP(2, (32,), 3, rngs=nnx.Rngs(0))
+  opt = nnx.Optimizer(model, optax.adam(3e-2), wrt=nnx.Param)
+
+  @nnx.jit
+  def step(model, opt, x, c):
+    def loss_fn(m):
+      return jnp.mean(losses.topk_deferral_surrogate(m(x), c))
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    opt.update(model, grads)
+    return loss
+
+  for _ in range(300):
+    step(model, opt, x, costs)
+  x_test = rng.uniform(-1, 1, size=(500, 2)).astype(np.float32)
+  x_test = x_test[np.abs(x_test).min(-1) > 0.1]  # away from the boundaries
+  ranking = deferral.top_k_agents(model(x_test), k=3)
+  bayes = deferral.bayes_optimal_agents(
+      expected_costs(x_test).astype(np.float32), k=3)
+  agree = np.mean(np.all(np.asarray(ranking) == np.asarray(bayes), -1))
+  assert agree > 0.9
+
+
+def test_lambda_sweep_compiles_once_and_vmaps():
+  rng = _rng(10)
+  d = rng.uniform(size=(2, 5, 4)).astype(np.float32)
+  scores = rng.normal(size=(2, 5, 4)).astype(np.float32)
+  selector = rng.normal(size=(2, 5, 4)).astype(np.float32)
+  beta = jnp.array([0.0, 0.1, 0.2, 0.3])
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def surrogate(lam):
+    c = losses.cardinality_loss(d, scores, beta=beta, lam=lam)
+    return losses.cardinality_surrogate(selector, c, scale=4.0)
+
+  for lam in (0.0, 0.5, 1.0, 2.0):
+    out = surrogate(jnp.float32(lam))
+    assert out.shape == (2, 5)
+  per = jax.vmap(jax.vmap(lambda s, c: losses.cardinality_surrogate(
+      s, c, nu=0.5)))(selector, d)
+  np.testing.assert_allclose(
+      per, losses.cardinality_surrogate(selector, d, nu=0.5), rtol=1e-6)
