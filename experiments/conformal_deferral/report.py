@@ -156,7 +156,7 @@ def table1(results: dict, details: dict) -> str:
       d = details["scores"][s]["strategies"][t]
       lines.append(
           f"| {s.upper()} | {STRATEGY_NAMES[t]} | {r['alpha_opt']:.3f} | "
-          f"{_pct(r['accuracy_at_opt'])} {d['marks']} | "
+          f"{(_pct(r['accuracy_at_opt']) + ' ' + d['marks']).rstrip()} | "
           f"{_pct(r.get(CROSS_FITTED))} | "
           f"{_num(d['queries_at_opt'])} | "
           f"{_num(d['max_queries_per_expert_at_opt'], 2)} | "
