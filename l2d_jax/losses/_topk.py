@@ -18,8 +18,8 @@ target ``j``, with ``v = Σ_{j'≠j} exp(s_j' − s_j)``:
 ν = 0 sum-exponential, ν = 1 logistic (``−log softmax``), ν ∈ (1, 2)
 generalised cross-entropy, ν = 2 mean absolute error. It is computed from
 ``ℓ = −log_softmax(s)_j = log(1 + v)`` as ``expm1((1 − ν)·ℓ) / (1 − ν)``,
-accurate near 0 (``ℓ`` of the top score comes from
-``softplus(logsumexp_{j'≠j}(s_j' − s_j))``, not from a rounded log-softmax).
+accurate near 0 (``ℓ`` of the top score is ``log1p`` of the other scores'
+``exp(s_j' − s_top)``, not a rounded log-softmax), in ``O(n)`` per row.
 
 Every loss is per example with any leading batch shape ``[...]``; the caller
 reduces. ``nu`` is a static Python (or NumPy) real number in [0, 2]: it picks
@@ -98,20 +98,29 @@ def _psi_of_log(ell: jax.Array, nu: float) -> jax.Array:
 def _log1p_v(scores: jax.Array) -> jax.Array:
   """``[..., n]``: ``ℓ_j = log(1 + Σ_{j'≠j} exp(s_j' − s_j)) = −log_softmax_j``.
 
-  ``−log_softmax`` rounds to 0 where ``ℓ`` is tiny, which only happens for
-  the top score ``j*`` (every other ``j`` has ``softmax_j <= 1/2``, so
-  ``ℓ_j >= log 2``). There ``ℓ_{j*} = softplus(logsumexp_{j'≠j*}(s_j' − s_j*))``
-  is accurate; the others follow exactly as ``ℓ_j = ℓ_{j*} + (s_j* − s_j)``.
-  ``O(n)`` per row, finite for any finite scores; ``ℓ = 0`` for ``n = 1``.
+  As ``log1p(Σ_{j'} exp(s_j' − m) − 1) − (s_j − m)`` with ``m`` the top score,
+  the ``− 1`` taken exactly by leaving the top's term out of the sum:
+  ``−log_softmax`` would round ``ℓ`` of a confident top score to 0, this keeps
+  it accurate near 0. A top's term enters as ``e − stop_gradient(e)`` (0 in
+  value, the derivatives of ``e``), so gradients of every order are those of
+  ``log_softmax``, exact at tied scores. ``O(n)`` per row.
   """
-  top = jnp.argmax(scores, axis=-1)
-  is_top = jnp.arange(scores.shape[-1]) == top[..., None]
-  # The score at j*, not jnp.max: max splits its gradient between tied tops.
-  s_top = jnp.take_along_axis(scores, top[..., None], axis=-1)
-  gaps = scores - s_top  # <= 0
-  ell_top = jax.nn.softplus(jax.nn.logsumexp(
-      jnp.where(is_top, -jnp.inf, gaps), axis=-1, keepdims=True))
-  return ell_top - gaps
+  sg = jax.lax.stop_gradient
+  gaps = scores - sg(jnp.max(scores, axis=-1, keepdims=True))  # <= 0
+  e = jnp.exp(gaps)
+  is_top = sg(gaps) == 0
+  rest = jnp.sum(jnp.where(is_top, e - sg(e), e), axis=-1, keepdims=True)
+  ties = jnp.sum(is_top, axis=-1, keepdims=True, dtype=scores.dtype) - 1
+  return jnp.log1p(rest + ties) - gaps
+
+
+def _weighted_sum(weights: jax.Array, phi: jax.Array, nu: float) -> jax.Array:
+  """``Σ_j w_j·Φ_j`` with ``0·Φ = 0`` even where Φ is +inf (ν < 1)."""
+  if nu >= 1.0:  # Φ^ν is finite
+    return jnp.sum(weights * phi, axis=-1)
+  zero = weights == 0
+  return jnp.sum(jnp.where(zero, 0, weights * jnp.where(zero, 0, phi)),
+                 axis=-1)
 
 
 def _comp_sum_all(scores: jax.Array, nu: float) -> jax.Array:
@@ -132,7 +141,7 @@ def comp_sum_loss(
   ``ν = 2`` the mean absolute error ``1 − softmax(s)_j``.
 
   Computed in log space: with ``ℓ = −log_softmax(s)_j = log(1 + v)`` (for the
-  top score taken as ``softplus(logsumexp_{j'≠j}(s_j' − s_j))``),
+  top score taken as ``log1p(v)``),
   ``Φ^ν = expm1((1 − ν)·ℓ) / (1 − ν)``, accurate near 0 (a confident right
   score gives ``Φ^ν ≈ v``, not a rounded 0). Values and gradients
   are finite for any finite scores when ``ν >= 1``. For ``ν < 1`` the loss
@@ -309,9 +318,7 @@ def topk_deferral_surrogate(
   scores = jnp.asarray(rejector_scores)
   costs = jnp.asarray(costs, scores.dtype)
   tau = jnp.sum(costs, axis=-1, keepdims=True) - costs
-  phi = _comp_sum_all(scores, nu)
-  terms = jnp.where(tau == 0, 0, tau * jnp.where(tau == 0, 0, phi))
-  return jnp.sum(terms, axis=-1)
+  return _weighted_sum(tau, _comp_sum_all(scores, nu), nu)
 
 
 def topk_deferral_loss(
@@ -489,6 +496,4 @@ def cardinality_surrogate(
       raise ValueError(f"`scale` must be positive and finite, got {scale}.")
     normalised = jnp.minimum(costs / scale, 1)
   weights = 1 - normalised
-  phi = _comp_sum_all(scores, nu)
-  terms = jnp.where(weights == 0, 0, weights * jnp.where(weights == 0, 0, phi))
-  return jnp.sum(terms, axis=-1)
+  return _weighted_sum(weights, _comp_sum_all(scores, nu), nu)
