@@ -28,22 +28,28 @@ def np_rank(scores):
 # --- top_k_agents and bayes_optimal_agents.
 
 
-@pytest.mark.parametrize("k", [1, 2, 5])
-def test_top_k_agents_matches_numpy_with_ties(k):
+# 5 agents rank by pairwise comparison, 40 through lax.top_k: same rule.
+@pytest.mark.parametrize("num_agents,k", [(5, 1), (5, 2), (5, 5), (40, 1),
+                                          (40, 7), (40, 40)])
+def test_top_k_agents_matches_numpy_with_ties(num_agents, k):
   rng = _rng(1)
-  scores = rng.integers(-2, 3, size=(200, 5)).astype(np.float32)
+  scores = rng.integers(-2, 3, size=(200, num_agents)).astype(np.float32)
   got = jax.jit(lambda r: deferral.top_k_agents(r, k=k))(scores)
   assert got.dtype == jnp.int32 and got.shape == (200, k)
   np.testing.assert_array_equal(got, np_rank(scores)[:, :k])
 
 
-def test_top_k_agents_signed_zero_ties_and_order():
-  scores = jnp.array([[0.0, -0.0, 0.0, -0.0], [1.0, 3.0, 3.0, 2.0]])
-  np.testing.assert_array_equal(deferral.top_k_agents(scores, k=4),
+@pytest.mark.parametrize("num_agents", [4, 40])
+def test_top_k_agents_signed_zero_ties_and_nan_rows(num_agents):
+  scores = np.full((3, num_agents), -1.0, np.float32)
+  scores[0, :4] = [0.0, -0.0, 0.0, -0.0]
+  scores[1, :4] = [1.0, 3.0, 3.0, 2.0]
+  scores[2, 1] = np.nan
+  f = jax.jit(lambda r: deferral.top_k_agents(r, k=4))
+  np.testing.assert_array_equal(f(scores), [[0, 1, 2, 3], [1, 2, 3, 0],
+                                            [-1, -1, -1, -1]])
+  np.testing.assert_array_equal(deferral.top_k_agents(scores[:2], k=4),
                                 [[0, 1, 2, 3], [1, 2, 3, 0]])
-  np.testing.assert_array_equal(
-      jax.jit(lambda r: deferral.top_k_agents(r, k=4))(scores),
-      [[0, 1, 2, 3], [1, 2, 3, 0]])
 
 
 def test_top_k_agents_leading_dims_vmap_and_nan_rows():
