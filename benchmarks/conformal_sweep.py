@@ -1,20 +1,25 @@
-"""Speed of the conformal-deferral sweep against a plain numpy loop.
+"""Speed of the conformal-deferral sweep (``conformal.deferral_sweep``).
 
 Measures, in one run:
   1. the full sweep (paper alpha grid, 20 splits, LAC/APS/RAPS, the three
-     strategies and the baselines) on CIFAR-10S (real annotators, DenseNet-BC
-     probabilities; skipped with a message when --data-dir is absent);
+     strategies and the baselines: one call of ``conformal.deferral_sweep``)
+     on CIFAR-10S (real annotators, DenseNet-BC probabilities;
+     1,000 calibration points drawn from the 9,000 unannotated CIFAR-10 test
+     images, the 1,000 annotated ones as test points; skipped with a message
+     when --data-dir is absent);
   2. the same sweep on a CIFAR10-H-sized simulated pool (10,000 images,
      2,571 annotators x 200 answers, ~51 answers per image; 1,000 calibration
      and 9,000 test points);
-  3. the plain per-alpha, per-point numpy loop of
-     ``benchmarks/conformal_reference.py`` on the same CIFAR10-H-sized inputs,
-     timed on a subset of the alpha grid for one split, one score and one
-     strategy, then scaled linearly to the sweep's work (alphas x splits x
+  3. the plain per-alpha, per-point numpy loop (the reference that
+     ``tests/test_sweep.py`` checks the sweep against, run in a subprocess so
+     that this script does not import the tests) on the same CIFAR10-H-sized
+     inputs, timed on a subset of the alpha grid for one split, one score and
+     one strategy, then scaled linearly to the sweep's work (alphas x splits x
      scores x strategies);
   4. the process's peak resident memory.
 
-The last line reads
+RAPS tunes ``k_reg``/``lam`` on 30% of each calibration draw and calibrates
+on the rest, as the experiment does. The last line reads
 ``cifar10s_sweep_s=<f> cifar10h_sized_sweep_s=<f> ratio_vs_loop=<f> peak_rss_gib=<f>``.
 Sweep times include JIT compilation (first call in the process).
 
@@ -24,83 +29,137 @@ Usage: python benchmarks/conformal_sweep.py [--data-dir ../shared/data]
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 
+import jax
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-from benchmarks import conformal_reference as ref  # noqa: E402
-from experiments import conformal_deferral as exp  # noqa: E402
 from l2d_jax import conformal  # noqa: E402
 from l2d_jax import data  # noqa: E402
 from l2d_jax import experts  # noqa: E402
 
+SCORES = ("lac", "aps", "raps")
 
-def _sweep_seconds(pool, *, splits, cal_size, seed=0):
-  acc = float((pool.probs.argmax(1) == pool.labels).mean())
+_LOOP_DRIVER = """
+import sys, time
+import numpy as np
+from tests import conformal_reference as ref
+d = np.load(sys.argv[1])
+t = time.perf_counter()
+ref.deferral_loop(d["pc"], d["yc"], d["pt"], d["yt"], d["a"], d["m"], d["v"],
+                  d["conf"], d["alphas"], score="lac", costs=d["costs"])
+print(time.perf_counter() - t)
+"""
+
+
+def _draw_splits(rng, cal_candidates, test_fixed, *, splits, cal_size,
+                 tune_fraction=0.3):
+  """``(cal, test, raps_cal, raps_tune)`` index matrices, one row per split."""
+  cal, test, rcal, rtune = [], [], [], []
+  n_tune = max(2, int(round(tune_fraction * cal_size)))
+  for _ in range(splits):
+    c = np.sort(rng.choice(cal_candidates, cal_size, replace=False))
+    t = test_fixed if test_fixed is not None else np.setdiff1d(
+        cal_candidates, c)
+    perm = rng.permutation(c)
+    cal.append(c)
+    test.append(t)
+    rtune.append(perm[:n_tune])
+    rcal.append(perm[n_tune:])
+  return tuple(np.stack(x) for x in (cal, test, rcal, rtune))
+
+
+def _sweep_seconds(probs, labels, annotations, cal_candidates, test_fixed, *,
+                   splits, cal_size, seed=0):
+  acc = float((probs.argmax(1) == labels).mean())
   alphas = conformal.paper_alpha_grid(acc)
+  rng = np.random.default_rng(seed)
+  key = jax.random.key(seed)
   t = time.perf_counter()
-  per = exp.sweep(pool, scores=list(exp.SCORES), alphas=alphas,
-                  n_splits=splits, cal_size=cal_size, seed=seed,
-                  progress=False)
-  exp.summarise(per, pool=pool, alphas=alphas, scores=list(exp.SCORES))
-  return time.perf_counter() - t, alphas
+  cal, test, rcal, rtune = _draw_splits(rng, cal_candidates, test_fixed,
+                                        splits=splits, cal_size=cal_size)
+  del cal  # LAC/APS calibrate on rcal and rtune together (= cal)
+  out = conformal.deferral_sweep(probs, labels, annotations, rcal, test,
+                                 alphas, key=key, scores=SCORES,
+                                 tune_idx=rtune)
+  jax.block_until_ready(out)
+  return time.perf_counter() - t, alphas, test.shape[1]
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--data-dir", default="../shared/data")
-  p.add_argument("--splits", type=int, default=20)
+  p = argparse.ArgumentParser(
+      description=__doc__.split("\n\n")[0],
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  p.add_argument("--data-dir", default="../shared/data",
+                 help="data root holding cifar10s/ and cifar10h_model_probs/.")
+  p.add_argument("--splits", type=int, default=20,
+                 help="calibration/test splits per sweep.")
   p.add_argument("--loop-alphas", type=int, default=3,
                  help="alphas of the grid the numpy loop is timed on.")
   args = p.parse_args(argv)
 
   cifar10s_s = float("nan")
   if (pathlib.Path(args.data_dir) / "cifar10s").exists():
-    pool = exp.load_pool("cifar10s", data_dir=args.data_dir,
-                         model=exp.MODELS[0])
-    cifar10s_s, a10s = _sweep_seconds(pool, splits=args.splits, cal_size=1000)
+    probs, labels, _ = data.load_model_probs(args.data_dir,
+                                             "densenet-bc-L190-k40")
+    ds = data.load_cifar10s(args.data_dir, labels=labels)
+    has = np.asarray(ds.annotations.mask).any(axis=1)
+    cifar10s_s, a10s, n_test = _sweep_seconds(
+        np.asarray(probs, np.float32), np.asarray(labels, np.int32),
+        ds.annotations, np.flatnonzero(~has), np.flatnonzero(has),
+        splits=args.splits, cal_size=1000)
     print(f"CIFAR-10S sweep: {cifar10s_s:.2f} s ({len(a10s)} alphas x "
-          f"{args.splits} splits x 3 scores x 3 strategies, 1,000 test points)")
+          f"{args.splits} splits x 3 scores x 3 strategies, {n_test:,} test "
+          "points)")
   else:
     print(f"CIFAR-10S skipped: no data at {args.data_dir}")
 
   ds = data.synthetic_pool(0, num_images=10_000, num_classes=10,
                            num_experts=2571, answers_per_expert=200)
-  has = np.asarray(ds.annotations.mask).any(1)
-  big = exp.Pool(ds.probs, ds.labels, ds.annotations, np.flatnonzero(has),
-                 None, "synthetic-cifar10h-sized", "synthetic")
+  has = np.flatnonzero(np.asarray(ds.annotations.mask).any(1))
   n_ans = int(np.asarray(ds.annotations.mask).sum())
-  big_s, alphas = _sweep_seconds(big, splits=args.splits, cal_size=1000)
+  big_s, alphas, n_test = _sweep_seconds(
+      ds.probs, ds.labels, ds.annotations, has, None, splits=args.splits,
+      cal_size=1000)
   print(f"CIFAR10-H-sized sweep: {big_s:.2f} s (10,000 images, {n_ans:,} "
-        f"answers from 2,571 annotators; {len(alphas)} alphas x "
-        f"{args.splits} splits x 3 scores x 3 strategies)")
+        f"answers from 2,571 annotators, {n_test:,} test points; "
+        f"{len(alphas)} alphas x {args.splits} splits x 3 scores x 3 "
+        "strategies)")
 
   # The numpy loop on one split of the same pool, a few alphas, LAC.
   rng = np.random.default_rng(0)
-  cal = exp.stratified_sample(rng, big.cal_candidates, big.labels, 1000)
-  test = np.setdiff1d(big.cal_candidates, cal)
-  ann = big.annotations
-  conf = np.asarray(experts.confusion_matrices(ann, big.labels))
+  cal = np.sort(rng.choice(has, 1000, replace=False))
+  test = np.setdiff1d(has, cal)
+  ann = ds.annotations
+  conf = np.asarray(experts.confusion_matrices(ann, ds.labels))
   sub = np.linspace(0, len(alphas) - 1, args.loop_alphas).astype(int)
-  t = time.perf_counter()
-  ref.deferral_loop(big.probs[cal], big.labels[cal], big.probs[test],
-                    big.labels[test], np.asarray(ann.annotator)[test],
-                    np.asarray(ann.answer)[test], np.asarray(ann.mask)[test],
-                    conf, alphas[sub], score="lac",
-                    costs=np.zeros(ann.num_experts))
-  loop_s = time.perf_counter() - t
+  with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "loop_inputs.npz")
+    np.savez(path, pc=ds.probs[cal], yc=ds.labels[cal], pt=ds.probs[test],
+             yt=ds.labels[test], a=np.asarray(ann.annotator)[test],
+             m=np.asarray(ann.answer)[test], v=np.asarray(ann.mask)[test],
+             conf=conf, alphas=alphas[sub], costs=np.zeros(ann.num_experts))
+    res = subprocess.run([sys.executable, "-c", _LOOP_DRIVER, path],
+                         cwd=REPO, capture_output=True, text=True, check=True)
+  loop_s = float(res.stdout.strip().splitlines()[-1])
   scale = (len(alphas) / len(sub)) * args.splits * 3 * 3
   loop_full = loop_s * scale
   ratio = loop_full / big_s
-  print(f"numpy loop: {loop_s:.2f} s for {len(sub)} alphas x 1 split x 1 "
-        f"score x 1 strategy; scaled linearly x{scale:.0f} to the sweep's "
-        f"work = {loop_full:.0f} s (an estimate, not a measured full run)")
+  print(f"numpy loop (tests/conformal_reference.py, subprocess): {loop_s:.2f} "
+        f"s for {len(sub)} alphas x 1 split x 1 score x 1 strategy; scaled "
+        f"linearly x{scale:.0f} to the sweep's work = {loop_full:.0f} s (an "
+        "estimate, not a measured full run)")
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+  print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
   print(f"cifar10s_sweep_s={cifar10s_s:.3f} cifar10h_sized_sweep_s={big_s:.3f} "
         f"ratio_vs_loop={ratio:.1f} peak_rss_gib={peak:.3f}")
   return 0

@@ -1,5 +1,7 @@
 """Annotation data model, confusion matrices, segregativity and selection."""
 
+import warnings
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -83,6 +85,39 @@ def test_confusion_and_leave_one_out_match_numpy():
   np.testing.assert_array_equal(count, want.sum((1, 2)))
 
 
+def test_confusion_drops_out_of_range_pairs_under_jit():
+  ann, labels, (image, annot, answer) = _random_annotations()
+  bad = labels.copy()
+  bad[0] = 4  # = K: would land in the next expert's first row.
+  conf = np.asarray(jax.jit(experts.confusion_matrices)(ann, bad))
+  keep = image != 0
+  want = np.zeros((6, 4, 4), int)
+  np.add.at(want, (annot[keep], labels[image][keep], answer[keep]), 1)
+  np.testing.assert_array_equal(conf, want)
+  # An answer or expert id out of range in a real slot is dropped too.
+  broken = ann.replace(answer=ann.answer.at[1, 0].set(7),
+                       annotator=ann.annotator.at[2, 0].set(6))
+  conf = np.asarray(jax.jit(experts.confusion_matrices)(broken, labels))
+  assert conf.sum() == np.asarray(ann.mask).sum() - 2
+  with pytest.raises(ValueError, match="annotator"):
+    experts.confusion_matrices(broken, labels)
+  with pytest.raises(ValueError, match="answer"):
+    experts.confusion_matrices(
+        ann.replace(answer=ann.answer.at[1, 0].set(7)), labels)
+  with pytest.raises(ValueError, match="labels"):
+    experts.confusion_matrices(ann, bad)
+
+
+def test_numpy_integer_sizes_are_accepted():
+  ann = experts.Annotations.from_long(
+      np.array([0, 1]), np.array([0, 1]), np.array([1, 0]),
+      num_images=np.int64(2), num_experts=np.int64(2),
+      num_classes=np.int64(2))
+  assert type(ann.num_experts) is int and type(ann.num_classes) is int
+  np.testing.assert_array_equal(
+      experts.confusion_matrices(ann, np.array([1, 0])).sum(), 2)
+
+
 def test_labels_shape_is_checked():
   ann, labels, _ = _random_annotations()
   with pytest.raises(ValueError, match="labels"):
@@ -102,6 +137,11 @@ def test_subsample_n_shots_keeps_at_most_n_per_expert_label(rng):
   assert not np.array_equal(sub.mask, other.mask)
   with pytest.raises(ValueError, match="n_shots"):
     experts.subsample_n_shots(rng, ann, labels, n_shots=0)
+  with pytest.raises(TypeError, match="n_shots"):
+    experts.subsample_n_shots(rng, ann, labels, n_shots=1.5)
+  # NumPy integers are ints.
+  again = experts.subsample_n_shots(rng, ann, labels, n_shots=np.int64(3))
+  np.testing.assert_array_equal(again.mask, sub.mask)
 
 
 def test_keep_bottom_fraction():
@@ -117,12 +157,44 @@ def test_keep_bottom_fraction():
     experts.keep_bottom_fraction(ann, labels, f_kept=0.0)
 
 
-def test_drop_unusable_experts_warns():
+def test_warn_unusable_experts_skips_experts_removed_on_purpose():
   ann = experts.Annotations.from_long(np.array([0]), np.array([0]),
                                       np.array([0]), num_images=1,
                                       num_experts=3, num_classes=2)
   with pytest.warns(UserWarning, match="2 of 3 experts"):
-    experts.drop_unusable_experts(ann)
+    unusable = experts.warn_unusable_experts(ann)
+  np.testing.assert_array_equal(unusable, [False, True, True])
+  with pytest.warns(UserWarning, match="1 of 3 experts"):
+    experts.warn_unusable_experts(ann, removed=np.array([False, True, False]))
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    unusable = experts.warn_unusable_experts(
+        ann, removed=np.array([False, True, True]))
+  assert not unusable.any()
+  with pytest.raises(ValueError, match="removed"):
+    experts.warn_unusable_experts(ann, removed=np.array([True]))
+
+
+def test_keep_bottom_fraction_then_warn_is_silent():
+  # keep_bottom_fraction removes experts on purpose: no warning about them.
+  ann, labels, _ = _random_annotations(n=100, j=10, per_image=5)
+  kept_ann, kept = experts.keep_bottom_fraction(ann, labels, f_kept=0.3)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    experts.warn_unusable_experts(kept_ann, removed=~kept)
+
+
+def test_keep_bottom_fraction_refuses_to_keep_no_expert():
+  ann, labels, _ = _random_annotations(n=100, j=10, per_image=5)
+  with pytest.raises(ValueError, match="f_kept.*0 of the 10 experts"):
+    experts.keep_bottom_fraction(ann, labels, f_kept=0.01)
+  # 0.05 * 10 = 0.5 rounds to 0 (banker's rounding): refused; 0.06 keeps one.
+  with pytest.raises(ValueError, match="f_kept"):
+    experts.keep_bottom_fraction(ann, labels, f_kept=0.05)
+  _, kept = experts.keep_bottom_fraction(ann, labels, f_kept=0.06)
+  assert kept.sum() == 1
+  with pytest.raises(ValueError, match="f_kept"):
+    experts.keep_bottom_fraction(ann, labels, f_kept=float("nan"))
 
 
 def _seg_reference(conf, mask):
@@ -159,6 +231,23 @@ def test_segregativity_paper_figure_example():
   assert acc[0] > acc[1]
 
 
+def test_segregativity_refuses_negative_and_nan_counts():
+  conf = np.ones((2, 3, 3))
+  conf[1, 0, 2] = -2  # would give 1.5 on {0, 1, 2}
+  mask = np.array([True, True, True])
+  with pytest.raises(ValueError, match="confusion.*negative"):
+    experts.segregativity(conf, mask)
+  conf_nan = np.ones((2, 3, 3))
+  conf_nan[0, 1, 1] = np.nan  # was hidden as -1
+  with pytest.raises(ValueError, match="confusion.*NaN"):
+    experts.segregativity(conf_nan, mask)
+  # Under jit, where values cannot be checked: NaN for that expert only.
+  got = np.asarray(jax.jit(experts.segregativity)(conf, mask))
+  assert np.isnan(got[1]) and got[0] == pytest.approx(1 / 3)
+  got = np.asarray(jax.jit(experts.segregativity)(conf_nan, mask))
+  assert np.isnan(got[0]) and got[1] == pytest.approx(1 / 3)
+
+
 def test_segregativity_bad_input():
   with pytest.raises(ValueError, match="confusion"):
     experts.segregativity(np.ones((3, 3)), np.ones(3, bool))
@@ -166,29 +255,3 @@ def test_segregativity_bad_input():
     experts.segregativity(np.ones((2, 3, 3)), np.ones(4, bool))
   with pytest.raises(TypeError, match="set_mask"):
     experts.segregativity(np.ones((2, 3, 3)), np.ones(3))
-
-
-def test_select_expert_tie_breaks(rng):
-  scores = jnp.array([[0.5, 0.9, 0.9, 0.1]] * 2000)
-  valid = jnp.array([[True, True, True, True]] * 2000)
-  pick = np.asarray(experts.select_expert(scores, valid, key=rng))
-  assert set(np.unique(pick)) == {1, 2}
-  assert 0.45 < (pick == 1).mean() < 0.55
-  costs = jnp.array([0.0, 2.0, 1.0, 0.0])
-  pick = experts.select_expert(scores[:1], valid[:1], tie_break="cost",
-                               costs=costs)
-  assert int(pick[0]) == 2
-  # Invalid candidates are never picked, even with the top score.
-  pick = experts.select_expert(scores[:1], valid[:1].at[0, 1:3].set(False),
-                               key=rng)
-  assert int(pick[0]) == 0
-  # Explicit priorities replace the key.
-  pick = experts.select_expert(scores[:1], valid[:1],
-                               priority=jnp.array([0.0, 0.1, 0.9, 1.0]))
-  assert int(pick[0]) == 2
-  with pytest.raises(ValueError, match="tie_break"):
-    experts.select_expert(scores, valid, tie_break="first")
-  with pytest.raises(ValueError, match="key"):
-    experts.select_expert(scores, valid)
-  with pytest.raises(ValueError, match="costs"):
-    experts.select_expert(scores, valid, tie_break="cost")

@@ -8,14 +8,11 @@ returns per-split arrays (the ``per`` dict documented there), which
 from __future__ import annotations
 
 import dataclasses
-import functools
 import pathlib
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from experiments.conformal_deferral import config
 from l2d_jax import _validation
@@ -132,102 +129,43 @@ def stratified_sample(rng: np.random.Generator, candidates: np.ndarray,
 
 
 # ---------------------------------------------------------------------------
-# Jitted pieces (shapes are fixed across splits, so each compiles once).
+# The sweep: draws the splits, calls the library, collects per-split arrays.
 
 
-@functools.partial(jax.jit, static_argnames=("include_crossing",))
-def _sizes_fixed(cal_scores, test_rank_scores, pos_test, alphas, *,
-                 include_crossing):
-  q = conformal.conformal_quantile(cal_scores, alphas)
-  sizes = conformal.set_sizes_from_sorted(test_rank_scores, q,
-                                          include_crossing=include_crossing)
-  covered = pos_test[:, None] < sizes
-  return sizes, covered.mean(axis=0), sizes.mean(axis=0)
+def _draw_splits(rng: np.random.Generator, pool: Pool, labels: np.ndarray, *,
+                 n_splits: int, cal_size: int, raps_tune_fraction: float
+                 ) -> dict[str, np.ndarray]:
+  """Index matrices ``[P, n]`` of every split, drawn in one place.
 
-
-@jax.jit
-def _sizes_raps(sp_cal, pos_cal, sp_test, pos_test, alphas, k_reg, lam):
-  def one(a, k, l):
-    cal = jnp.take_along_axis(
-        conformal.sorted_raps_scores(sp_cal, k_reg=k, lam=l),
-        pos_cal[:, None], axis=-1)[:, 0]
-    q = conformal.conformal_quantile(cal, a)
-    # Non-randomized RAPS keeps the threshold-crossing label (never empty).
-    count = (conformal.sorted_raps_scores(sp_test, k_reg=k, lam=l)
-             <= q).sum(axis=-1)
-    return jnp.minimum(count + 1, sp_test.shape[-1]).astype(jnp.int32)
-  sizes = jax.vmap(one)(alphas, k_reg, lam).T  # [n_test, A]
-  covered = pos_test[:, None] < sizes
-  return sizes, covered.mean(axis=0), sizes.mean(axis=0)
-
-
-_tune_raps = jax.jit(conformal.tune_raps)
-
-
-@functools.partial(jax.jit, static_argnames=("num_experts",))
-def _strategy_sweep(key, seg, model_correct, annotator, expert_correct, valid,
-                    sizes_by_score, slot_costs, *, num_experts):
-  """Metrics of every strategy (leading axis, ``STRATEGIES`` order).
-
-  The strategies differ only in their selection scores, so one vmapped program
-  (one compilation) serves all three. Costs break ties (then the key); naive
-  random gets equal costs, i.e. a uniformly random valid annotator.
+  ``cal``: a stratified calibration draw; ``test``: the fixed test points or
+  the candidates left; ``raps_tune`` / ``raps_cal``: a random
+  ``raps_tune_fraction`` of ``cal`` to tune RAPS on, and the rest to
+  calibrate it.
   """
-  scores = jnp.stack([conformal.strategy_scores(seg, t) for t in STRATEGIES])
-  costs = jnp.stack([slot_costs, slot_costs, jnp.zeros_like(slot_costs)])
-  valid_s = jnp.broadcast_to(valid[:, None, :], scores.shape[1:])
-
-  def one(k, sc, cc):
-    # One random priority per (point, annotator), shared by all set sizes.
-    prio = jax.random.uniform(k, annotator.shape)[:, None, :]
-    slot = experts.select_expert(sc, valid_s, tie_break="cost", priority=prio,
-                                 costs=cc[:, None, :])
-    out = conformal.outcomes_from_slots(slot, model_correct, annotator,
-                                        expert_correct)
-    return [conformal.sweep_metrics(s, out, num_experts=num_experts)
-            for s in sizes_by_score]
-
-  return jax.vmap(one)(jax.random.split(key, len(STRATEGIES)), scores, costs)
+  out = {"cal": [], "test": [], "raps_tune": [], "raps_cal": []}
+  n_tune = max(2, int(round(raps_tune_fraction * cal_size)))
+  for _ in range(n_splits):
+    cal = stratified_sample(rng, pool.cal_candidates, labels, cal_size)
+    test = (pool.test_fixed if pool.test_fixed is not None
+            else np.setdiff1d(pool.cal_candidates, cal))
+    perm = rng.permutation(cal)
+    out["cal"].append(cal)
+    out["test"].append(test)
+    out["raps_tune"].append(perm[:n_tune])
+    out["raps_cal"].append(perm[n_tune:])
+  return {k: np.stack(v).astype(np.int32) for k, v in out.items()}
 
 
-@jax.jit
-def _precompute(sorted_probs, annotations, labels):
-  confusion = experts.confusion_matrices(annotations, labels)
-  accuracy, _ = experts.expert_accuracy(confusion)
-  return (conformal.sorted_lac_scores(sorted_probs),
-          conformal.sorted_aps_scores(sorted_probs), confusion, accuracy)
+def _halves(rng: np.random.Generator, n_splits: int, n_test: int) -> np.ndarray:
+  """``[P, n_test]`` random halves (0/1) of each split's test points."""
+  base = np.arange(n_test) % 2
+  return np.stack([rng.permutation(base) for _ in range(n_splits)]).astype(
+      np.int32)
 
 
-_seg_table = jax.jit(conformal.prefix_segregativity,
-                     static_argnames=("undefined_value", "batch_size"))
-
-
-@functools.partial(jax.jit, static_argnames=("n_shots",))
-def _n_shots_confusion(key, annotations, labels, *, n_shots):
-  sub = experts.subsample_n_shots(key, annotations, labels, n_shots=n_shots)
-  return experts.confusion_matrices(sub, labels), sub.mask
-
-
-def _baselines(rng, model_correct, annotator, expert_correct, valid,
-               hindsight_acc, *, num_experts):
-  """Model, random annotator and best annotator in hindsight (numpy)."""
-  rows = np.arange(valid.shape[0])
-  rand = np.argmax(np.where(valid, rng.random(valid.shape), -1.0), axis=1)
-  acc = np.where(valid, hindsight_acc[annotator], -np.inf)
-  tied = acc == acc.max(axis=1, keepdims=True)
-  best = np.argmax(np.where(tied, rng.random(valid.shape), -1.0), axis=1)
-  out = {}
-  for name, slot in (("random_expert", rand), ("best_expert", best)):
-    who = annotator[rows, slot]
-    hist = np.bincount(who, minlength=num_experts)
-    out[name] = (float(expert_correct[rows, slot].mean()), float(hist.sum()),
-                 float(hist.max()), float(hist.sum() / (hist > 0).sum()))
-  out["model"] = (float(model_correct.mean()), 0.0, 0.0, 0.0)
-  return out
-
-
-# ---------------------------------------------------------------------------
-# The sweep.
+def _share(x: np.ndarray, n: np.ndarray | int) -> np.ndarray:
+  """``count / n`` in float64 from a float32 share (no float noise in JSON)."""
+  return np.round(np.asarray(x, np.float64) * n) / n
 
 
 def sweep(pool: Pool, *, scores: Sequence[str], alphas: np.ndarray,
@@ -236,20 +174,27 @@ def sweep(pool: Pool, *, scores: Sequence[str], alphas: np.ndarray,
           tie_break: str = "random", costs: np.ndarray | None = None,
           raps_tune_fraction: float = config.RAPS_TUNE_FRACTION, progress: bool = True
           ) -> dict[str, Any]:
-  """Runs every split and returns raw per-split arrays.
+  """Runs every split (``conformal.deferral_sweep``) and returns raw arrays.
+
+  The splits are drawn here with ``np.random.default_rng(seed)``; tie-breaks
+  and random choices come from ``jax.random.key(seed)`` inside the library
+  (the same key for every score, so a split's random choices are shared by
+  the scores). Cross-fitting splits each split's test points into two random
+  halves (``np.random.default_rng([seed, 1])``).
 
   Returns:
     ``per``, a dict of per-split lists (one entry per split):
     ``per["strategies"][score][strategy][field]``: ``[A]`` arrays for each
     ``conformal.SweepMetrics`` field (accuracy, queries, ...), and
     ``"accuracy_cross_fitted"``: a float per split (α chosen on one half of the
-    split's test points, scored on the other) where the sweep provides it;
+    split's test points, scored on the other);
     ``per["coverage"][score]``, ``per["mean_set_size"][score]``: ``[A]`` arrays;
     ``per["baselines"][name]``: ``[accuracy, queries, max Q/E, avg Q/E]`` for
     ``model``, ``random_expert``, ``best_expert``; ``per["raps_params"]``:
     ``{"k_reg", "lam"}`` ``[A]`` arrays; ``per["n_test"]`` and
     ``per["model_accuracy_pool"]``.
   """
+  del progress  # one compiled program for all splits: no per-split steps
   for s in scores:
     if s not in SCORES:
       raise ValueError(f"--score must be in {SCORES + ('all',)}, got {s!r}.")
@@ -262,9 +207,14 @@ def sweep(pool: Pool, *, scores: Sequence[str], alphas: np.ndarray,
   ann = pool.annotations
   labels = np.asarray(pool.labels, np.int32)
   probs = np.asarray(pool.probs, np.float32)
-  num_j = ann.num_experts
+  removed = None
   if f_kept is not None and f_kept < 1.0:
-    ann, _ = experts.keep_bottom_fraction(ann, labels, f_kept=f_kept)
+    try:
+      ann, kept = experts.keep_bottom_fraction(ann, labels, f_kept=f_kept)
+    except ValueError as e:
+      raise ValueError(f"no usable annotator left (f_kept={f_kept}): {e}"
+                       ) from e
+    removed = ~kept
   valid_all = np.asarray(ann.mask)
   test_space = (pool.test_fixed if pool.test_fixed is not None
                 else pool.cal_candidates)
@@ -274,90 +224,50 @@ def sweep(pool: Pool, *, scores: Sequence[str], alphas: np.ndarray,
         f"{empty.size} test images have no usable annotator left "
         f"(f_kept={f_kept}); the paper stops its f_kept sweep before this "
         "point.")
-  experts.drop_unusable_experts(ann)
-  order = np.argsort(-probs, axis=1, kind="stable")
-  sp = np.take_along_axis(probs, order, axis=1)
-  inv = np.argsort(order, axis=1)
-  pos_label = inv[np.arange(labels.size), labels].astype(np.int32)
-  model_correct_all = order[:, 0] == labels
-  annotator_all = np.asarray(ann.annotator)
-  answer_all = np.asarray(ann.answer)
-  expert_correct_all = answer_all == labels[:, None]
-  lac_rs, aps_rs, confusion, hindsight_acc = _precompute(sp, ann, labels)
-  rank_scores = {"lac": np.asarray(lac_rs), "aps": np.asarray(aps_rs)}
-  hindsight_acc = np.asarray(hindsight_acc)
-  use_costs = tie_break == "cost" and costs is not None
-  costs_j = np.asarray(costs if use_costs else np.zeros(num_j), np.float32)
-
-  def seg_table(idx, conf, exclude):
-    return _seg_table(order[idx], labels[idx], annotator_all[idx],
-                      answer_all[idx], valid_all[idx], conf,
-                      exclude_own=exclude)
-
-  table_cache = None
-  if n_shots is None:
-    idx = (pool.test_fixed if pool.test_fixed is not None
-           else pool.cal_candidates)
-    table_cache = (idx, np.asarray(seg_table(idx, confusion, valid_all[idx])))
-  where = ({int(i): r for r, i in enumerate(table_cache[0])}
-           if table_cache else None)
-
+  experts.warn_unusable_experts(ann, removed=removed)
   rng = np.random.default_rng(seed)
+  idx = _draw_splits(rng, pool, labels, n_splits=n_splits, cal_size=cal_size,
+                     raps_tune_fraction=raps_tune_fraction)
+  groups = _halves(np.random.default_rng([seed, 1]), n_splits,
+                   idx["test"].shape[1])
   key = jax.random.key(seed)
-  per = {"coverage": {s: [] for s in scores},
-         "mean_set_size": {s: [] for s in scores},
-         "raps_params": [],
-         "strategies": {s: {t: {f: [] for f in conformal.SweepMetrics._fields}
-                            for t in STRATEGIES} for s in scores},
-         "baselines": {b: [] for b in ("model", "random_expert",
-                                       "best_expert")}}
-  alphas_j = jnp.asarray(alphas, jnp.float32)
-  for _ in tqdm(range(n_splits), desc="splits", disable=not progress):
-    key, k_split, k_shots = jax.random.split(key, 3)
-    cal = stratified_sample(rng, pool.cal_candidates, labels, cal_size)
-    if pool.test_fixed is not None:
-      test = pool.test_fixed
-    else:
-      test = np.setdiff1d(pool.cal_candidates, cal)
-    if n_shots is None:
-      rows = np.array([where[int(i)] for i in test])
-      seg = table_cache[1][rows]
-    else:
-      conf_s, sub_mask = _n_shots_confusion(k_shots, ann, labels,
-                                            n_shots=n_shots)
-      seg = seg_table(test, conf_s, np.asarray(sub_mask)[test])
-    sizes_by_score = []
-    for s in scores:
-      if s == "raps":
-        perm = rng.permutation(cal)
-        n_tune = max(2, int(round(raps_tune_fraction * cal.size)))
-        tune, calr = perm[:n_tune], perm[n_tune:]
-        k_reg, lam = _tune_raps(probs[tune], labels[tune], alphas_j)
-        per["raps_params"].append({"k_reg": np.asarray(k_reg),
-                                   "lam": np.asarray(lam)})
-        sizes, cov, msz = _sizes_raps(sp[calr], pos_label[calr], sp[test],
-                                      pos_label[test], alphas_j, k_reg, lam)
-      else:
-        cal_scores = rank_scores[s][cal, pos_label[cal]]
-        # The paper keeps the threshold-crossing label for APS (and RAPS).
-        sizes, cov, msz = _sizes_fixed(cal_scores, rank_scores[s][test],
-                                       pos_label[test], alphas_j,
-                                       include_crossing=(s == "aps"))
-      per["coverage"][s].append(np.asarray(cov))
-      per["mean_set_size"][s].append(np.asarray(msz))
-      sizes_by_score.append(sizes)
-    args = (seg, model_correct_all[test], annotator_all[test],
-            expert_correct_all[test], valid_all[test])
-    res = _strategy_sweep(k_split, *args, sizes_by_score,
-                          costs_j[annotator_all[test]], num_experts=num_j)
-    for s, m in zip(scores, res):
-      for f in conformal.SweepMetrics._fields:
-        v = np.asarray(getattr(m, f))
-        for t_i, t in enumerate(STRATEGIES):
-          per["strategies"][s][t][f].append(v[t_i])
-    base = _baselines(rng, *args[1:], hindsight_acc, num_experts=num_j)
-    for b, v in base.items():
-      per["baselines"][b].append(list(v))
-    per["n_test"] = int(test.size)
-  per["model_accuracy_pool"] = float(model_correct_all.mean())
+  use_costs = tie_break == "cost" and costs is not None
+  per = {"coverage": {}, "mean_set_size": {}, "raps_params": [],
+         "strategies": {}, "baselines": {}}
+  # One program for every split and score; LAC and APS calibrate on the
+  # whole calibration draw (raps_cal and raps_tune together).
+  out = conformal.deferral_sweep(
+      probs, labels, ann, idx["raps_cal"], idx["test"], alphas, key=key,
+      scores=tuple(scores), tune_idx=idx["raps_tune"], groups=groups,
+      tie_break="cost" if use_costs else "random",
+      costs=np.asarray(costs, np.float32) if use_costs else None,
+      n_shots=n_shots)
+  out = jax.tree.map(np.asarray, out)
+  n_test = idx["test"].shape[1]
+  n_group = np.stack([(groups == g).sum(axis=1) for g in (0, 1)], axis=-1)
+  group_acc = _share(out.group_accuracy, n_group[:, None, None, :, None])
+  cross = conformal.cross_fitted_accuracy(group_acc)  # [P, C, S]
+  for c, s in enumerate(scores):
+    per["coverage"][s] = list(_share(out.coverage[:, c], n_test))
+    per["mean_set_size"][s] = list(_share(out.mean_set_size[:, c], n_test))
+    fields = out.strategies._replace(
+        accuracy=_share(out.strategies.accuracy, n_test))
+    per["strategies"][s] = {
+        t: {**{f: list(getattr(fields, f)[:, c, t_i])
+               for f in conformal.SweepMetrics._fields},
+            "accuracy_cross_fitted": list(cross[:, c, t_i])}
+        for t_i, t in enumerate(STRATEGIES)}
+  if "raps" in scores:
+    per["raps_params"] = [{"k_reg": k, "lam": l}
+                          for k, l in zip(out.k_reg, out.lam)]
+  base = out.baselines._replace(accuracy=_share(out.baselines.accuracy,
+                                                n_test))
+  per["baselines"] = {
+      b: [[float(getattr(base, f)[p, b_i])
+           for f in conformal.SweepMetrics._fields]
+          for p in range(n_splits)]
+      for b_i, b in enumerate(conformal.BASELINES)}
+  per["n_test"] = int(idx["test"].shape[1])
+  per["model_accuracy_pool"] = float(
+      (probs.argmax(axis=1) == labels).mean())
   return per

@@ -1,15 +1,12 @@
 """Conformal prediction sets and training-free deferral by segregativity."""
 
-from l2d_jax.conformal._deferral import MODEL
-from l2d_jax.conformal._deferral import Outcomes
-from l2d_jax.conformal._deferral import STRATEGIES
 from l2d_jax.conformal._deferral import SweepMetrics
-from l2d_jax.conformal._deferral import outcomes_from_slots
 from l2d_jax.conformal._deferral import prefix_segregativity
-from l2d_jax.conformal._deferral import strategy_outcomes
-from l2d_jax.conformal._deferral import strategy_scores
 from l2d_jax.conformal._deferral import sweep_metrics
-from l2d_jax.conformal._deferral import workload
+from l2d_jax.conformal._sweep import BASELINES
+from l2d_jax.conformal._sweep import DeferralSweep
+from l2d_jax.conformal._sweep import cross_fitted_accuracy
+from l2d_jax.conformal._sweep import deferral_sweep
 from l2d_jax.conformal._quantile import conformal_quantile
 from l2d_jax.conformal._quantile import conformity_threshold
 from l2d_jax.conformal._quantile import mean_set_size
@@ -36,13 +33,13 @@ from l2d_jax.conformal._scores import sorted_lac_scores
 from l2d_jax.conformal._scores import sorted_raps_conformity
 from l2d_jax.conformal._scores import sorted_raps_scores
 from l2d_jax.conformal._set_sizes import split_set_sizes
-from l2d_jax.experts._segregativity import segregativity
 
 __all__ = (
-    "MODEL",
-    "Outcomes",
-    "STRATEGIES",
     "SweepMetrics",
+    "BASELINES",
+    "DeferralSweep",
+    "cross_fitted_accuracy",
+    "deferral_sweep",
     "DEFAULT_LAM_GRID",
     "SCORES",
     "aps_conformity",
@@ -52,14 +49,12 @@ __all__ = (
     "lac_conformity",
     "lac_scores",
     "mean_set_size",
-    "outcomes_from_slots",
     "paper_alpha_grid",
     "prediction_sets",
     "prefix_segregativity",
     "quantile_rank",
     "raps_conformity",
     "raps_scores",
-    "segregativity",
     "set_coverage",
     "set_sizes_from_sorted",
     "sort_probs",
@@ -71,9 +66,6 @@ __all__ = (
     "sorted_raps_conformity",
     "sorted_raps_scores",
     "split_set_sizes",
-    "strategy_outcomes",
-    "strategy_scores",
     "sweep_metrics",
     "tune_raps",
-    "workload",
 )

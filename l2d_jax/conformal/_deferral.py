@@ -1,15 +1,13 @@
-"""Training-free conformal deferral to human experts by segregativity.
+"""Segregativity over every prefix set, and reading a sweep's alphas.
 
 For LAC, APS (u = 1) and RAPS every prediction set is a prefix of the labels
 sorted by decreasing model probability, so a point has at most ``K + 1``
-distinct sets over all miscoverage levels. The sweep therefore decides, once
-per point and prefix size ``s`` (0..K), which expert each strategy consults,
-and then reads every alpha's outcome with a gather. This turns an
+distinct sets over all miscoverage levels. ``prefix_segregativity`` scores
+every annotator of every point on each of these prefixes once; the decision
+rules of ``l2d_jax.deferral`` pick who answers per prefix size, and
+``sweep_metrics`` reads every alpha's outcome with a gather. This turns an
 ``alphas x points x experts x K^2`` loop into one ``points x experts x K^2``
 pass plus ``alphas x points`` lookups.
-
-Conventions: size ``s = 1`` means the model answers; ``s = 0`` (an empty set)
-uses each expert's whole confusion matrix, which equals the ``s = K`` prefix.
 """
 
 from __future__ import annotations
@@ -18,38 +16,53 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
-from l2d_jax.experts import _selection
-
-STRATEGIES = ("segregativity", "naive_most_accurate", "naive_random")
-MODEL = -1  # expert id recorded when the model answers
+from l2d_jax import _validation
 
 
-def _prefix_one(order, ry, answer, perm_conf, exclude, valid, undefined_value):
-  """Prefix segregativities ``[K + 1]`` of one (point, annotator) pair."""
-  del order
-  num_k = perm_conf.shape[-1]
+def _prefix_batch(order, labels, annotator, answer, valid, exclude, conf_flat,
+                  diag_flat, undefined_value):
+  """Prefix segregativities ``[b, M, K + 1]`` of a batch of b points.
+
+  An assessment pair (y, m) lies inside the top-s prefix iff both ranks are
+  below s, i.e. ``max(rank y, rank m) < s``: the prefix sums of every
+  annotator's matrix are one small matmul per point against that indicator,
+  with no permuted ``[M, K, K]`` copy of the matrices.
+  """
+  b, num_k = order.shape
+  num_j = conf_flat.shape[0]
+  dtype = conf_flat.dtype
+  rank = jnp.argsort(order, axis=-1)  # [b, K] rank of each label
   sizes = jnp.arange(1, num_k + 1)
-  num = jnp.cumsum(jnp.diagonal(perm_conf))
-  q = jnp.cumsum(jnp.cumsum(perm_conf, axis=0), axis=1)
-  den = jnp.diagonal(q)
-  rm = answer
-  ex = exclude.astype(num.dtype)
-  num = num - ex * ((ry == rm) & (ry < sizes))
-  den = den - ex * (jnp.maximum(ry, rm) < sizes)
-  num = jnp.concatenate([num[-1:], num])
-  den = jnp.concatenate([den[-1:], den])
+  pair_rank = jnp.maximum(rank[:, :, None], rank[:, None, :]).reshape(
+      b, num_k * num_k)
+  inside = (pair_rank[:, :, None] < sizes).astype(dtype)  # [b, K^2, K]
+  diag_inside = (rank[:, :, None] < sizes).astype(dtype)  # [b, K, K]
+  ok = ((annotator >= 0) & (annotator < num_j) & (answer >= 0)
+        & (answer < num_k) & ((labels >= 0) & (labels < num_k))[:, None])
+  ann = jnp.where(ok, annotator, 0)
+  den = jnp.einsum("bmq,bqs->bms", conf_flat[ann], inside)
+  num = jnp.einsum("bmy,bys->bms", diag_flat[ann], diag_inside)
+  # Leave-one-out: remove the annotator's own answer on the point.
+  ry = jnp.take_along_axis(rank, jnp.clip(labels, 0, num_k - 1)[:, None],
+                           axis=1)  # [b, 1]
+  rm = jnp.take_along_axis(rank, jnp.clip(answer, 0, num_k - 1), axis=1)
+  ex = exclude.astype(dtype)[:, :, None]
+  num = num - ex * ((ry == rm)[:, :, None] & (ry[:, :, None] < sizes))
+  den = den - ex * (jnp.maximum(ry, rm)[:, :, None] < sizes)
+  num = jnp.concatenate([num[..., -1:], num], axis=-1)
+  den = jnp.concatenate([den[..., -1:], den], axis=-1)
   seg = jnp.where(den > 0, num / jnp.where(den > 0, den, 1), undefined_value)
-  return jnp.where(valid, seg, -jnp.inf)
+  seg = jnp.where(valid[:, :, None], seg, -jnp.inf)
+  return jnp.where((valid & ~ok)[:, :, None], jnp.nan, seg)
 
 
 def prefix_segregativity(
     order: ArrayLike,
     labels: ArrayLike,
-    annotator: ArrayLike,
-    answer: ArrayLike,
-    valid: ArrayLike,
+    annotations,
     confusion: ArrayLike,
     *,
     exclude_own: ArrayLike | None = None,
@@ -58,17 +71,19 @@ def prefix_segregativity(
 ) -> jax.Array:
   """Segregativity of every annotator of every point for every prefix set.
 
+  Under jit, a real annotation whose expert id, answer or point label is out
+  of range gets NaN (never another expert's value); concrete input raises.
+
   Args:
     order: ``[n, K]`` labels by decreasing model probability (``sort_probs``).
     labels: ``[n]`` true labels (used only for the leave-one-out correction).
-    annotator: ``[n, M]`` expert ids of each point's annotators.
-    answer: ``[n, M]`` their answers.
-    valid: ``[n, M]`` bool, which annotators can be consulted on the point.
+    annotations: ``l2d_jax.experts.Annotations`` of the n points (M slots);
+      ``annotations.mask`` says which annotators can be consulted.
     confusion: ``[J, K, K]`` assessment counts (rows truth, columns answer).
     exclude_own: ``[n, M]`` bool; where True the annotator's own answer on the
       point is removed from its matrix (the paper's "perfect knowledge":
-      leave-one-out). Defaults to ``valid``; pass False where the assessment
-      data does not contain the point.
+      leave-one-out). Defaults to ``annotations.mask``; pass False where the
+      assessment data does not contain the point.
     undefined_value: segregativity of an expert with no assessment pair in
       the set (ranked below every defined value by default).
     batch_size: points per step of ``lax.map`` (bounds memory to
@@ -78,150 +93,70 @@ def prefix_segregativity(
     ``[n, M, K + 1]`` float: entry ``s`` is the segregativity over the top-``s``
     labels (entry 0, the empty set, uses the whole matrix); ``-inf`` where the
     annotator is not valid.
+
+  Raises:
+    ValueError: mismatched shapes; (concrete input) labels, expert ids or
+      answers out of range, or negative / NaN counts.
+
+  Example:
+    >>> import numpy as np
+    >>> from l2d_jax import conformal, experts
+    >>> ann = experts.Annotations.from_long(
+    ...     np.array([0, 0]), np.array([0, 1]), np.array([1, 0]), num_images=1,
+    ...     num_experts=2, num_classes=2)
+    >>> confusion = np.array([[[5, 5], [0, 10]], [[9, 1], [9, 1]]])
+    >>> seg = conformal.prefix_segregativity(
+    ...     np.array([[1, 0]]), np.array([0]), ann, confusion)
+    >>> print(np.asarray(seg[0], np.float64).round(3))  # sizes 0, 1, 2
+    [[0.789 1.    0.789]
+     [0.474 1.    0.474]]
   """
   order = jnp.asarray(order)
   labels = jnp.asarray(labels)
-  annotator = jnp.asarray(annotator)
-  answer = jnp.asarray(answer)
-  valid = jnp.asarray(valid, bool)
-  confusion = jnp.asarray(confusion)
+  annotator = annotations.annotator
+  answer = annotations.answer
+  valid = jnp.asarray(annotations.mask, bool)
   exclude = valid if exclude_own is None else jnp.asarray(exclude_own, bool)
+  _validation.check_ndim(order, 2, "order", "[n, K]")
   n, num_k = order.shape
   if labels.shape != (n,):
     raise ValueError(f"`labels` must have shape [n]=[{n}], got {labels.shape}.")
-  for name, arr in (("annotator", annotator), ("answer", answer),
-                    ("valid", valid), ("exclude_own", exclude)):
-    if arr.ndim != 2 or arr.shape[0] != n:
-      raise ValueError(f"`{name}` must have shape [n, M] with n={n}, got "
-                       f"{arr.shape}.")
+  if annotator.ndim != 2 or annotator.shape[0] != n:
+    raise ValueError(f"`annotations` must hold [n, M] arrays with n={n}, got "
+                     f"{annotator.shape}.")
+  if exclude.shape != annotator.shape:
+    raise ValueError(f"`exclude_own` must have shape [n, M]={annotator.shape}, "
+                     f"got {exclude.shape}.")
+  confusion = jnp.asarray(confusion)
   if confusion.ndim != 3 or confusion.shape[1:] != (num_k, num_k):
     raise ValueError(f"`confusion` must have shape [J, {num_k}, {num_k}], got "
                      f"{confusion.shape}.")
-  inv = jnp.argsort(order, axis=-1)  # rank of each label
-
-  def per_point(args):
-    o, iv, y, ann, ans, val, exc = args
-    ry = iv[y]
-    rm = iv[ans]
-    perm = confusion[ann][:, o[:, None], o[None, :]]
-    return jax.vmap(_prefix_one, in_axes=(None, None, 0, 0, 0, 0, None))(
-        o, ry, rm, perm, exc, val, undefined_value)
-
-  return jax.lax.map(per_point, (order, inv, labels, annotator, answer, valid,
-                                 exclude), batch_size=batch_size)
-
-
-class Outcomes(NamedTuple):
-  """What a strategy does on each point for each prefix size.
-
-  Attributes:
-    correct: ``[n, K + 1]`` bool, whether the final answer is right.
-    expert: ``[n, K + 1]`` int32 expert id consulted, or -1 for the model.
-  """
-
-  correct: jax.Array
-  expert: jax.Array
-
-
-def strategy_scores(seg_table: ArrayLike, strategy: str) -> jax.Array:
-  """Selection scores ``[n, K + 1, M]`` of each annotator under a strategy.
-
-  ``'segregativity'`` scores by segregativity over each prefix set,
-  ``'naive_most_accurate'`` by whole-matrix (leave-one-out) accuracy at every
-  size, ``'naive_random'`` gives every annotator the same score (a random
-  valid annotator is then drawn by the tie-break).
-  """
-  if strategy not in STRATEGIES:
-    raise ValueError(f"`strategy` must be one of {STRATEGIES}, got "
-                     f"{strategy!r}.")
-  seg = jnp.swapaxes(jnp.asarray(seg_table), 1, 2)  # [n, S, M]
-  if strategy == "segregativity":
-    return seg
-  if strategy == "naive_most_accurate":
-    return jnp.broadcast_to(seg[:, -1:, :], seg.shape)
-  return jnp.zeros(seg.shape, seg.dtype)
-
-
-def outcomes_from_slots(
-    slot: ArrayLike,
-    model_correct: ArrayLike,
-    annotator: ArrayLike,
-    expert_correct: ArrayLike,
-) -> "Outcomes":
-  """Outcomes when annotator ``slot[i, s]`` answers point i at set size s.
-
-  Size 1 is always the model's answer, whatever ``slot`` says.
-  """
-  slot = jnp.asarray(slot)
-  annotator = jnp.asarray(annotator)
-  num_s = slot.shape[1]
-  e_correct = jnp.take_along_axis(jnp.asarray(expert_correct, bool), slot,
-                                  axis=1)
-  e_id = jnp.take_along_axis(annotator, slot, axis=1)
-  model_answers = (jnp.arange(num_s) == 1)[None, :]
-  correct = jnp.where(model_answers, jnp.asarray(model_correct, bool)[:, None],
-                      e_correct)
-  expert = jnp.where(model_answers, MODEL, e_id).astype(jnp.int32)
-  return Outcomes(correct=correct, expert=expert)
-
-
-def strategy_outcomes(
-    seg_table: ArrayLike,
-    model_correct: ArrayLike,
-    annotator: ArrayLike,
-    expert_correct: ArrayLike,
-    valid: ArrayLike,
-    *,
-    strategy: str,
-    key: jax.Array,
-    tie_break: str = "random",
-    costs: ArrayLike | None = None,
-) -> "Outcomes":
-  """Outcome of a deferral strategy for every point and prefix size.
-
-  ``|set| = 1`` lets the model answer. Otherwise ``'segregativity'`` consults
-  the annotator with the highest segregativity over the set,
-  ``'naive_most_accurate'`` the one with the highest overall (leave-one-out)
-  accuracy, and ``'naive_random'`` a uniformly random annotator of the point.
-
-  Args:
-    seg_table: ``[n, M, K + 1]`` from ``prefix_segregativity``.
-    model_correct: ``[n]`` bool, whether the model's top-1 label is right.
-    annotator: ``[n, M]`` expert ids.
-    expert_correct: ``[n, M]`` bool, whether each annotator's answer is right.
-    valid: ``[n, M]`` bool; every point needs at least one valid annotator.
-    strategy: one of ``STRATEGIES``.
-    key: PRNG key for random tie-breaks / random choice.
-    tie_break: ``'random'`` or ``'cost'`` (cheapest tied annotator, then
-      random); ``'naive_random'`` ignores costs.
-    costs: ``[J]`` expert costs for ``tie_break='cost'``.
-
-  Returns:
-    ``Outcomes`` with ``[n, K + 1]`` arrays.
-  """
-  scores = strategy_scores(seg_table, strategy)
-  annotator = jnp.asarray(annotator)
-  valid = jnp.asarray(valid, bool)
-  if tie_break not in _selection.TIE_BREAKS:
-    raise ValueError(f"`tie_break` must be one of {_selection.TIE_BREAKS}, "
-                     f"got {tie_break!r}.")
-  if tie_break == "cost" and costs is None:
-    raise ValueError("`costs` is required when `tie_break='cost'`.")
-  # Equal costs make the cost tie-break a random one (the key draws).
-  if tie_break == "cost" and strategy != "naive_random":
-    slot_costs = jnp.asarray(costs)[annotator]
-  else:
-    slot_costs = jnp.zeros(annotator.shape)
-  # One random priority per (point, annotator), shared by all set sizes.
-  priority = jax.random.uniform(key, annotator.shape)[:, None, :]
-  slot = _selection.select_expert(
-      scores, jnp.broadcast_to(valid[:, None, :], scores.shape),
-      tie_break="cost", costs=slot_costs[:, None, :], priority=priority)
-  return outcomes_from_slots(slot, model_correct, annotator, expert_correct)
+  num_j = confusion.shape[0]
+  _validation.check_labels(labels, num_k, "labels")
+  _validation.check_index_range(annotator, num_j, "annotations.annotator",
+                                where=valid)
+  _validation.check_index_range(answer, num_k, "annotations.answer",
+                                where=valid)
+  if _validation.is_concrete(confusion):
+    c = np.asarray(confusion)
+    if np.isnan(c).any() or (c < 0).any():
+      raise ValueError("`confusion` must hold counts >= 0.")
+  dtype = jnp.result_type(float)
+  conf_flat = confusion.astype(dtype).reshape(num_j, num_k * num_k)
+  diag_flat = jnp.diagonal(confusion, axis1=1, axis2=2).astype(dtype)
+  batch_size = max(1, min(int(batch_size), n))
+  pad = (-n) % batch_size
+  args = (order, labels, annotator, answer, valid, exclude)
+  args = tuple(jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)) for a in args)
+  args = tuple(a.reshape((-1, batch_size) + a.shape[1:]) for a in args)
+  out = jax.lax.map(
+      lambda xs: _prefix_batch(*xs, conf_flat, diag_flat, undefined_value),
+      args)
+  return out.reshape((-1,) + out.shape[2:])[:n]
 
 
 class SweepMetrics(NamedTuple):
-  """Accuracy and workload for each alpha (each field ``[A]``)."""
+  """Accuracy and workload for each alpha (each field ``[..., A]``)."""
 
   accuracy: jax.Array
   queries: jax.Array
@@ -229,52 +164,42 @@ class SweepMetrics(NamedTuple):
   avg_queries_per_queried_expert: jax.Array
 
 
+def _workload_per_alpha(agent, num_experts):
+  """Workload ``([A], [A], [A])`` of decisions ``[n, A]`` (0 = model)."""
+  num_a = agent.shape[1]
+  deferred = (agent >= 1) & (agent <= num_experts)
+  flat = (jnp.arange(num_a)[None, :] * num_experts
+          + jnp.where(deferred, agent - 1, 0)).ravel()
+  hist = jnp.zeros(num_a * num_experts, jnp.int32).at[flat].add(
+      deferred.ravel().astype(jnp.int32)).reshape(num_a, num_experts)
+  queries = hist.sum(axis=1)
+  n_queried = (hist > 0).sum(axis=1)
+  avg = jnp.where(n_queried > 0, queries / jnp.maximum(n_queried, 1), 0.0)
+  return queries, hist.max(axis=1), avg.astype(jnp.result_type(float))
+
+
 def sweep_metrics(
-    sizes: ArrayLike, outcomes: Outcomes, *, num_experts: int
+    sizes: ArrayLike, outcomes, *, num_experts: int
 ) -> SweepMetrics:
   """Reads every alpha's accuracy and expert workload from the outcomes.
 
   Args:
-    sizes: ``[n, A]`` set size of each point at each alpha.
-    outcomes: ``Outcomes`` of one strategy (``[n, K + 1]``).
-    num_experts: J, for the per-expert query histogram.
+    sizes: ``[n, A]`` set size in ``[0, K]`` of each point at each alpha.
+    outcomes: ``l2d_jax.deferral.Outcomes`` of one strategy (``[n, K + 1]``).
+    num_experts: J, for the per-expert query histogram (Python or NumPy int).
 
   Returns:
-    ``SweepMetrics``; ``avg_queries_per_queried_expert`` is 0 where no expert
-    is queried.
+    ``SweepMetrics`` with ``[A]`` fields; ``avg_queries_per_queried_expert``
+    is 0 where no expert is queried. An outcome with agent -1 (no valid
+    annotator) counts as wrong and as no query.
   """
+  num_experts = _validation.check_static_int(num_experts, "num_experts",
+                                             minimum=1)
   sizes = jnp.asarray(sizes)
-  n, num_a = sizes.shape
+  _validation.check_ndim(sizes, 2, "sizes", "[n, A]")
   correct = jnp.take_along_axis(outcomes.correct, sizes, axis=1)  # [n, A]
-  expert = jnp.take_along_axis(outcomes.expert, sizes, axis=1)
-  deferred = expert != MODEL
-  accuracy = correct.mean(axis=0)
-  queries = deferred.sum(axis=0)
-  flat = (jnp.arange(num_a)[None, :] * num_experts
-          + jnp.where(deferred, expert, 0)).ravel()
-  hist = jnp.zeros(num_a * num_experts, jnp.int32).at[flat].add(
-      deferred.ravel().astype(jnp.int32)).reshape(num_a, num_experts)
-  max_q = hist.max(axis=1)
-  n_queried = (hist > 0).sum(axis=1)
-  avg_q = jnp.where(n_queried > 0, queries / jnp.maximum(n_queried, 1), 0.0)
-  del n
-  return SweepMetrics(accuracy=accuracy, queries=queries,
+  agent = jnp.take_along_axis(outcomes.agent, sizes, axis=1)
+  queries, max_q, avg_q = _workload_per_alpha(agent, num_experts)
+  return SweepMetrics(accuracy=correct.mean(axis=0), queries=queries,
                       max_queries_per_expert=max_q,
                       avg_queries_per_queried_expert=avg_q)
-
-
-def workload(expert: ArrayLike, *, num_experts: int) -> tuple[
-    jax.Array, jax.Array, jax.Array]:
-  """Workload of one assignment ``[n]`` of points to experts (-1 = model).
-
-  Returns:
-    ``(queries, max_queries_per_expert, avg_queries_per_queried_expert)``.
-  """
-  expert = jnp.asarray(expert)
-  deferred = expert != MODEL
-  hist = jnp.zeros(num_experts, jnp.int32).at[jnp.where(deferred, expert, 0)
-                                              ].add(deferred.astype(jnp.int32))
-  queries = deferred.sum()
-  n_queried = (hist > 0).sum()
-  avg = jnp.where(n_queried > 0, queries / jnp.maximum(n_queried, 1), 0.0)
-  return queries, hist.max(), avg

@@ -3,12 +3,24 @@
 One encoding for the whole package: a decision is an int array where 0 means
 the model (agent 0) answers and ``j >= 1`` means expert ``j`` answers, expert
 ``j`` being expert id ``j - 1`` of ``Annotations`` and column ``j - 1`` of
-``expert_predictions`` arrays.
+``expert_predictions`` arrays. -1 marks a decision that cannot be made (NaN
+input, or no valid annotator; possible only under jit).
 """
 
 __all__ = (
+    # The encoding.
     "MODEL",
+    # Learned deferral: argmax over class and deferral logits.
     "argmax_deferral",
+    # Choosing one annotator among a point's candidates.
+    "select_expert",
+    "TIE_BREAKS",
+    # Training-free conformal deferral (per point and prefix set).
+    "STRATEGIES",
+    "Outcomes",
+    "strategy_scores",
+    "strategy_outcomes",
+    "outcomes_from_slots",
     # Top-k and Top-k(x) deferral to a set of agents.
     "SET_RULES",
     "SET_METRICS",
@@ -25,8 +37,22 @@ __all__ = (
     "expected_cardinality",
 )
 
+# The encoding.
 from l2d_jax.deferral._argmax import MODEL
+
+# Learned deferral: argmax over class and deferral logits.
 from l2d_jax.deferral._argmax import argmax_deferral
+
+# Choosing one annotator among a point's candidates.
+from l2d_jax.deferral._selection import TIE_BREAKS
+from l2d_jax.deferral._selection import select_expert
+
+# Training-free conformal deferral (per point and prefix set).
+from l2d_jax.deferral._strategies import STRATEGIES
+from l2d_jax.deferral._strategies import Outcomes
+from l2d_jax.deferral._strategies import outcomes_from_slots
+from l2d_jax.deferral._strategies import strategy_outcomes
+from l2d_jax.deferral._strategies import strategy_scores
 
 # Top-k and Top-k(x) deferral to a set of agents.
 from l2d_jax.deferral._topk import REGRESSION_LOSSES

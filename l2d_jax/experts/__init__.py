@@ -1,9 +1,12 @@
-"""Experts: annotation data model, confusion matrices, selection, simulators."""
+"""Experts: annotation data model, confusion matrices, segregativity, simulators.
+
+Choosing an expert (``select_expert``) is a decision rule: see
+``l2d_jax.deferral``.
+"""
 
 __all__ = (
     "Annotations",
     "confusion_matrices",
-    "drop_unusable_experts",
     "expert_accuracy",
     "keep_bottom_fraction",
     "leave_one_out_confusions",
@@ -13,24 +16,21 @@ __all__ = (
     "oracle_experts",
     "random_expert",
     "segregativity",
-    "select_expert",
     "specialised_experts",
     "specialised_oracle_groups",
     "subsample_n_shots",
-    "TIE_BREAKS",
+    "warn_unusable_experts",
 )
 
 
 from l2d_jax.experts._annotations import Annotations
 from l2d_jax.experts._annotations import confusion_matrices
-from l2d_jax.experts._annotations import drop_unusable_experts
 from l2d_jax.experts._annotations import expert_accuracy
 from l2d_jax.experts._annotations import keep_bottom_fraction
 from l2d_jax.experts._annotations import leave_one_out_confusions
 from l2d_jax.experts._annotations import subsample_n_shots
+from l2d_jax.experts._annotations import warn_unusable_experts
 from l2d_jax.experts._segregativity import segregativity
-from l2d_jax.experts._selection import TIE_BREAKS
-from l2d_jax.experts._selection import select_expert
 # --- simulators (issue 3) ---
 from l2d_jax.experts._simulators import noisy_expert
 from l2d_jax.experts._simulators import noisy_experts
@@ -40,3 +40,15 @@ from l2d_jax.experts._simulators import random_expert
 from l2d_jax.experts._simulators import specialised_experts
 from l2d_jax.experts._simulators import specialised_oracle_groups
 # --- end simulators ---
+
+
+def __getattr__(name: str):
+  # Transitional: choosing an expert is a decision rule and moved to
+  # `l2d_jax.deferral` (issue 6). Remove once no caller uses the old names.
+  if name in ("select_expert", "TIE_BREAKS"):
+    import warnings  # pylint: disable=g-import-not-at-top
+    from l2d_jax import deferral  # pylint: disable=g-import-not-at-top
+    warnings.warn(f"`l2d_jax.experts.{name}` moved to `l2d_jax.deferral."
+                  f"{name}`.", DeprecationWarning, stacklevel=2)
+    return getattr(deferral, name)
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -150,6 +150,10 @@ def confusion_matrices(
 ) -> jax.Array:
   """Per-expert confusion matrices from annotations.
 
+  Under jit, where values cannot be checked, an answer whose expert id, true
+  label or answered label lies outside ``[0, J)`` / ``[0, K)`` is dropped
+  (counted nowhere), never attributed to another expert or class.
+
   Args:
     annotations: padded annotations of N images.
     labels: ``[N]`` true labels.
@@ -159,15 +163,27 @@ def confusion_matrices(
     ``[J, K, K]`` int32 counts; ``C[j, y, m]`` = number of images with true
     label ``y`` that expert ``j`` answered ``m`` (rows = truth, columns =
     the expert's answer).
+
+  Raises:
+    ValueError: ``labels`` of the wrong shape; labels, expert ids or answers
+      of real annotations out of range (when concrete).
   """
   _check_labels_for(annotations, labels)
   num_j, num_k = annotations.num_experts, annotations.num_classes
   mask = annotations.mask
+  _validation.check_index_range(annotations.annotator, num_j,
+                                "annotations.annotator", where=mask)
+  _validation.check_index_range(annotations.answer, num_k,
+                                "annotations.answer", where=mask)
   if image_mask is not None:
     chex.assert_shape(image_mask, (annotations.num_images,))
     mask = jnp.logical_and(mask, image_mask[:, None])
-  y = jnp.broadcast_to(labels[:, None], annotations.answer.shape)
-  flat = (annotations.annotator * num_k + y) * num_k + annotations.answer
+  y = jnp.broadcast_to(jnp.asarray(labels)[:, None], annotations.answer.shape)
+  a, m = annotations.annotator, annotations.answer
+  in_range = ((a >= 0) & (a < num_j) & (y >= 0) & (y < num_k) & (m >= 0)
+              & (m < num_k))
+  mask = mask & in_range
+  flat = jnp.where(mask, (a * num_k + y) * num_k + m, 0)
   counts = jnp.zeros(num_j * num_k * num_k, jnp.int32).at[flat.ravel()].add(
       mask.ravel().astype(jnp.int32))
   return counts.reshape(num_j, num_k, num_k)
@@ -233,13 +249,17 @@ def subsample_n_shots(
     key: PRNG key.
     annotations: padded annotations of N images.
     labels: ``[N]`` true labels.
-    n_shots: answers kept per (expert, true label); must be >= 1.
+    n_shots: answers kept per (expert, true label); a static int >= 1
+      (Python or NumPy).
 
   Returns:
     Annotations with the same arrays and a smaller mask.
+
+  Raises:
+    TypeError: ``n_shots`` not an int (e.g. 1.5).
+    ValueError: ``n_shots < 1``; bad ``labels``.
   """
-  if int(n_shots) < 1:
-    raise ValueError(f"`n_shots` must be >= 1, got {n_shots}.")
+  n_shots = _validation.check_static_int(n_shots, "n_shots", minimum=1)
   _check_labels_for(annotations, labels)
   num_k = annotations.num_classes
   group = annotations.annotator * num_k + labels[:, None]
@@ -277,14 +297,25 @@ def keep_bottom_fraction(
 
   Returns:
     ``(annotations, kept)``: annotations whose mask drops the other experts'
-    answers, and the ``[J]`` bool mask of kept experts.
+    answers, and the ``[J]`` bool mask of kept experts (pass ``~kept`` as
+    ``removed`` to ``warn_unusable_experts``).
+
+  Raises:
+    ValueError: ``f_kept`` outside (0, 1] or NaN, or so small that no expert
+      would be kept (``round(f_kept * J_active) == 0``).
   """
-  if not 0.0 < float(f_kept) <= 1.0:
+  f = float(f_kept)
+  if not 0.0 < f <= 1.0:
     raise ValueError(f"`f_kept` must lie in (0, 1], got {f_kept}.")
   conf = confusion_matrices(annotations, labels)
   acc, count = (np.asarray(a) for a in expert_accuracy(conf))
   active = np.flatnonzero(count > 0)
-  n_keep = int(round(float(f_kept) * active.size))
+  n_keep = int(round(f * active.size))
+  if n_keep < 1:
+    raise ValueError(
+        f"`f_kept`={f_kept} keeps round({f_kept} * {active.size}) = 0 of the "
+        f"{active.size} experts with answers; use f_kept >= "
+        f"{0.5 / max(active.size, 1):.3g}.")
   order = active[np.lexsort((active, acc[active]))]
   kept = np.zeros(annotations.num_experts, bool)
   kept[order[:n_keep]] = True
@@ -292,18 +323,46 @@ def keep_bottom_fraction(
   return annotations.with_mask(mask), kept
 
 
-def drop_unusable_experts(annotations: Annotations) -> Annotations:
-  """Warns about experts without any answer; returns annotations unchanged.
+def warn_unusable_experts(
+    annotations: Annotations, *, removed: np.ndarray | None = None
+) -> np.ndarray:
+  """Warns about experts without any answer (numpy, eager); changes nothing.
 
   Experts with no usable answer have all-zero confusion matrices; they can
-  never be annotators of an image, so they are excluded from every choice.
-  This reports them so that a silently empty expert is visible.
+  never be annotators of an image, so no rule ever chooses them. This makes a
+  silently empty expert visible. Experts removed on purpose (e.g. by
+  ``keep_bottom_fraction``) are not reported.
+
+  Args:
+    annotations: padded annotations.
+    removed: optional ``[J]`` bool, experts removed on purpose.
+
+  Returns:
+    ``[J]`` bool, experts without an answer that were not removed on purpose.
+
+  Example:
+    >>> import numpy as np
+    >>> from l2d_jax import experts
+    >>> ann = experts.Annotations.from_long(
+    ...     np.array([0]), np.array([0]), np.array([1]), num_images=1,
+    ...     num_experts=3, num_classes=2)
+    >>> print(experts.warn_unusable_experts(
+    ...     ann, removed=np.array([False, True, True])))
+    [False False False]
   """
+  num_j = annotations.num_experts
   ids = np.asarray(annotations.annotator)[np.asarray(annotations.mask)]
-  seen = np.bincount(ids, minlength=annotations.num_experts) > 0
-  n_missing = int((~seen).sum())
+  seen = np.bincount(ids, minlength=num_j)[:num_j] > 0
+  unusable = ~seen
+  if removed is not None:
+    removed = np.asarray(removed, bool)
+    if removed.shape != (num_j,):
+      raise ValueError(f"`removed` must have shape [J]=[{num_j}], got "
+                       f"{removed.shape}.")
+    unusable &= ~removed
+  n_missing = int(unusable.sum())
   if n_missing:
     warnings.warn(
-        f"{n_missing} of {annotations.num_experts} experts have no usable "
-        "answers and are excluded.", stacklevel=2)
-  return annotations
+        f"{n_missing} of {num_j} experts have no usable answers and can never "
+        "be chosen.", stacklevel=2)
+  return unusable

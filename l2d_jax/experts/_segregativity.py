@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from l2d_jax import _validation
@@ -16,8 +17,10 @@ def _one_expert(confusion: jax.Array, set_mask: jax.Array,
   num = jnp.sum(jnp.diagonal(confusion) * m)
   den = m @ confusion @ m
   safe = jnp.where(den > 0, den, 1)
-  return jnp.where(den > 0, num / safe, undefined_value).astype(
-      jnp.result_type(float))
+  seg = jnp.where(den > 0, num / safe, undefined_value)
+  # A matrix with a NaN or a negative count has no segregativity.
+  bad = jnp.any(jnp.isnan(confusion) | (confusion < 0))
+  return jnp.where(bad, jnp.nan, seg).astype(jnp.result_type(float))
 
 
 def segregativity(
@@ -40,10 +43,13 @@ def segregativity(
       defined value, which lies in [0, 1].
 
   Returns:
-    ``[J]`` for a ``[K]`` set, ``[..., J]`` for ``[..., K]`` sets.
+    ``[J]`` for a ``[K]`` set, ``[..., J]`` for ``[..., K]`` sets; NaN for an
+    expert whose matrix holds a NaN or a negative count (possible only under
+    jit: concrete input raises).
 
   Raises:
-    ValueError: mismatched K, or a non-square / non-3-D ``confusion``.
+    ValueError: mismatched K, a non-square / non-3-D ``confusion``, or
+      (concrete input) NaN or negative counts.
 
   Example:
     >>> import jax.numpy as jnp
@@ -52,6 +58,11 @@ def segregativity(
     Array([0.5], dtype=float32)
   """
   _validation.check_ndim(confusion, 3, "confusion", "[J, K, K]")
+  if _validation.is_concrete(confusion):
+    c = np.asarray(confusion)
+    if np.isnan(c).any() or (c < 0).any():
+      raise ValueError("`confusion` must hold counts >= 0, got "
+                       f"{'NaN' if np.isnan(c).any() else 'negative'} values.")
   confusion = jnp.asarray(confusion)
   num_k = confusion.shape[-1]
   if confusion.shape[-2] != num_k:
