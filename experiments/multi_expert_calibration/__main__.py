@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--sequential", action="store_true",
                  help="train one run at a time with training.Trainer and "
                  "per-run checkpoints (default for CNN configs), instead of "
-                 "all runs of a setting at once (MLP configs).")
+                 "the seeds of a setting and surrogate at once (MLP "
+                 "configs).")
   p.add_argument("--keep-checkpoints", action="store_true",
                  help="keep each finished run's checkpoint folder (runs "
                  "trained one at a time only).")

@@ -5,10 +5,10 @@ trained on the softmax or the one-vs-all (OvA) surrogate, then evaluated on
 the test split (correctness estimates, their per-expert ECE, system
 accuracy); see the package docstring. Two ways to train:
 
-* the runs of one setting trained at once (:func:`train_together`): every
-  seed and both surrogates in one ``training.SeedTrainer`` program, the loss
-  picking each run's surrogate from a flag in its data. Used for the MLP
-  configs (MoG), whose steps are far too small to keep a device busy alone.
+* the seeds of one (setting, surrogate) trained at once
+  (:func:`train_together`) in one ``training.SeedTrainer`` program. Used for
+  the MLP configs (MoG), whose steps are far too small to keep a device busy
+  alone.
 * one run at a time (:func:`train_and_evaluate`) with ``training.Trainer``,
   checkpointed every ``save_every`` epochs so a killed run resumes mid-way
   (CIFAR-10, ``--sequential``).
@@ -156,17 +156,16 @@ def expert_knowledge(dataset: str, experiment: str, setting: float,
 
 def simulate_experts(key: jax.Array, split: Split, knowledge: np.ndarray,
                      num_classes: int) -> np.ndarray:
-  """``[N, J]`` int32 answers; expert j always uses ``fold_in(key, j)``.
+  """``[N, J]`` int32 answers; expert j uses ``fold_in(key, j)``.
 
-  Keying each expert separately keeps expert j's answers identical across
-  settings (J = 2 and J = 8 share their first two experts; §5.3's settings
-  differ only in p), so the settings of one seed are paired.
+  ``experts.noisy_experts`` keys each expert separately, so expert j's
+  answers are identical across settings (J = 2 and J = 8 share their first
+  two experts; §5.3's settings differ only in p): the settings of one seed
+  are paired.
   """
-  cols = [experts.noisy_expert(jax.random.fold_in(key, j), split.labels,
-                               num_classes=num_classes,
-                               p_correct=jnp.asarray(p), groups=split.groups)
-          for j, p in enumerate(knowledge)]
-  return np.stack([np.asarray(c) for c in cols], axis=1).astype(np.int32)
+  return np.asarray(experts.noisy_experts(
+      key, split.labels, num_classes=num_classes,
+      p_correct=jnp.asarray(knowledge), groups=split.groups), np.int32)
 
 
 # ---------------------------------------------------------------------------
@@ -230,39 +229,6 @@ def make_fns(parameterisation: str, num_experts: int):
     answers = metrics.system_predictions(
         defer, jnp.argmax(logits[:, :num_classes], axis=-1), batch["experts"])
     return {"loss": surrogate(logits, batch["label"], batch["experts"]),
-            "system_accuracy": (answers == batch["label"]).astype(jnp.float32)}
-
-  def logits_fn(model, batch):
-    return {"logits": model(_inputs(batch))}
-
-  return loss_fn, val_metrics_fn, logits_fn
-
-
-def make_mixed_fns(num_experts: int):
-  """``(loss_fn, val_metrics_fn, logits_fn)`` for runs of both surrogates.
-
-  Each batch carries ``ova`` (bool per example, constant within a run): the
-  loss of a run is the OvA surrogate where it is set, the softmax one
-  elsewhere, so runs of both surrogates share one compiled program.
-  """
-
-  def per_example(logits, batch):
-    sm = losses.multi_expert_softmax_loss(logits, batch["label"],
-                                          batch["experts"])
-    ova = losses.multi_expert_ova_loss(logits, batch["label"],
-                                       batch["experts"])
-    return jnp.where(batch["ova"], ova, sm)
-
-  def loss_fn(model, batch):
-    return per_example(model(_inputs(batch)), batch).mean(), {}
-
-  def val_metrics_fn(model, batch):
-    logits = model(_inputs(batch))
-    num_classes = logits.shape[-1] - num_experts
-    defer = deferral.argmax_deferral(logits, num_experts=num_experts)
-    answers = metrics.system_predictions(
-        defer, jnp.argmax(logits[:, :num_classes], axis=-1), batch["experts"])
-    return {"loss": per_example(logits, batch),
             "system_accuracy": (answers == batch["label"]).astype(jnp.float32)}
 
   def logits_fn(model, batch):
@@ -494,53 +460,51 @@ def _eval_chunk(cfg: dict[str, Any], n: int) -> int:
   return -(-n // -(-n // limit))
 
 
-def train_together(datasets: dict[int, Dataset], runs: Sequence[tuple[str,
-                                                                      int]],
-                   *, knowledge: np.ndarray, cfg: dict[str, Any],
-                   num_bins: int) -> list[tuple[dict[str, Any],
-                                                dict[str, Any]]]:
-  """Trains the runs ``[(parameterisation, seed), ...]`` of one setting at once.
+def train_together(datasets: dict[int, Dataset], *, parameterisation: str,
+                   knowledge: np.ndarray, cfg: dict[str, Any], num_bins: int
+                   ) -> dict[int, tuple[dict[str, Any], dict[str, Any]]]:
+  """Trains one run per seed of ``datasets`` at once, on one surrogate.
 
-  One ``training.SeedTrainer`` program holds every run (``jax.vmap`` over the
-  stacked model/optimiser states): run ``r`` starts from ``build_model(...,
-  seed)``, sees its seed's data in the order of :func:`order_key`, and stops
-  early on its own validation ``monitor``, exactly as
-  :func:`train_and_evaluate` would train it.
+  One ``training.SeedTrainer`` program holds every seed's run (``jax.vmap``
+  over the stacked model/optimiser states): the run of ``seed`` starts from
+  ``build_model(..., seed)``, sees its seed's data in the order of
+  :func:`order_key`, and stops early on its own validation ``monitor``,
+  exactly as :func:`train_and_evaluate` would train it. (One program per
+  surrogate: computing both losses for every run, selected by a flag, was
+  1.75x slower per run here than the compile it saves.)
 
   Args:
     datasets: ``{seed: Dataset}`` (feature data, same sizes for all seeds).
-    runs: ``(parameterisation, seed)`` pairs.
+    parameterisation: ``"softmax"`` or ``"ova"``.
     knowledge: ``[J, G]`` expert knowledge of the setting.
     cfg: the experiment config.
     num_bins: ECE bins.
 
   Returns:
-    ``(result, details)`` per run, in the order of ``runs``.
+    ``{seed: (result, details)}``.
   """
+  seeds = sorted(datasets)
   num_experts = knowledge.shape[0]
-  first = datasets[runs[0][1]]
+  first = datasets[seeds[0]]
   steps, monitor, mode = _check_cfg(cfg, first.train.labels.size)
   preds = {seed: expert_predictions(datasets[seed], knowledge, seed)
-           for seed in sorted({s for _, s in runs})}
+           for seed in seeds}
 
   def stacked(split: str) -> dict[str, np.ndarray]:
-    parts = []
-    for p, seed in runs:
-      sp = getattr(datasets[seed], split)
-      parts.append({"x": sp.inputs, "label": sp.labels,
-                    "experts": preds[seed][split],
-                    "ova": np.full(sp.labels.size, p == "ova")})
+    parts = [{"x": getattr(datasets[seed], split).inputs,
+              "label": getattr(datasets[seed], split).labels,
+              "experts": preds[seed][split]} for seed in seeds]
     return {k: np.stack([d[k] for d in parts]) for k in parts[0]}
 
-  loss_fn, val_fn, logits_fn = make_mixed_fns(num_experts)
+  loss_fn, val_fn, logits_fn = make_fns(parameterisation, num_experts)
   models = [build_model(cfg, first.num_classes, num_experts, seed)
-            for _, seed in runs]
+            for seed in seeds]
   tx = build_optimizer(cfg, steps * cfg["epochs"])
   t0 = time.perf_counter()
   trainer = training.SeedTrainer(models, tx, loss_fn)
   histories = trainer.fit(
       stacked("train"), cfg["epochs"], batch_size=cfg["batch_size"],
-      keys=jnp.stack([order_key(seed) for _, seed in runs]),
+      keys=jnp.stack([order_key(seed) for seed in seeds]),
       val=stacked("val"), metrics_fn=val_fn,
       eval_batch_size=_eval_chunk(cfg, first.val.labels.size), monitor=monitor,
       mode=mode, patience=cfg["patience"])
@@ -548,14 +512,15 @@ def train_together(datasets: dict[int, Dataset], runs: Sequence[tuple[str,
   logits = trainer.predict(test, logits_fn, batch_size=_eval_chunk(
       cfg, first.test.labels.size))["logits"]
   seconds = time.perf_counter() - t0
-  out = []
-  for r, (p, seed) in enumerate(runs):
+  out = {}
+  for r, seed in enumerate(seeds):
     res, diag = evaluate_logits(logits[r], test["label"][r],
-                                test["experts"][r], p, num_bins=num_bins)
+                                test["experts"][r], parameterisation,
+                                num_bins=num_bins)
     diag.update(_summary(histories[r], monitor, mode, seconds),
-                trained_with=f"SeedTrainer ({len(runs)} runs at once; "
+                trained_with=f"SeedTrainer ({len(seeds)} seeds at once; "
                 "train_seconds is the group's)")
-    out.append((res, diag))
+    out[seed] = (res, diag)
   return out
 
 
@@ -747,19 +712,25 @@ def run(options: Options) -> dict[str, Any]:
 
   bar = tqdm(total=count, desc="runs", disable=not options.progress)
   for s, group in todo:
-    num_groups = None
     if together:
-      seeds = sorted({seed for _, seed in group})
-      datasets = {seed: dataset(seed) for seed in seeds}
-      num_groups = next(iter(datasets.values())).num_groups
-      knowledge = expert_knowledge(options.dataset, options.experiment, s,
-                                   num_groups)
-      bar.set_postfix(setting=f"{s:g}", runs=len(group))
-      for (p, seed), (res, diag) in zip(group, train_together(
-          datasets, group, knowledge=knowledge, cfg=cfg,
-          num_bins=options.num_bins)):
-        record(p, s, seed, res, diag)
-      bar.update(len(group))
+      for p in options.parameterisations:
+        seeds = [seed for q, seed in group if q == p]
+        if not seeds:
+          continue
+        datasets = {seed: dataset(seed) for seed in seeds}
+        knowledge = expert_knowledge(
+            options.dataset, options.experiment, s,
+            datasets[seeds[0]].num_groups)
+        bar.set_postfix(setting=f"{s:g}", surrogate=p, seeds=len(seeds))
+        trained = train_together(datasets, parameterisation=p,
+                                 knowledge=knowledge, cfg=cfg,
+                                 num_bins=options.num_bins)
+        for seed in seeds:
+          record(p, s, seed, *trained[seed])
+        bar.update(len(seeds))
+        runs.sort(key=_key)
+        report.write_progress(out, options.dataset, options.experiment,
+                              identity, runs)
     else:
       for p, seed in group:
         bar.set_postfix(run=run_name(p, s, seed))
