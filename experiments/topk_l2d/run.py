@@ -205,7 +205,8 @@ def california_pool(features: np.ndarray, targets: np.ndarray, *,
     progress: show a progress line.
 
   Returns:
-    The ``Pool`` (features standardised with the agent-training statistics).
+    The ``Pool`` (features standardised with the agent-training statistics
+    and clipped to ``±config.FEATURE_CLIP``).
   """
   features = np.asarray(features, np.float32)
   targets = np.asarray(targets, np.float32)
@@ -217,7 +218,10 @@ def california_pool(features: np.ndarray, targets: np.ndarray, *,
   parts = dict(zip(("agents", "train", "val", "test"), np.split(perm, cuts)))
   mean = features[parts["agents"]].mean(0)
   std = features[parts["agents"]].std(0) + 1e-6
-  z = (features - mean) / std
+  # Clipped: a few blocks lie > 100 std out (AveOccup up to 1,243), where the
+  # agents would extrapolate to squared errors in the thousands.
+  z = np.clip((features - mean) / std, -config.FEATURE_CLIP,
+              config.FEATURE_CLIP)
   lat, lon = lat_lon_columns
   coast = features[parts["agents"], lat] - features[parts["agents"], lon]
   bands = parts["agents"][region_bands(coast)]  # [A, n_band]
