@@ -20,6 +20,12 @@ __all__ = (
     "specialised_oracle_groups",
     "subsample_n_shots",
     "warn_unusable_experts",
+    # Context sets and the synthetic population (L2D-Pop, issue 8).
+    "Context",
+    "sample_context",
+    "population_oracle_sets",
+    "population_answers",
+    "pseudo_expert_labels",
 )
 
 
@@ -40,6 +46,13 @@ from l2d_jax.experts._simulators import random_expert
 from l2d_jax.experts._simulators import specialised_experts
 from l2d_jax.experts._simulators import specialised_oracle_groups
 # --- end simulators ---
+# --- context sets and population (issue 8) ---
+from l2d_jax.experts._context import Context
+from l2d_jax.experts._context import population_answers
+from l2d_jax.experts._context import population_oracle_sets
+from l2d_jax.experts._context import pseudo_expert_labels
+from l2d_jax.experts._context import sample_context
+# --- end context sets and population ---
 
 
 def __getattr__(name: str):
