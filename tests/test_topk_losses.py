@@ -8,6 +8,9 @@ import jax.test_util as jtu
 import numpy as np
 import optax
 import pytest
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 
 from l2d_jax import deferral
 from l2d_jax import losses
@@ -455,3 +458,27 @@ def test_ties_in_topk_loss_go_to_lower_index():
   for k, expected in zip(range(1, 5), itertools.accumulate(
       [0.5, 0.25, 0.125, 0.0])):
     assert float(losses.topk_deferral_loss(scores, costs, k=k)) == expected
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), num_agents=st.integers(1, 9),
+       nu=st.sampled_from(NUS), ties=st.booleans())
+def test_surrogate_and_loss_properties(seed, num_agents, nu, ties):
+  """For random shapes: surrogate >= 0 and the τ identity for every k."""
+  rng = _rng(seed)
+  scores = rng.normal(size=(5, num_agents)) * 3
+  if ties:
+    scores = np.round(scores)
+  scores = scores.astype(np.float32)
+  costs = rng.uniform(0, 2, size=(5, num_agents)).astype(np.float32)
+  sur = np.asarray(losses.topk_deferral_surrogate(scores, costs, nu=nu))
+  assert np.all(sur >= 0) and np.all(np.isfinite(sur))
+  tau = costs.sum(-1, keepdims=True) - costs
+  for k in range(1, num_agents + 1):
+    chosen = np.asarray(deferral.top_k_agents(scores, k=k))
+    outside = np.ones_like(costs, bool)
+    np.put_along_axis(outside, chosen, False, axis=-1)
+    rhs = (tau * outside).sum(-1) - (num_agents - 1 - k) * costs.sum(-1)
+    np.testing.assert_allclose(
+        losses.topk_deferral_loss(scores, costs, k=k), rhs, rtol=1e-5,
+        atol=1e-5)

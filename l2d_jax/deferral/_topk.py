@@ -351,7 +351,9 @@ def set_predictions(
   Returns:
     ``[..., A]`` aggregated answers for ``k = 1..A`` (index ``k - 1``):
     int32 labels for votes, floating values for averages. Rows with a NaN
-    score (under jit) get -1 (votes) or NaN (averages).
+    score (under jit) get -1 (votes) or NaN (averages); the weighted rules
+    need finite scores (an infinite one makes the row's weights NaN under
+    jit).
 
   Raises:
     TypeError: integer predictions for an average or floating ones for a
