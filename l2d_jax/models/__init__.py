@@ -10,9 +10,16 @@ __all__ = [
     "SmallCNN",
     "WideResNet",
     "count_params",
+    # L2D-Pop: context-set encoders and the population model (issue 8).
+    "ContextEncoder",
+    "PopulationL2D",
 ]
 
 from l2d_jax.models._cnn import SmallCNN
 from l2d_jax.models._count import count_params
 from l2d_jax.models._mlp import MLP
 from l2d_jax.models._wide_resnet import WideResNet
+
+# L2D-Pop: context-set encoders and the population model (issue 8).
+from l2d_jax.models._context_encoder import ContextEncoder
+from l2d_jax.models._population import PopulationL2D

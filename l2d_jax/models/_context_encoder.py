@@ -1,0 +1,234 @@
+"""Context-set encoders of L2D-Pop: neural process and attention."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from l2d_jax import _validation
+from l2d_jax.experts._context import Context
+
+ENCODER_KINDS = ("np", "attention")
+
+
+def _masked_attention(q, k, v, mask):
+  """Multi-head attention ``[..., Tq, H, d]`` over keys where ``mask``.
+
+  ``mask`` is ``[..., Tk]`` (the same for every query). Masked keys get
+  exactly zero weight; a query with no valid key gets a zero output (not NaN).
+  """
+  scale = 1.0 / jnp.sqrt(jnp.asarray(q.shape[-1], q.dtype))
+  logits = jnp.einsum("...qhd,...khd->...hqk", q * scale, k)
+  valid = mask[..., None, None, :]
+  logits = jnp.where(valid, logits, -jnp.inf)
+  # Double-where: a row with no valid key would give -inf - (-inf) = NaN.
+  any_valid = jnp.any(mask, axis=-1)[..., None, None, None]
+  logits = jnp.where(any_valid, logits, 0.0)
+  weights = jax.nn.softmax(logits, axis=-1)
+  weights = jnp.where(valid & any_valid, weights, 0.0)
+  return jnp.einsum("...hqk,...khd->...qhd", weights, v)
+
+
+class _Attention(nnx.Module):
+  """Multi-head attention with separate query / key / value inputs."""
+
+  def __init__(self, q_dim, k_dim, v_dim, out_dim, *, num_heads, rngs):
+    if out_dim % num_heads:
+      raise ValueError(f"`embed_dim`={out_dim} must be divisible by "
+                       f"`num_heads`={num_heads}.")
+    self.num_heads = num_heads
+    self.query = nnx.Linear(q_dim, out_dim, rngs=rngs)
+    self.key = nnx.Linear(k_dim, out_dim, rngs=rngs)
+    self.value = nnx.Linear(v_dim, out_dim, rngs=rngs)
+    self.out = nnx.Linear(out_dim, out_dim, rngs=rngs)
+
+  def _heads(self, x):
+    return x.reshape(x.shape[:-1] + (self.num_heads, -1))
+
+  def __call__(self, q, k, v, mask):
+    out = _masked_attention(self._heads(self.query(q)),
+                            self._heads(self.key(k)),
+                            self._heads(self.value(v)), mask)
+    return self.out(out.reshape(out.shape[:-2] + (-1,)))
+
+
+class _SelfAttentionBlock(nnx.Module):
+  """Post-LayerNorm residual block: attention then a two-layer MLP."""
+
+  def __init__(self, dim, *, num_heads, rngs):
+    self.attention = _Attention(dim, dim, dim, dim, num_heads=num_heads,
+                                rngs=rngs)
+    self.norm1 = nnx.LayerNorm(dim, rngs=rngs)
+    self.mlp1 = nnx.Linear(dim, dim, rngs=rngs)
+    self.mlp2 = nnx.Linear(dim, dim, rngs=rngs)
+    self.norm2 = nnx.LayerNorm(dim, rngs=rngs)
+
+  def __call__(self, h, mask):
+    h = self.norm1(h + self.attention(h, h, h, mask))
+    return self.norm2(h + self.mlp2(nnx.relu(self.mlp1(h))))
+
+
+class ContextEncoder(nnx.Module):
+  """Encodes an expert's context set into an embedding ``ψ`` (L2D-Pop).
+
+  Each context point ``(φ(x_c), y_c, m_c)`` is embedded as
+  ``MLP([φ(x_c), Emb_y(y_c), Emb_m(m_c)])`` (two layers, ReLU). Then
+
+  * ``kind='np'`` (neural process): the masked mean of the point embeddings;
+    ``ψ`` does not depend on the query.
+  * ``kind='attention'``: ``num_layers`` post-LayerNorm residual blocks of
+    masked multi-head self-attention over the context points, then masked
+    multi-head cross-attention whose query is ``φ(x)``, keys ``φ(x_c)`` and
+    values the self-attended point embeddings: a query-specific ``ψ``.
+
+  No positional information is used, so ``ψ`` is invariant to the order of
+  the context points. Padding (``mask`` False) never changes the output: its
+  features, labels and answers are zeroed before use (they may be NaN or
+  -1) and it gets zero attention weight. Context points whose label or answer
+  is outside ``[0, K)`` raise when concrete and are treated as padding under
+  jit. A query whose context is empty (all masked) gets the *no-context
+  embedding*, a learned vector ``no_context`` (initialised at zero) --
+  finite, never NaN.
+
+  Args:
+    feature_dim: dimension ``D`` of the features ``φ(x)``.
+    num_classes: number of classes ``K``.
+    kind: ``'np'`` or ``'attention'``.
+    rngs: random streams for initialisation.
+    embed_dim: size ``E`` of the point embeddings and of ``ψ``.
+    label_dim: size of each label / answer embedding.
+    hidden_dim: width of the hidden layer of the point MLP.
+    num_heads: attention heads (``embed_dim`` must be divisible by it).
+    num_layers: self-attention blocks (``kind='attention'``; may be 0).
+
+  Raises:
+    ValueError: an unknown ``kind``, non-positive sizes, ``embed_dim`` not
+      divisible by ``num_heads``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from l2d_jax import experts, models
+    >>> enc = models.ContextEncoder(3, 4, kind='attention', embed_dim=8,
+    ...                             num_heads=2, rngs=nnx.Rngs(0))
+    >>> ctx = experts.Context(jnp.ones((2, 5, 3)), jnp.zeros((2, 5), int),
+    ...                       jnp.zeros((2, 5), int), jnp.ones((2, 5), bool))
+    >>> enc(jnp.ones((2, 3)), ctx).shape
+    (2, 8)
+
+  References:
+    Tailor, Patra, Verma, Manggala & Nalisnick, Learning to Defer to a
+    Population: A Meta-Learning Approach, AISTATS 2024.
+  """
+
+  def __init__(
+      self,
+      feature_dim: int,
+      num_classes: int,
+      *,
+      kind: str = "np",
+      rngs: nnx.Rngs,
+      embed_dim: int = 64,
+      label_dim: int = 16,
+      hidden_dim: int = 64,
+      num_heads: int = 4,
+      num_layers: int = 1,
+  ):
+    if kind not in ENCODER_KINDS:
+      raise ValueError(f"`kind` must be one of {ENCODER_KINDS}, got {kind!r}.")
+    for value, name in ((feature_dim, "feature_dim"),
+                        (num_classes, "num_classes"),
+                        (embed_dim, "embed_dim"), (label_dim, "label_dim"),
+                        (hidden_dim, "hidden_dim"), (num_heads, "num_heads")):
+      _validation.check_static_int(value, name, minimum=1)
+    _validation.check_static_int(num_layers, "num_layers", minimum=0)
+    if embed_dim % num_heads:
+      raise ValueError(f"`embed_dim`={embed_dim} must be divisible by "
+                       f"`num_heads`={num_heads}.")
+    self.feature_dim = feature_dim
+    self.num_classes = num_classes
+    self.kind = kind
+    self.out_features = embed_dim
+    self.label_embed = nnx.Embed(num_classes, label_dim, rngs=rngs)
+    self.answer_embed = nnx.Embed(num_classes, label_dim, rngs=rngs)
+    self.point1 = nnx.Linear(feature_dim + 2 * label_dim, hidden_dim,
+                             rngs=rngs)
+    self.point2 = nnx.Linear(hidden_dim, embed_dim, rngs=rngs)
+    self.no_context = nnx.Param(jnp.zeros((embed_dim,)))
+    if kind == "attention":
+      self.blocks = nnx.List([
+          _SelfAttentionBlock(embed_dim, num_heads=num_heads, rngs=rngs)
+          for _ in range(num_layers)])
+      self.cross = _Attention(feature_dim, feature_dim, embed_dim, embed_dim,
+                              num_heads=num_heads, rngs=rngs)
+    else:
+      self.blocks = nnx.List([])
+      self.cross = None
+
+  def _check(self, query_features, context):
+    if not isinstance(context, Context):
+      raise TypeError(f"`context` must be an experts.Context, got "
+                      f"{type(context).__name__}.")
+    q = jnp.shape(query_features)
+    if len(q) != 2 or q[1] != self.feature_dim:
+      raise ValueError(f"`query_features` must have shape [B, "
+                       f"{self.feature_dim}], got {tuple(q)}.")
+    f = jnp.shape(context.features)
+    if len(f) != 3 or f[0] != q[0] or f[2] != self.feature_dim:
+      raise ValueError(
+          f"`context.features` must have shape [B, C, {self.feature_dim}] "
+          f"with B={q[0]} and the feature dimension of `query_features`, got "
+          f"{tuple(f)}.")
+    for arr, name in ((context.labels, "labels"), (context.answers, "answers"),
+                      (context.mask, "mask")):
+      if tuple(jnp.shape(arr)) != f[:2]:
+        raise ValueError(f"`context.{name}` must have shape [B, C]="
+                         f"{tuple(f[:2])}, got {tuple(jnp.shape(arr))}.")
+    if jnp.result_type(context.mask) != jnp.bool_:
+      raise TypeError(f"`context.mask` must be boolean, got "
+                      f"{jnp.result_type(context.mask)}.")
+    for arr, name in ((context.labels, "labels"),
+                      (context.answers, "answers")):
+      _validation.check_index_range(arr, self.num_classes, f"context.{name}",
+                                    where=context.mask)
+
+  def __call__(self, query_features: jax.Array, context: Context) -> jax.Array:
+    """Embeds each query's context set.
+
+    Args:
+      query_features: ``[B, D]`` features ``φ(x)`` of the queries.
+      context: a :class:`~l2d_jax.experts.Context` with ``features
+        [B, C, D]``.
+
+    Returns:
+      ``[B, embed_dim]`` embeddings ``ψ``; the ``no_context`` vector for a
+      query whose context is empty.
+
+    Raises:
+      TypeError: ``context`` is not a ``Context``; non-bool mask; non-integer
+        labels or answers.
+      ValueError: mismatched shapes or feature dimensions; (when concrete)
+        unmasked context labels or answers outside ``[0, K)``.
+    """
+    self._check(query_features, context)
+    k = self.num_classes
+    labels, answers = context.labels, context.answers
+    mask = (context.mask & (labels >= 0) & (labels < k)
+            & (answers >= 0) & (answers < k))
+    features = jnp.where(mask[..., None], context.features, 0.0)
+    labels = jnp.where(mask, labels, 0)
+    answers = jnp.where(mask, answers, 0)
+    points = jnp.concatenate([
+        features, self.label_embed(labels), self.answer_embed(answers)], -1)
+    h = self.point2(nnx.relu(self.point1(points)))
+    if self.kind == "np":
+      count = jnp.sum(mask, axis=-1, keepdims=True)
+      total = jnp.sum(jnp.where(mask[..., None], h, 0.0), axis=-2)
+      psi = total / jnp.maximum(count, 1).astype(h.dtype)
+    else:
+      for block in self.blocks:
+        h = block(h, mask)
+      psi = self.cross(query_features[:, None, :], features, h, mask)[:, 0]
+    empty = ~jnp.any(mask, axis=-1, keepdims=True)
+    return jnp.where(empty, self.no_context[...].astype(psi.dtype), psi)

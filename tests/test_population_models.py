@@ -1,0 +1,265 @@
+"""ContextEncoder and PopulationL2D: invariances, masking, shapes, bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from l2d_jax import experts
+from l2d_jax import losses
+from l2d_jax import models
+from l2d_jax.models import _context_encoder
+
+B, C, D, K = 3, 6, 5, 4
+KINDS = ["np", "attention"]
+
+
+def _context(seed=0, b=B, c=C, d=D, k=K):
+  rng = np.random.default_rng(seed)
+  return experts.Context(
+      features=jnp.asarray(rng.normal(size=(b, c, d)), jnp.float32),
+      labels=jnp.asarray(rng.integers(0, k, (b, c)), jnp.int32),
+      answers=jnp.asarray(rng.integers(0, k, (b, c)), jnp.int32),
+      mask=jnp.ones((b, c), bool))
+
+
+def _query(seed=1, b=B, d=D):
+  return jnp.asarray(np.random.default_rng(seed).normal(size=(b, d)),
+                     jnp.float32)
+
+
+def _encoder(kind, **kw):
+  kw = dict(embed_dim=8, num_heads=2, hidden_dim=16, label_dim=4) | kw
+  return models.ContextEncoder(D, K, kind=kind, rngs=nnx.Rngs(0), **kw)
+
+
+def _with_no_context_param(enc, value):
+  enc.no_context[...] = value
+  return enc
+
+
+def test_masked_attention_matches_numpy():
+  rng = np.random.default_rng(0)
+  q = rng.normal(size=(2, 1, 3, 4)).astype(np.float32)
+  k = rng.normal(size=(2, 5, 3, 4)).astype(np.float32)
+  v = rng.normal(size=(2, 5, 3, 4)).astype(np.float32)
+  mask = np.array([[1, 0, 1, 1, 0], [0, 0, 0, 0, 0]], bool)
+  out = np.asarray(_context_encoder._masked_attention(
+      jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), jnp.asarray(mask)))
+  for b in range(2):
+    for h in range(3):
+      if not mask[b].any():
+        np.testing.assert_array_equal(out[b, 0, h], 0.0)
+        continue
+      s = (k[b, mask[b], h] @ q[b, 0, h]) / 2.0
+      w = np.exp(s - s.max())
+      w /= w.sum()
+      np.testing.assert_allclose(out[b, 0, h], w @ v[b, mask[b], h],
+                                 rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_encoder_permutation_invariant(kind):
+  enc = _encoder(kind)
+  ctx = _context()
+  q = _query()
+  perm = np.random.default_rng(5).permutation(C)
+  shuffled = experts.Context(ctx.features[:, perm], ctx.labels[:, perm],
+                             ctx.answers[:, perm], ctx.mask[:, perm])
+  np.testing.assert_allclose(enc(q, ctx), enc(q, shuffled), rtol=1e-5,
+                             atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_encoder_padding_invariant(kind):
+  enc = _encoder(kind)
+  ctx = _context()
+  q = _query()
+  base = enc(q, ctx)
+  # Interleave 4 padding slots holding garbage (NaN features, -1 labels).
+  pad = experts.Context(
+      features=jnp.full((B, 4, D), jnp.nan),
+      labels=jnp.full((B, 4), -1, jnp.int32),
+      answers=jnp.full((B, 4), 99, jnp.int32),
+      mask=jnp.zeros((B, 4), bool))
+  padded = experts.Context(*(jnp.concatenate([a, p], axis=1)
+                             for a, p in zip(ctx, pad)))
+  order = np.random.default_rng(1).permutation(C + 4)
+  padded = experts.Context(*(a[:, order] for a in padded))
+  np.testing.assert_allclose(enc(q, padded), base, rtol=1e-5, atol=1e-5)
+  # Masking out points equals dropping them.
+  part = ctx._replace(mask=ctx.mask.at[:, :2].set(False))
+  dropped = experts.Context(*(a[:, 2:] for a in ctx))
+  np.testing.assert_allclose(enc(q, part), enc(q, dropped), rtol=1e-5,
+                             atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_encoder_empty_context_is_no_context_vector(kind):
+  enc = _with_no_context_param(_encoder(kind), jnp.arange(8.0))
+  ctx = _context()
+  ctx = ctx._replace(mask=ctx.mask.at[1].set(False),
+                     features=ctx.features.at[1].set(jnp.nan))
+  out = enc(_query(), ctx)
+  assert np.isfinite(np.asarray(out)).all()
+  np.testing.assert_array_equal(out[1], np.arange(8.0))
+  assert not np.allclose(out[0], np.arange(8.0))
+
+  # Gradients are finite too (masked NaN padding, an empty row).
+  def loss(enc):
+    return jnp.sum(enc(_query(), ctx) ** 2)
+
+  grads = nnx.grad(loss)(enc)
+  leaves = jax.tree.leaves(nnx.state(grads))
+  assert all(np.isfinite(np.asarray(g)).all() for g in leaves)
+
+
+def test_np_encoder_ignores_query_attention_uses_it():
+  ctx = _context()
+  np_enc, attn = _encoder("np"), _encoder("attention")
+  q1, q2 = _query(1), _query(2)
+  np.testing.assert_array_equal(np_enc(q1, ctx), np_enc(q2, ctx))
+  assert not np.allclose(attn(q1, ctx), attn(q2, ctx))
+
+
+def test_np_encoder_is_masked_mean_of_point_embeddings():
+  enc = _encoder("np")
+  ctx = _context()
+  ctx = ctx._replace(mask=ctx.mask.at[0, 3:].set(False))
+  points = jnp.concatenate([ctx.features, enc.label_embed(ctx.labels),
+                            enc.answer_embed(ctx.answers)], -1)
+  h = np.asarray(enc.point2(nnx.relu(enc.point1(points))))
+  m = np.asarray(ctx.mask)
+  expected = np.stack([h[b][m[b]].mean(0) for b in range(B)])
+  np.testing.assert_allclose(enc(_query(), ctx), expected, rtol=1e-5,
+                             atol=1e-6)
+
+
+def test_encoder_jit_and_vmap_over_experts():
+  enc = _encoder("attention")
+  q = _query()
+  ctxs = jax.tree.map(lambda *a: jnp.stack(a), _context(0), _context(1))
+  graphdef, state = nnx.split(enc)
+
+  @jax.jit
+  def run(state, ctxs):
+    model = nnx.merge(graphdef, state)
+    return jax.vmap(lambda c: model(q, c))(ctxs)
+
+  out = run(state, ctxs)
+  assert out.shape == (2, B, 8)
+  np.testing.assert_allclose(out[1], enc(q, _context(1)), rtol=1e-5,
+                             atol=1e-5)
+
+
+def test_encoder_bad_input():
+  enc = _encoder("attention")
+  ctx, q = _context(), _query()
+  with pytest.raises(ValueError, match="query_features"):
+    enc(jnp.ones((B, D + 1)), ctx)
+  with pytest.raises(ValueError, match="context.features"):
+    enc(q, ctx._replace(features=jnp.ones((B, C, D + 1))))
+  with pytest.raises(ValueError, match="context.labels"):
+    enc(q, ctx._replace(labels=ctx.labels.at[0, 0].set(K)))
+  with pytest.raises(ValueError, match="context.answers"):
+    enc(q, ctx._replace(answers=ctx.answers.at[0, 0].set(-1)))
+  with pytest.raises(ValueError, match="context.mask"):
+    enc(q, ctx._replace(mask=jnp.ones((B, C + 1), bool)))
+  with pytest.raises(TypeError, match="context.mask"):
+    enc(q, ctx._replace(mask=jnp.ones((B, C), int)))
+  with pytest.raises(TypeError, match="context"):
+    enc(q, tuple(ctx))
+  with pytest.raises(ValueError, match="kind"):
+    models.ContextEncoder(D, K, kind="transformer", rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="num_heads"):
+    models.ContextEncoder(D, K, kind="attention", embed_dim=6, num_heads=4,
+                          rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="embed_dim"):
+    models.ContextEncoder(D, K, embed_dim=0, rngs=nnx.Rngs(0))
+
+
+def test_encoder_masked_out_of_range_points_ignored_under_jit():
+  enc = _encoder("np")
+  ctx, q = _context(), _query()
+  bad = ctx._replace(labels=ctx.labels.at[:, 0].set(K))
+  dropped = experts.Context(*(a[:, 1:] for a in ctx))
+  graphdef, state = nnx.split(enc)
+  out = jax.jit(lambda s, c: nnx.merge(graphdef, s)(q, c))(state, bad)
+  np.testing.assert_allclose(out, enc(q, dropped), rtol=1e-5, atol=1e-6)
+
+
+# --- PopulationL2D ----------------------------------------------------------
+
+
+def _model(kind, raw_dim=7):
+  backbone = nnx.Linear(raw_dim, D, rngs=nnx.Rngs(3))
+  return models.PopulationL2D(backbone, D, K, encoder_kind=kind,
+                              embed_dim=8, num_heads=2, hidden_dim=16,
+                              rngs=nnx.Rngs(4))
+
+
+def _raw_context(seed, raw_dim=7):
+  ctx = _context(seed)
+  feats = np.random.default_rng(seed + 10).normal(size=(B, C, raw_dim))
+  return ctx._replace(features=jnp.asarray(feats, jnp.float32))
+
+
+@pytest.mark.parametrize("kind", KINDS + [None])
+def test_population_class_logits_independent_of_context(kind):
+  model = _model(kind)
+  x = _query(d=7)
+  a = model(x, _raw_context(0))
+  b = model(x, _raw_context(1))
+  assert a.shape == (B, K + 1)
+  np.testing.assert_array_equal(a[:, :K], b[:, :K])
+  if kind is None:
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, model(x))
+  else:
+    assert not np.allclose(a[:, K], b[:, K])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_population_raw_context_equals_feature_context(kind):
+  model = _model(kind)
+  x, ctx = _query(d=7), _raw_context(0)
+  feats = model.backbone(ctx.features.reshape(B * C, 7)).reshape(B, C, D)
+  np.testing.assert_allclose(model(x, ctx),
+                             model(x, ctx._replace(features=feats)),
+                             rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS + [None])
+def test_population_trains_with_j1_loss_under_jit(kind):
+  model = _model(kind)
+  x, ctx = _query(d=7), _raw_context(0)
+  labels = jnp.array([0, 1, 2])
+  answers = jnp.array([0, 3, 2])
+
+  @nnx.jit
+  def loss_fn(model):
+    logits = model(x, ctx)
+    return losses.multi_expert_softmax_loss(logits, labels,
+                                            answers[:, None]).mean()
+
+  value, grads = nnx.value_and_grad(loss_fn)(model)
+  assert np.isfinite(float(value))
+  leaves = jax.tree.leaves(nnx.state(grads))
+  assert leaves and all(np.isfinite(np.asarray(g)).all() for g in leaves)
+
+
+def test_population_bad_input():
+  model = _model("np")
+  x = _query(d=7)
+  with pytest.raises(ValueError, match="context"):
+    model(x)
+  with pytest.raises(ValueError, match="context.features"):
+    model(x, _context()._replace(features=jnp.ones((B, C, 3))))
+  with pytest.raises(ValueError, match="encoder_kind"):
+    models.PopulationL2D(nnx.Linear(7, D, rngs=nnx.Rngs(0)), D, K,
+                         encoder_kind="np+attention", rngs=nnx.Rngs(0))
+  bad = models.PopulationL2D(nnx.Linear(7, D + 1, rngs=nnx.Rngs(0)), D, K,
+                             encoder_kind=None, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="feature_dim"):
+    bad(x)
