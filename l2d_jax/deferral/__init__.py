@@ -35,6 +35,8 @@ __all__ = (
     "set_budgets",
     "expected_budget",
     "expected_cardinality",
+    # Deferral margin (L2D-Pop ranking, issue 8).
+    "deferral_priority",
 )
 
 # The encoding.
@@ -68,3 +70,6 @@ from l2d_jax.deferral._topk import set_losses
 from l2d_jax.deferral._topk import set_predictions
 from l2d_jax.deferral._topk import top_k_agents
 from l2d_jax.deferral._topk import top_kx_agents
+
+# Deferral margin (L2D-Pop ranking, issue 8).
+from l2d_jax.deferral._population import deferral_priority

@@ -21,6 +21,9 @@ __all__ = (
     "topk_deferral_loss",
     "cardinality_loss",
     "cardinality_surrogate",
+    # L2D-Pop and limited demonstrations (issue 8).
+    "population_l2d_loss",
+    "fixmatch_consistency",
 )
 
 # Surrogate losses.
@@ -42,3 +45,7 @@ from l2d_jax.losses._topk import cardinality_surrogate
 from l2d_jax.losses._topk import comp_sum_loss
 from l2d_jax.losses._topk import topk_deferral_loss
 from l2d_jax.losses._topk import topk_deferral_surrogate
+
+# L2D-Pop and limited demonstrations (issue 8).
+from l2d_jax.losses._population import fixmatch_consistency
+from l2d_jax.losses._population import population_l2d_loss
