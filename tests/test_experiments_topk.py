@@ -304,6 +304,7 @@ def test_help_documents_every_option_with_a_default():
 
 def test_documented_commands_parse():
   parser = cli.build_parser()
+  assert parser.parse_args([]).lambdas == config.LAMBDAS
   for name, e in config.EXPERIMENTS.items():
     words = shlex.split(e.command)
     assert words[:3] == ["python", "-m", "experiments.topk_l2d"], name

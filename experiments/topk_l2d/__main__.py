@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "the agents are one fixed pool.")
   p.add_argument("--first-seed", type=_cli.seed, default=d.first_seed,
                  help="the seeds are first-seed, first-seed + 1, ...")
-  p.add_argument("--lambdas", type=_cli.float_list(0.0), default=d.lambdas,
+  p.add_argument("--lambdas", type=_cli.float_list(0.0),
+                 default=",".join(f"{v:g}" for v in d.lambdas),
                  help="comma-separated λ >= 0 of the Top-k(x) sweep (the "
                  "budget weight in the cardinality loss).")
   p.add_argument("--selector-scale", choices=config.SELECTOR_SCALES,
