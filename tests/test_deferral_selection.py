@@ -125,3 +125,12 @@ def test_strategy_outcomes_bad_input(rng):
     deferral.strategy_outcomes(seg, np.array([True, True]), ann, labels,
                                strategy="segregativity", key=rng,
                                tie_break="cost")
+
+
+def test_old_experts_names_point_to_deferral_with_a_warning():
+  with pytest.warns(DeprecationWarning, match="deferral.select_expert"):
+    assert experts.select_expert is deferral.select_expert
+  with pytest.warns(DeprecationWarning, match="deferral.TIE_BREAKS"):
+    assert experts.TIE_BREAKS == deferral.TIE_BREAKS
+  with pytest.raises(AttributeError):
+    experts.drop_unusable_experts  # pylint: disable=pointless-statement
