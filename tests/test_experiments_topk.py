@@ -310,3 +310,38 @@ def test_documented_commands_parse():
     assert words[:3] == ["python", "-m", "experiments.topk_l2d"], name
     args = parser.parse_args(words[3:])
     assert args.dataset in config.DATASETS and args.config in config.CONFIGS
+
+
+def _write_svhn(root, rng, n):
+  import scipy.io  # pylint: disable=g-import-not-at-top
+  (root / "svhn").mkdir(parents=True)
+  for split in ("train", "test"):
+    x = rng.integers(0, 256, size=(32, 32, 3, n), dtype=np.uint8)
+    y = rng.integers(1, 11, size=(n, 1)).astype(np.uint8)  # 10 is digit 0
+    scipy.io.savemat(root / "svhn" / f"{split}_32x32.mat", {"X": x, "y": y})
+
+
+def _write_cifar100(root, rng, n):
+  (root / "cifar-100-binary").mkdir(parents=True)
+  for split in ("train", "test"):
+    rec = np.zeros((n, 2 + 3072), np.uint8)
+    rec[:, 0] = rng.integers(0, 20, n)
+    rec[:, 1] = rng.integers(0, 100, n)
+    rec[:, 2:] = rng.integers(0, 256, (n, 3072))
+    (root / "cifar-100-binary" / f"{split}.bin").write_bytes(rec.tobytes())
+
+
+@pytest.mark.parametrize("dataset,num_classes", [("svhn", 10),
+                                                 ("cifar100", 100)])
+def test_svhn_and_cifar100_pools_from_their_original_files(tmp_path, dataset,
+                                                           num_classes):
+  rng = np.random.default_rng(0)
+  (_write_svhn if dataset == "svhn" else _write_cifar100)(tmp_path, rng, 80)
+  run_lib.check_dataset_files(dataset, tmp_path)
+  pool = run_lib.load_pool(dataset, data_dir=tmp_path, budget=TINY,
+                           progress=False)
+  assert pool.dataset == dataset and pool.num_classes == num_classes
+  assert pool.features["train"].shape[1] == num_classes
+  preds = np.concatenate([pool.predictions[s] for s in run_lib.SPLITS])
+  assert preds.shape == (80, A) and preds.min() >= 0
+  assert preds.max() < num_classes
