@@ -26,8 +26,6 @@ STRATEGY_KEYS = {"accuracy_mean", "accuracy_std", "queries_mean",
                  "avg_queries_per_queried_expert_mean", "alpha_opt",
                  "accuracy_at_opt", "p_value_vs_strongest_baseline"}
 CROSS = "accuracy_cross_fitted"
-TINY = ["--dataset", "synthetic", "--splits", "2", "--cal-size", "300",
-        "--alphas", "0.05,0.2", "--no-progress"]
 
 
 def _check_results(out, scores, n_alphas):
@@ -45,16 +43,18 @@ def _check_results(out, scores, n_alphas):
     assert len(e["alphas"]) == len(e["coverage"]) == n_alphas
     assert set(e["strategies"]) == set(config.STRATEGIES)
     for t in e["strategies"].values():
-      # The cross-fitted accuracy comes with the library sweep (issue 6 §2).
-      assert set(t) - {CROSS} == STRATEGY_KEYS
-      if CROSS in t:
-        assert set(t[CROSS]) == {"mean", "std"}
+      assert set(t) == STRATEGY_KEYS | {CROSS}
+      assert set(t[CROSS]) == {"mean", "std"}
+      assert 0.0 <= t[CROSS]["mean"] <= 1.0
       assert len(t["accuracy_mean"]) == n_alphas
       assert t["alpha_opt"] in e["alphas"]
       assert 0.0 <= t["p_value_vs_strongest_baseline"] <= 1.0
   table = (out / "table1.md").read_text()
   assert table.count("Segregativity-Based") == len(scores)
-  assert "Acc. cross-fitted [%]" in table
+  assert "Acc. cross-fitted [%]" in table and "  |" not in table
+  for line in table.splitlines():
+    if "Segregativity-Based" in line:  # A number in the cross-fitted column.
+      assert re.match(r"\d+\.\d\d ± \d+\.\d\d$", line.split("|")[5].strip())
   for s in scores:
     assert (out / f"accuracy_vs_alpha_{s}.png").stat().st_size > 1000
     assert (out / f"workload_vs_alpha_{s}.png").stat().st_size > 1000
@@ -92,12 +92,22 @@ def _floats(obj):
   return [obj] if isinstance(obj, float) else []
 
 
-def test_rerun_replaces_the_owned_set_and_keeps_the_rest(tmp_path):
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+  """A small pool in the bring-your-own format (quick to sweep)."""
+  path = tmp_path_factory.mktemp("small") / "byo"
+  data.save_byo(data.synthetic_pool(1, num_images=600, num_experts=30,
+                                    answers_per_expert=60), path)
+  return ["--dataset", "byo", "--byo-dir", str(path), "--splits", "2",
+          "--cal-size", "200", "--alphas", "0.05,0.2", "--no-progress"]
+
+
+def test_rerun_replaces_the_owned_set_and_keeps_the_rest(tmp_path, small):
   out = tmp_path / "out"
-  assert exp.main(TINY + ["--score", "aps", "--out", str(out)]) == 0
+  assert exp.main(small + ["--score", "aps", "--out", str(out)]) == 0
   assert (out / "accuracy_vs_alpha_aps.png").exists()
   (out / "notes.txt").write_text("mine")
-  assert exp.main(TINY + ["--score", "lac", "--out", str(out)]) == 0
+  assert exp.main(small + ["--score", "lac", "--out", str(out)]) == 0
   assert not (out / "accuracy_vs_alpha_aps.png").exists()  # stale plot gone
   assert (out / "notes.txt").read_text() == "mine"
   _check_results(out, ["lac"], 2)
@@ -112,10 +122,10 @@ def test_quickstart_help_and_parser(capsys):
   assert capsys.readouterr().err == "error: --splits must be >= 1, got 0\n"
 
 
-def test_ablation_f_kept_and_n_shots(tmp_path, capsys):
+def test_ablation_f_kept_and_n_shots(tmp_path, capsys, small):
   out = tmp_path / "abl"
-  for name, grid in (("f_kept", "1.0,0.6"), ("n_shots", "2,5")):
-    assert exp.main(TINY + ["--score", "lac", "--ablation", name,
+  for name, grid in (("f_kept", "1.0,0.8"), ("n_shots", "2,5")):
+    assert exp.main(small + ["--score", "lac", "--ablation", name,
                             "--ablation-grid", grid, "--out", str(out)]) == 0
     abl = json.loads((out / f"ablation_{name}.json").read_text())
     assert [r["value"] for r in abl["rows"]] == [float(v) if name == "f_kept"
@@ -369,9 +379,10 @@ def test_ablation_plot_and_table_can_be_read_alone():
   assert "(92.00 ± 2.00)" in table  # cross-fitted beside the hindsight figure
 
 
-def test_f_kept_too_small_ends_the_ablation_with_a_note(tmp_path, capsys):
+def test_f_kept_too_small_ends_the_ablation_with_a_note(tmp_path, capsys,
+                                                        small):
   out = tmp_path / "abl"
-  assert exp.main(TINY + ["--score", "lac", "--ablation", "f_kept",
+  assert exp.main(small + ["--score", "lac", "--ablation", "f_kept",
                           "--ablation-grid", "1.0,0.02", "--out",
                           str(out)]) == 0
   abl = json.loads((out / "ablation_f_kept.json").read_text())

@@ -14,6 +14,20 @@ examples' layout:
 
 import importlib
 
+__all__ = [
+    # configuration
+    "DATASETS",
+    "MODELS",
+    "SCORES",
+    "STRATEGIES",
+    # report
+    "summarise",
+    "table1",
+    # command line
+    "main",
+    # run's names (Pool, load_pool, stratified_sample, sweep) via __getattr__
+]
+
 from experiments.conformal_deferral.config import DATASETS
 from experiments.conformal_deferral.config import MODELS
 from experiments.conformal_deferral.config import SCORES

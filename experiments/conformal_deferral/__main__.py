@@ -12,7 +12,6 @@ traceback). Documented runs and their expected results: ``config.EXPERIMENTS``.
 from __future__ import annotations
 
 import argparse
-import pathlib
 import shlex
 import sys
 import time

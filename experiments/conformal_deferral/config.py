@@ -37,17 +37,17 @@ import dataclasses
 
 import numpy as np
 
+from l2d_jax import deferral
 
 DATASETS = ("cifar10s", "cifar10h-raw", "imagenet16h", "synthetic", "byo")
 DATASETS_WITH_DATA_DIR = ("cifar10s", "cifar10h-raw", "imagenet16h")
 MODELS = ("densenet-bc-L190-k40", "preresnet-110", "resnet-110")
 SCORES = ("lac", "aps", "raps")
-# The library's order (its sweep returns the strategies in this order).
-STRATEGIES = ("segregativity", "naive_most_accurate", "naive_random")
+STRATEGIES = deferral.STRATEGIES  # the order of the library sweep's outputs
 STRATEGY_NAMES = {"segregativity": "Segregativity-Based",
                   "naive_most_accurate": "Naive Most Accurate",
                   "naive_random": "Naive Random"}
-TIE_BREAKS = ("random", "cost")  # the library's select_expert options
+TIE_BREAKS = deferral.TIE_BREAKS
 ABLATIONS = ("f_kept", "n_shots")
 F_KEPT_GRID = tuple(float(v) for v in np.round(np.arange(1.0, 0.2, -0.05), 2))
 N_SHOTS_GRID = (5, 10, 15, 20)
