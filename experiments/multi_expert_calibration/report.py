@@ -156,7 +156,7 @@ def plot(results: list[dict[str, Any]], details: list[dict[str, Any]], *,
            label="observed (bin accuracy)")
     ax.plot(np.asarray(r["confidence"])[ok], np.asarray(r["accuracy"])[ok],
             "k.", label="bin mean estimate")
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="best", framealpha=0.9)
   fig.suptitle(head, fontsize=9)
   out.save_figure(fig, "reliability.png")
   plt.close(fig)
