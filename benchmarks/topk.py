@@ -1,6 +1,7 @@
 """Speed of Top-k(x) inference and of the Top-k surrogate step (issue 10).
 
-Measures, in one run, interleaved (JAX, then the reference, repeat; medians):
+Measures, in one run, interleaved (JAX, then the reference, repeat; medians);
+the surrogate step runs first (after the 1M-query arrays it ran 3-4x slower):
   1. rejector-set + selector inference for 1,000,000 queries x 16 agents:
      ``deferral.top_kx_agents`` (the rejector's ranking of all agents, the
      selector's k(x) = 1 + argmax, agents after position k(x) set to -1),
@@ -86,24 +87,8 @@ def main(argv=None) -> int:
         f"torch {torch.__version__ if torch else 'absent'} (1 thread); "
         f"load average {os.getloadavg()}")
 
-  # 1. Inference.
-  rej = rng.normal(size=(n, a)).astype(np.float32)
-  sel = rng.normal(size=(n, a)).astype(np.float32)
-  rej_d, sel_d = jnp.asarray(rej), jnp.asarray(sel)
-  infer = jax.jit(deferral.top_kx_agents)
-  got = jax.block_until_ready(infer(rej_d, sel_d))
-  want = numpy_top_kx(rej, sel)
-  np.testing.assert_array_equal(np.asarray(got[0]), want[0])
-  np.testing.assert_array_equal(np.asarray(got[1]), want[1])
-  jax_ms, np_ms = [], []
-  for _ in range(args.repeats):
-    jax_ms.append(_time(lambda: jax.block_until_ready(infer(rej_d, sel_d))))
-    np_ms.append(_time(lambda: numpy_top_kx(rej, sel)))
-  infer_ms, numpy_ms = statistics.median(jax_ms), statistics.median(np_ms)
-  print(f"inference {n:,} x {a}: jax {infer_ms:.2f} ms, numpy {numpy_ms:.2f} "
-        f"ms ({numpy_ms / infer_ms:.2f}x)")
-
-  # 2. Surrogate forward + backward.
+  # 1. Surrogate forward + backward (first: the 1M-query arrays of the
+  # inference part slowed the small step 3-4x when they came before it).
   scores = rng.normal(size=(b, a)).astype(np.float32)
   costs = (rng.random(size=(b, a)) + np.linspace(0, 0.25, a)).astype(
       np.float32)
@@ -136,6 +121,24 @@ def main(argv=None) -> int:
   ratio = torch_step_ms / step_ms
   print(f"surrogate step {b} x {a}: jax {step_ms:.3f} ms, torch "
         f"{torch_step_ms:.3f} ms")
+
+  # 2. Inference.
+  rej = rng.normal(size=(n, a)).astype(np.float32)
+  sel = rng.normal(size=(n, a)).astype(np.float32)
+  rej_d, sel_d = jnp.asarray(rej), jnp.asarray(sel)
+  infer = jax.jit(deferral.top_kx_agents)
+  got = jax.block_until_ready(infer(rej_d, sel_d))
+  want = numpy_top_kx(rej, sel)
+  np.testing.assert_array_equal(np.asarray(got[0]), want[0])
+  np.testing.assert_array_equal(np.asarray(got[1]), want[1])
+  jax_ms, np_ms = [], []
+  for _ in range(args.repeats):
+    jax_ms.append(_time(lambda: jax.block_until_ready(infer(rej_d, sel_d))))
+    np_ms.append(_time(lambda: numpy_top_kx(rej, sel)))
+  infer_ms, numpy_ms = statistics.median(jax_ms), statistics.median(np_ms)
+  print(f"inference {n:,} x {a}: jax {infer_ms:.2f} ms, numpy {numpy_ms:.2f} "
+        f"ms ({numpy_ms / infer_ms:.2f}x)")
+
   print(f"load average after: {os.getloadavg()}")
   print(f"topk_infer_ms={infer_ms:.3f} numpy_infer_ms={numpy_ms:.3f} "
         f"surrogate_step_ms={step_ms:.4f} torch_step_ms={torch_step_ms:.4f} "
