@@ -52,6 +52,10 @@ __all__ = (
     "steps_per_epoch",
     "synthetic_pool",
     "train_val_test_split",
+    # Keyed JAX augmentation: FixMatch weak / strong views (issue 8).
+    "RANDAUGMENT_OPS",
+    "strong_augment",
+    "weak_augment",
 )
 
 
@@ -107,3 +111,8 @@ from l2d_jax.data._cifar100 import load_cifar100_tfds
 from l2d_jax.data._svhn import load_svhn
 from l2d_jax.data._svhn import load_svhn_tfds
 # --- end top-k data sets ---
+# --- keyed JAX augmentation: FixMatch weak / strong views (issue 8) ---
+from l2d_jax.data._augment import RANDAUGMENT_OPS
+from l2d_jax.data._augment import strong_augment
+from l2d_jax.data._augment import weak_augment
+# --- end keyed JAX augmentation ---
