@@ -186,7 +186,8 @@ def plot(res: dict[str, Any], entries: Sequence[dict], metrics: Sequence[str],
           ax.annotate(f"k={r['setting']}", (xi, yi), fontsize=7,
                       textcoords="offset points", xytext=(3, 4))
     ax.set_xlabel("expected budget E[Σ β of consulted agents]")
-    ax.set_ylabel(f"{'test RMSE ($100k), lower is better' if is_rmse(metric) else 'test accuracy, higher is better'}")
+    ax.set_ylabel("test RMSE ($100k), lower is better" if is_rmse(metric)
+                  else "test accuracy, higher is better")
     ax.set_title(f"{res['dataset']} ({res['config']}): {metric}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

@@ -293,7 +293,8 @@ def synthetic_regression(seed: int, n: int = 2000) -> tuple[np.ndarray,
 
 def _check_data(data_dir, folder: str, files: tuple[str, ...], what: str):
   root = pathlib.Path(data_dir)
-  missing = [root / folder / f for f in files if not (root / folder / f).exists()]
+  missing = [root / folder / f for f in files
+             if not (root / folder / f).exists()]
   if missing:
     raise FileNotFoundError(
         f"{what} not found: {missing[0]} does not exist; it is not part of the "
@@ -482,7 +483,8 @@ def _score(losses_per_point: jax.Array, task: str) -> float:
   return math.sqrt(m) if task == "regression" else 1.0 - m
 
 
-def set_losses(pool: Pool, split: str, scores: jax.Array) -> dict[str, jax.Array]:
+def set_losses(pool: Pool, split: str, scores: jax.Array
+               ) -> dict[str, jax.Array]:
   """Metric name -> ``[N, A]`` per-point losses of the sets ``A_1..A_A``."""
   return {name: deferral.set_losses(pool.predictions[split],
                                     pool.targets[split], scores,
@@ -632,7 +634,8 @@ def _per_k_entries(pool, method, seed, scores, costs, *, ks=None):
   out = []
   for k in ks or range(1, pool.num_agents + 1):
     out.append(_entry(
-        method, seed, {m: _score(v[:, k - 1], pool.task) for m, v in per.items()},
+        method, seed,
+        {m: _score(v[:, k - 1], pool.task) for m, v in per.items()},
         jnp.mean(budgets[:, k - 1]), k,
         jnp.mean(losses.topk_deferral_loss(scores, costs, k=k)), k=k))
   return out
@@ -650,7 +653,8 @@ def random_entries(pool: Pool, scores: jax.Array, costs: jax.Array, *,
   per = np.asarray(_random_draws(
       jax.random.fold_in(jax.random.key(seed), 1000), jnp.asarray(scores),
       pool.predictions["test"], pool.targets["test"], costs,
-      jnp.asarray(pool.beta), metrics=tuple(SET_METRIC[m] for m in pool.metrics),
+      jnp.asarray(pool.beta),
+      metrics=tuple(SET_METRIC[m] for m in pool.metrics),
       draws=draws))  # [draws, A, metrics + 2]
   out = []
   for k in range(1, pool.num_agents + 1):
