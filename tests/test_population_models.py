@@ -263,3 +263,66 @@ def test_population_bad_input():
                              encoder_kind=None, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="feature_dim"):
     bad(x)
+
+
+# --- ExpertCorrectnessPredictor ------------------------------------------------
+
+
+def test_correctness_predictor_learns_unseen_experts():
+  """Meta-learned from context: correct on experts never trained on."""
+  import optax  # pylint: disable=g-import-not-at-top
+  k, d, c, n, num_experts = 6, 6, 12, 600, 20
+  sets = experts.population_oracle_sets(num_experts, k, size_h=3,
+                                        order="lexicographic")
+  rng = np.random.default_rng(0)
+  labels = jnp.asarray(rng.integers(0, k, n), jnp.int32)
+  feats = jax.nn.one_hot(labels, d) + 0.1 * jnp.asarray(
+      rng.normal(size=(n, d)), jnp.float32)
+  answers = experts.population_answers(
+      jax.random.key(1), labels, jnp.arange(n),
+      jnp.broadcast_to(jnp.arange(num_experts), (n, num_experts)), sets).T
+  net = models.ExpertCorrectnessPredictor(d, k, embed_dim=16, num_heads=2,
+                                          hidden_dim=32, rngs=nnx.Rngs(0))
+  opt = nnx.Optimizer(net, optax.adam(3e-3), wrt=nnx.Param)
+
+  def batch(key, expert):
+    k_ctx, k_q = jax.random.split(key)
+    ctx = experts.sample_context(k_ctx, feats, labels, answers[expert],
+                                 size=c, capacity=c, num_classes=k,
+                                 balanced=True)
+    q = jax.random.choice(k_q, n, (32,))
+    right = (answers[expert][q] == labels[q]).astype(jnp.int32)
+    return feats[q], ctx.broadcast(32), right
+
+  @nnx.jit
+  def step(net, opt, key, expert):
+    x, ctx, right = batch(key, expert)
+
+    def loss_fn(net):
+      return optax.softmax_cross_entropy_with_integer_labels(
+          net(x, ctx), right).mean()
+
+    loss, grads = nnx.value_and_grad(loss_fn)(net)
+    opt.update(net, grads)
+    return loss
+
+  for i in range(400):  # experts 0..15 only ("seen")
+    step(net, opt, jax.random.key(i), jnp.int32(i % 16))
+  accs = []
+  for e in range(16, 20):  # unseen: only their context tells them apart
+    x, ctx, right = batch(jax.random.key(1000 + e), e)
+    accs.append(float(jnp.mean(jnp.argmax(net(x, ctx), -1) == right)))
+  assert min(accs) > 0.8, accs
+
+
+def test_encoder_can_be_shared_with_population_model():
+  pred = models.ExpertCorrectnessPredictor(D, K, embed_dim=8, num_heads=2,
+                                           rngs=nnx.Rngs(0))
+  model = models.PopulationL2D(nnx.Linear(D, D, rngs=nnx.Rngs(1)), D, K,
+                               encoder_kind="attention", embed_dim=8,
+                               num_heads=2, rngs=nnx.Rngs(2))
+  model.encoder = pred.encoder
+  ctx, q = _context(), _query()
+  assert model(q, ctx).shape == (B, K + 1)
+  pred.encoder.no_context[...] = jnp.ones(8)
+  np.testing.assert_array_equal(model.encoder.no_context[...], 1.0)

@@ -12,6 +12,7 @@ __all__ = [
     "count_params",
     # L2D-Pop: context-set encoders and the population model (issue 8).
     "ContextEncoder",
+    "ExpertCorrectnessPredictor",
     "PopulationL2D",
 ]
 
@@ -22,4 +23,5 @@ from l2d_jax.models._wide_resnet import WideResNet
 
 # L2D-Pop: context-set encoders and the population model (issue 8).
 from l2d_jax.models._context_encoder import ContextEncoder
+from l2d_jax.models._population import ExpertCorrectnessPredictor
 from l2d_jax.models._population import PopulationL2D

@@ -162,3 +162,87 @@ class PopulationL2D(nnx.Module):
       defer_in = jnp.concatenate([phi, psi], axis=-1)
     defer = self.defer2(nnx.relu(self.defer1(defer_in)))
     return jnp.concatenate([class_logits, defer], axis=-1)
+
+
+class ExpertCorrectnessPredictor(nnx.Module):
+  """Will the context's expert answer this query correctly? (Φ_enc + Φ_ex).
+
+  The label generator of learning to defer from limited demonstrations: a
+  :class:`ContextEncoder` (``'attention'`` by default: self-attention over the
+  context, cross-attention from the query) gives ``ψ``, and
+  ``MLP([φ(x), ψ])`` gives two logits ``(wrong, right)``. Their argmax is the
+  predicted correctness (eq. 4 of the paper), ``softmax(...)[..., 1]`` the
+  probability that the expert is right; the two logits suit both the
+  supervised cross-entropy and ``losses.fixmatch_consistency``. Inputs are
+  features of a frozen embedding model: ``φ(x) [B, D]`` and a context with
+  ``features [B, C, D]``.
+
+  To reuse the trained encoder in the downstream L2D-Pop, share the module:
+  ``population_model.encoder = predictor.encoder`` (same ``kind`` and sizes).
+
+  Args:
+    feature_dim: ``D``, the size of ``φ(x)``.
+    num_classes: number of classes ``K`` (of the context labels/answers).
+    encoder_kind: ``'attention'`` or ``'np'``.
+    rngs: random streams for initialisation.
+    embed_dim, hidden_dim, num_heads, num_layers: as :class:`PopulationL2D`.
+
+  Raises:
+    ValueError: an unknown ``encoder_kind`` or non-positive sizes.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from l2d_jax import experts, models
+    >>> net = models.ExpertCorrectnessPredictor(4, 3, embed_dim=8,
+    ...                                         rngs=nnx.Rngs(0))
+    >>> ctx = experts.Context(jnp.ones((2, 5, 4)), jnp.zeros((2, 5), int),
+    ...                       jnp.zeros((2, 5), int), jnp.ones((2, 5), bool))
+    >>> net(jnp.ones((2, 4)), ctx).shape
+    (2, 2)
+
+  References:
+    Ramgolam, Carneiro & Chen, Learning To Defer To A Population With Limited
+    Demonstrations, 2025.
+  """
+
+  def __init__(
+      self,
+      feature_dim: int,
+      num_classes: int,
+      *,
+      encoder_kind: str = "attention",
+      rngs: nnx.Rngs,
+      embed_dim: int = 64,
+      hidden_dim: int = 64,
+      num_heads: int = 4,
+      num_layers: int = 1,
+  ):
+    if encoder_kind not in ENCODER_KINDS:
+      raise ValueError(f"`encoder_kind` must be one of {ENCODER_KINDS}, got "
+                       f"{encoder_kind!r}.")
+    hidden_dim = _validation.check_static_int(hidden_dim, "hidden_dim",
+                                              minimum=1)
+    self.encoder = ContextEncoder(
+        feature_dim, num_classes, kind=encoder_kind, rngs=rngs,
+        embed_dim=embed_dim, hidden_dim=hidden_dim, num_heads=num_heads,
+        num_layers=num_layers)
+    self.head1 = nnx.Linear(feature_dim + embed_dim, hidden_dim, rngs=rngs)
+    self.head2 = nnx.Linear(hidden_dim, 2, rngs=rngs)
+
+  def __call__(self, features: jax.Array, context: Context) -> jax.Array:
+    """``[B, 2]`` logits (expert wrong, expert right) per query.
+
+    Args:
+      features: ``[B, D]`` query features ``φ(x)``.
+      context: the expert's context set per query, ``features [B, C, D]``.
+
+    Returns:
+      ``[B, 2]`` logits.
+
+    Raises:
+      TypeError, ValueError: as :class:`ContextEncoder`.
+    """
+    psi = self.encoder(features, context)
+    h = nnx.relu(self.head1(jnp.concatenate([features, psi], axis=-1)))
+    return self.head2(h)
