@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmarks import conformal_reference as ref
+from tests import conformal_reference as ref
 from l2d_jax import conformal
 
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks import conformal_reference as ref
+from tests import conformal_reference as ref
 from l2d_jax import conformal
 from l2d_jax import data
 

@@ -127,10 +127,9 @@ def test_strategy_outcomes_bad_input(rng):
                                tie_break="cost")
 
 
-def test_old_experts_names_point_to_deferral_with_a_warning():
-  with pytest.warns(DeprecationWarning, match="deferral.select_expert"):
-    assert experts.select_expert is deferral.select_expert
-  with pytest.warns(DeprecationWarning, match="deferral.TIE_BREAKS"):
-    assert experts.TIE_BREAKS == deferral.TIE_BREAKS
-  with pytest.raises(AttributeError):
-    experts.drop_unusable_experts  # pylint: disable=pointless-statement
+def test_decision_rules_live_only_in_deferral():
+  # One home for decision rules (issue 6): experts no longer carries them.
+  assert callable(deferral.select_expert)
+  for name in ("select_expert", "TIE_BREAKS", "drop_unusable_experts"):
+    with pytest.raises(AttributeError):
+      getattr(experts, name)

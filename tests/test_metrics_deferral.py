@@ -261,13 +261,8 @@ class PublicNamesTest(parameterized.TestCase):
     for name in metrics.__all__:
       self.assertTrue(hasattr(metrics, name), name)
 
-  def test_old_coverage_name_warns(self):
-    with warnings.catch_warnings(record=True) as caught:
-      warnings.simplefilter("always")
-      fn = metrics.coverage
-    self.assertIs(fn, metrics.model_coverage)
-    self.assertTrue(any(issubclass(w.category, DeprecationWarning)
-                        and "model_coverage" in str(w.message)
-                        for w in caught))
+  def test_old_coverage_name_is_gone(self):
+    # metrics.coverage was renamed model_coverage: no name shared with
+    # conformal.set_coverage, and no alias left behind.
     with self.assertRaises(AttributeError):
-      _ = metrics.no_such_metric
+      _ = metrics.coverage

@@ -1005,7 +1005,7 @@ def build_annotations(
   ``expert_order``) over the experts that have at least one usable answer.
   Experts of ``roster`` (everyone seen in the source, e.g. before attention
   checks or a noise filter were applied) without any usable answer are
-  excluded with a warning, following ``l2d_jax.experts.drop_unusable_experts``.
+  excluded with a warning, following ``l2d_jax.experts.warn_unusable_experts``.
 
   Args:
     image: ``[n]`` image index of each answer.

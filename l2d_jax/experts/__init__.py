@@ -53,15 +53,3 @@ from l2d_jax.experts._context import population_oracle_sets
 from l2d_jax.experts._context import pseudo_expert_labels
 from l2d_jax.experts._context import sample_context
 # --- end context sets and population ---
-
-
-def __getattr__(name: str):
-  # Transitional: choosing an expert is a decision rule and moved to
-  # `l2d_jax.deferral` (issue 6). Remove once no caller uses the old names.
-  if name in ("select_expert", "TIE_BREAKS"):
-    import warnings  # pylint: disable=g-import-not-at-top
-    from l2d_jax import deferral  # pylint: disable=g-import-not-at-top
-    warnings.warn(f"`l2d_jax.experts.{name}` moved to `l2d_jax.deferral."
-                  f"{name}`.", DeprecationWarning, stacklevel=2)
-    return getattr(deferral, name)
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

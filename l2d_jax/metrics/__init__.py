@@ -39,17 +39,3 @@ from l2d_jax.metrics._calibration import reliability_diagram
 from l2d_jax.metrics._significance import PairedTest
 from l2d_jax.metrics._significance import paired_one_tailed_test
 from l2d_jax.metrics._significance import significance_marks
-
-
-def __getattr__(name: str):
-  # Transitional: `coverage` was renamed `model_coverage` (issue 6), so that
-  # it no longer shares a name with conformal set coverage. Remove once no
-  # caller uses the old name.
-  if name == "coverage":
-    import warnings  # pylint: disable=g-import-not-at-top
-    warnings.warn(
-        "`l2d_jax.metrics.coverage` is renamed `metrics.model_coverage` "
-        "(share of examples the model keeps).", DeprecationWarning,
-        stacklevel=2)
-    return model_coverage
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
