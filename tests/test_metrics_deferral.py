@@ -1,7 +1,6 @@
 """Tests for deferral metrics: system answers, model coverage, workload."""
 
 import functools
-import warnings
 
 import chex
 import jax
