@@ -3,8 +3,9 @@
 Both functions take ``[B, H, W, C]`` batches of ``uint8`` pixels or floating
 pixels in ``value_range`` (default ``[0, 1]``), return the same shape and
 dtype, and draw everything from an explicit ``jax.random`` key: the same key
-gives the same batch. They jit (options static) and vmap over keys. Pixel operations run in float32 on the
-``[0, 255]`` scale and are rounded back for ``uint8``.
+gives the same batch. They jit (options static) and vmap over keys. Pixel
+operations run in float32 on the ``[0, 255]`` scale and are rounded back for
+``uint8``.
 """
 
 from __future__ import annotations
@@ -216,7 +217,7 @@ def _solarize(img, m):
 
 
 def _affine(img, matrix, shift):
-  """Nearest-neighbour warp: output pixel p samples ``matrix @ (p - c) + c + shift``."""
+  """Nearest-neighbour warp: pixel p samples ``M (p - c) + c + shift``."""
   h, w = img.shape[:2]
   center = jnp.array([(h - 1) / 2.0, (w - 1) / 2.0])
   grid = jnp.stack(jnp.meshgrid(jnp.arange(h), jnp.arange(w), indexing="ij"),
