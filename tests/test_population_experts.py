@@ -158,6 +158,12 @@ def test_answers_bad_input():
     experts.population_answers(key, labels, ids, 0, sets, wrong="none")
   with pytest.raises(TypeError, match="key"):
     experts.population_answers(0, labels, ids, 0, sets)
+  with pytest.raises(ValueError, match="oracle_sets"):
+    experts.population_answers(key, labels * 0, ids, 0,
+                               np.zeros((2, 1), bool))
+  one_class = experts.population_answers(key, labels * 0, ids, 0,
+                                         np.ones((2, 1), bool))
+  np.testing.assert_array_equal(one_class, [0, 0])
 
 
 # --- pseudo expert labels -----------------------------------------------------

@@ -337,6 +337,11 @@ def population_answers(
     raise TypeError(f"`oracle_sets` must be boolean, got "
                     f"{jnp.result_type(oracle_sets)}.")
   num_experts, num_classes = jnp.shape(oracle_sets)
+  if (wrong == "other" and num_classes < 2
+      and not (_validation.is_concrete(oracle_sets)
+               and np.asarray(oracle_sets).all())):
+    raise ValueError("`oracle_sets` with K=1 class leaves no wrong answer for "
+                     "wrong='other': every expert must know the class.")
   _validation.check_ndim(labels, 1, "labels", "[N]")
   n = jnp.shape(labels)[0]
   if tuple(jnp.shape(image_ids)) != (n,):
