@@ -203,3 +203,21 @@ def check_static_int(value: Any, name: str, *, minimum: int = 0) -> int:
   if value < minimum:
     raise ValueError(f"`{name}` must be >= {minimum}, got {value}.")
   return value
+
+
+def check_key(key: Any) -> None:
+  """A single ``jax.random`` key: typed, or legacy ``uint32[2]`` (trace time)."""
+  dtype = getattr(key, "dtype", None)
+  if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+    if jnp.ndim(key) != 0:
+      raise ValueError(
+          f"`key` must be a single jax.random key (shape ()), got a key array "
+          f"of shape {tuple(jnp.shape(key))}; use jax.vmap over keys.")
+    return
+  if dtype == np.uint32 and tuple(jnp.shape(key)) == (2,):
+    return
+  what = (type(key).__name__ if dtype is None else
+          f"{type(key).__name__} of dtype {dtype} and shape "
+          f"{tuple(jnp.shape(key))}")
+  raise TypeError(f"`key` must be a jax.random key (e.g. jax.random.key(0)), "
+                  f"got {what}; int seeds belong at the command line.")

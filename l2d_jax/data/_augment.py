@@ -40,17 +40,6 @@ PAD_MODES = ("constant", "reflect", "edge")
 _GRAY = 128.0  # fill of cutout and of pixels moved in from outside
 
 
-def _check_key(key: Any) -> None:
-  dtype = getattr(key, "dtype", None)
-  if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-    if jnp.ndim(key) == 0:
-      return
-  elif dtype == np.uint32 and tuple(jnp.shape(key)) == (2,):
-    return
-  raise TypeError("`key` must be a single jax.random key (e.g. "
-                  "jax.random.key(0)); int seeds belong at the command line.")
-
-
 def _check_images(images: Any) -> None:
   shape = tuple(jnp.shape(images))
   if len(shape) != 4 or min(shape[1:], default=0) < 1:
@@ -122,7 +111,7 @@ def weak_augment(
     >>> data.weak_augment(jax.random.key(0), x).shape
     (8, 32, 32, 3)
   """
-  _check_key(key)
+  _validation.check_key(key)
   _check_images(images)
   pad = _validation.check_static_int(pad, "pad", minimum=0)
   if mode not in PAD_MODES:
@@ -344,7 +333,7 @@ def strong_augment(
     Sohn et al., FixMatch: Simplifying Semi-Supervised Learning with
     Consistency and Confidence, NeurIPS 2020.
   """
-  _check_key(key)
+  _validation.check_key(key)
   _check_images(images)
   num_ops = _validation.check_static_int(num_ops, "num_ops", minimum=0)
   ops = tuple(ops) if not isinstance(ops, str) else (ops,)

@@ -59,22 +59,6 @@ class Context(NamedTuple):
                      for a in self))
 
 
-def _check_key(key: Any) -> None:
-  """A single ``jax.random`` key: typed, or legacy ``uint32[2]``."""
-  dtype = getattr(key, "dtype", None)
-  if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-    if jnp.ndim(key) != 0:
-      raise ValueError(
-          f"`key` must be a single jax.random key (shape ()), got a key array "
-          f"of shape {tuple(jnp.shape(key))}; use jax.vmap over keys.")
-    return
-  if dtype == np.uint32 and tuple(jnp.shape(key)) == (2,):
-    return
-  raise TypeError(f"`key` must be a jax.random key (e.g. jax.random.key(0)), "
-                  f"got {type(key).__name__}; int seeds belong at the command "
-                  f"line.")
-
-
 def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
   if value not in choices:
     raise ValueError(f"`{name}` must be one of {choices}, got {value!r}.")
@@ -146,7 +130,7 @@ def sample_context(
     >>> print(ctx.mask, sorted(ctx.labels[:2].tolist()))
     [ True  True False False] [0, 1]
   """
-  _check_key(key)
+  _validation.check_key(key)
   num_classes = _validation.check_static_int(num_classes, "num_classes",
                                              minimum=1)
   capacity = _validation.check_static_int(capacity, "capacity", minimum=1)
@@ -327,7 +311,7 @@ def population_answers(
     ...                                  jnp.arange(2), jnp.array(1), sets))
     [2 0]
   """
-  _check_key(key)
+  _validation.check_key(key)
   _check_choice(wrong, "wrong", WRONG_ANSWERS)
   _validation.check_integer(labels, "labels")
   _validation.check_integer(image_ids, "image_ids")
@@ -431,7 +415,7 @@ def pseudo_expert_labels(
     Ramgolam, Carneiro & Chen, Learning To Defer To A Population With Limited
     Demonstrations, 2025.
   """
-  _check_key(key)
+  _validation.check_key(key)
   _check_choice(wrong, "wrong", WRONG_ANSWERS)
   num_classes = _validation.check_static_int(num_classes, "num_classes",
                                              minimum=1)

@@ -39,24 +39,6 @@ import numpy as np
 from l2d_jax import _validation
 
 
-def _check_key(key: Any) -> None:
-  """A single ``jax.random`` key: typed, or legacy ``uint32[2]`` (trace time)."""
-  dtype = getattr(key, "dtype", None)
-  if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-    if jnp.ndim(key) != 0:
-      raise ValueError(
-          f"`key` must be a single jax.random key (shape ()), got a key array "
-          f"of shape {tuple(jnp.shape(key))}; use jax.vmap over keys.")
-    return
-  if dtype == np.uint32 and tuple(jnp.shape(key)) == (2,):
-    return
-  what = (type(key).__name__ if dtype is None else
-          f"{type(key).__name__} of dtype {dtype} and shape "
-          f"{tuple(jnp.shape(key))}")
-  raise TypeError(f"`key` must be a jax.random key (e.g. jax.random.key(0)), "
-                  f"got {what}; int seeds belong at the command line.")
-
-
 def _check_flag(value: Any, name: str) -> bool:
   if not isinstance(value, (bool, np.bool_)):
     raise TypeError(f"`{name}` must be a bool (static), got "
@@ -67,7 +49,7 @@ def _check_flag(value: Any, name: str) -> bool:
 def _check_labels_groups(key: Any, labels: Any, groups: Any, num_classes: Any,
                          num_groups: int | None) -> int:
   """Checks the common arguments; returns ``num_classes`` as an int."""
-  _check_key(key)
+  _validation.check_key(key)
   num_classes = _validation.check_static_int(num_classes, "num_classes",
                                              minimum=1)
   _validation.check_ndim(labels, 1, "labels", "[N]")
