@@ -56,6 +56,8 @@ __all__ = (
     "RANDAUGMENT_OPS",
     "strong_augment",
     "weak_augment",
+    # L2D-Pop image data sets: digits, Fashion-MNIST, GTSRB (issue 8).
+    "load_digits",
 )
 
 
@@ -116,3 +118,6 @@ from l2d_jax.data._augment import RANDAUGMENT_OPS
 from l2d_jax.data._augment import strong_augment
 from l2d_jax.data._augment import weak_augment
 # --- end keyed JAX augmentation ---
+# --- L2D-Pop image data sets: digits, Fashion-MNIST, GTSRB (issue 8) ---
+from l2d_jax.data._digits import load_digits
+# --- end L2D-Pop image data sets ---
