@@ -58,6 +58,10 @@ __all__ = (
     "weak_augment",
     # L2D-Pop image data sets: digits, Fashion-MNIST, GTSRB (issue 8).
     "load_digits",
+    "FASHION_MNIST_CLASSES",
+    "load_fashion_mnist",
+    "load_fashion_mnist_tfds",
+    "load_gtsrb",
 )
 
 
@@ -120,4 +124,8 @@ from l2d_jax.data._augment import weak_augment
 # --- end keyed JAX augmentation ---
 # --- L2D-Pop image data sets: digits, Fashion-MNIST, GTSRB (issue 8) ---
 from l2d_jax.data._digits import load_digits
+from l2d_jax.data._fashion_mnist import FASHION_MNIST_CLASSES
+from l2d_jax.data._fashion_mnist import load_fashion_mnist
+from l2d_jax.data._fashion_mnist import load_fashion_mnist_tfds
+from l2d_jax.data._gtsrb import load_gtsrb
 # --- end L2D-Pop image data sets ---
