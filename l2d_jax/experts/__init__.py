@@ -26,6 +26,13 @@ __all__ = (
     "population_oracle_sets",
     "population_answers",
     "pseudo_expert_labels",
+    # Beta-posterior expert profiles (EA-L2D, issue 9).
+    "BetaPosterior",
+    "beta_posterior",
+    "prior_from_self_assessment",
+    "class_counts",
+    "expertise_class",
+    "ea_rejector_features",
 )
 
 
@@ -53,3 +60,11 @@ from l2d_jax.experts._context import population_oracle_sets
 from l2d_jax.experts._context import pseudo_expert_labels
 from l2d_jax.experts._context import sample_context
 # --- end context sets and population ---
+# --- Beta-posterior expert profiles (EA-L2D, issue 9) ---
+from l2d_jax.experts._beta import BetaPosterior
+from l2d_jax.experts._beta import beta_posterior
+from l2d_jax.experts._beta import class_counts
+from l2d_jax.experts._beta import ea_rejector_features
+from l2d_jax.experts._beta import expertise_class
+from l2d_jax.experts._beta import prior_from_self_assessment
+# --- end Beta-posterior expert profiles ---

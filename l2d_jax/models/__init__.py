@@ -14,6 +14,8 @@ __all__ = [
     "ContextEncoder",
     "ExpertCorrectnessPredictor",
     "PopulationL2D",
+    # Expert-agnostic L2D rejector (EA-L2D, issue 9).
+    "EARejector",
 ]
 
 from l2d_jax.models._cnn import SmallCNN
@@ -25,3 +27,6 @@ from l2d_jax.models._wide_resnet import WideResNet
 from l2d_jax.models._context_encoder import ContextEncoder
 from l2d_jax.models._population import ExpertCorrectnessPredictor
 from l2d_jax.models._population import PopulationL2D
+
+# Expert-agnostic L2D rejector (EA-L2D, issue 9).
+from l2d_jax.models._ea_rejector import EARejector
