@@ -88,15 +88,24 @@ def tune_raps(
   k_reg = rank1[jnp.clip(n - 1 - low_k, 0, n - 1)]
   pos = jnp.argmax(order == labels[:, None], axis=-1)
 
-  def mean_size(j, k, lam):
-    rank_c = _scores.sorted_raps_conformity(sp, k_reg=k, lam=lam, key=key,
-                                            randomized=randomized)
-    cal = jnp.sort(jnp.take_along_axis(rank_c, pos[:, None], axis=-1)[:, 0])
-    t = jnp.where(j == 0, -jnp.inf, cal[jnp.clip(j - 1, 0, n - 1)])
-    return _quantile.prefix_sizes(rank_c, t, True).mean()
-
-  sizes = jax.vmap(lambda j, k: jax.vmap(lambda lam: mean_size(j, k, lam))(
-      lam_grid))(low_q, k_reg)
+  # RAPS conformity = APS conformity - lam * max(0, r1 - k): the APS part and
+  # the tie-group ranks are shared by every (alpha, lam); the difference is
+  # non-increasing along the ranks (see ``split_set_sizes``), so a set size
+  # is a count of conformities above the threshold.
+  aps = _scores.sorted_aps_conformity(sp, key=key, randomized=randomized)
+  r1 = _scores._tie_group_start(sp) + 1
+  pick = lambda x: jnp.take_along_axis(x, pos[:, None], axis=-1)[:, 0]
+  aps_y, r1_y = pick(aps), pick(r1)
+  lam_b = lam_grid[None, :, None]  # [1, L, 1]
+  k_b = k_reg[:, None, None]  # [A, 1, 1]
+  cal = jnp.sort(aps_y - lam_b * jnp.maximum(0, r1_y - k_b), axis=-1)
+  j = low_q[:, None, None]
+  t = jnp.take_along_axis(cal, jnp.broadcast_to(
+      jnp.clip(j - 1, 0, n - 1), cal.shape[:-1] + (1,)), axis=-1)
+  t = jnp.where(j == 0, -jnp.inf, t)  # [A, L, 1]
+  pen = lam_b[..., None] * jnp.maximum(0, r1 - k_b[..., None])  # [A, L, n, K]
+  count = (aps - pen >= t[..., None]).sum(axis=-1, dtype=jnp.int32)
+  sizes = jnp.minimum(count + 1, sp.shape[-1]).mean(axis=-1)  # [A, L]
   lam = lam_grid[jnp.argmin(sizes, axis=-1)]
   invalid = (low_k < 0) | (low_q < 0)
   k_reg = jnp.where(invalid, -1, k_reg).astype(jnp.int32)

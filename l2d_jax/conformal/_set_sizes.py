@@ -31,7 +31,8 @@ def split_set_sizes(
   order statistics of ``conformity_threshold``, and everything is computed in
   the conformity space (mass below a label), so float32 and float64 give the
   same sizes. The calibration conformities are sorted once for all alphas
-  (once per alpha for per-alpha RAPS parameters).
+  (once per alpha for per-alpha RAPS parameters), and each size is a count of
+  conformities above the threshold (one fused comparison, no search).
 
   Args:
     sorted_probs_cal: ``[n, K]`` calibration probabilities sorted in
@@ -101,23 +102,51 @@ def split_set_sizes(
   idx = jnp.clip(ranks, 0, k - 1)[:, None]
 
   def thresholds(cal_c, j):
-    c = jnp.sort(jnp.take_along_axis(cal_c, idx, axis=-1)[:, 0])
-    return jnp.where(j == 0, -jnp.inf, c[jnp.clip(j - 1, 0, n - 1)])
+    # cal_c: [n] (shared by every alpha) or [A, n] label conformities; j:
+    # [A] 1-based order statistics.
+    c = jnp.sort(cal_c, axis=-1)
+    pos = jnp.clip(j - 1, 0, n - 1)
+    at = (c[pos] if c.ndim == 1
+          else jnp.take_along_axis(c, pos[:, None], axis=-1)[:, 0])
+    return jnp.where(j == 0, -jnp.inf, at)
+
+  def count(c, t):
+    # Non-increasing rows c [m, K] (or [m, A, K]) against t [A]: the prefix
+    # length is the number of entries >= t (no search, one fused reduction).
+    if c.ndim == 2:
+      c = c[:, None, :]
+    sizes = (c >= t[None, :, None]).sum(axis=-1, dtype=jnp.int32)
+    return jnp.minimum(sizes + 1, k) if include_crossing else sizes
 
   if score == "raps" and (np.ndim(k_reg) > 0 or np.ndim(lam) > 0):
     ks = _quantile.per_alpha(k_reg, num, "k_reg")
     ls = _quantile.per_alpha(lam, num, "lam")
+    # RAPS conformity at rank r: APS conformity - lam * max(0, r1 - k_reg),
+    # r1 the 1-based start of r's tie group. APS conformities are
+    # non-increasing and the penalty non-decreasing along r, and rounding is
+    # monotone, so the difference is already non-increasing: it equals
+    # ``sorted_raps_conformity`` (whose running minimum changes nothing) and
+    # is compared per alpha without an [A, m, K] copy in memory.
+    def raps(sp):
+      aps = _scores.sorted_aps_conformity(sp)
+      r1 = _scores._tie_group_start(sp) + 1  # pylint: disable=protected-access
+      return aps, r1
 
-    def one(j, kr, la):
-      conf = lambda sp: _scores.sorted_raps_conformity(sp, k_reg=kr, lam=la)
-      t = thresholds(conf(sp_cal), j)
-      return _quantile.prefix_sizes(conf(sp_test), t, include_crossing)
+    def penalised(aps, r1, kr, la):  # [..., K] x [A] -> [..., A, K]
+      pen = la[:, None] * jnp.maximum(0, r1[..., None, :] - kr[:, None])
+      return aps[..., None, :] - pen
 
-    sizes = jax.vmap(one, out_axes=1)(low, ks, ls)
+    aps_cal, r1_cal = raps(sp_cal)
+    cal_c = penalised(jnp.take_along_axis(aps_cal, idx, axis=-1),
+                      jnp.take_along_axis(r1_cal, idx, axis=-1), ks, ls)
+    t = thresholds(cal_c[:, :, 0].T, low)  # [A]
+    aps_test, r1_test = raps(sp_test)
+    sizes = count(penalised(aps_test, r1_test, ks, ls), t)
   else:
     conf = lambda sp: _scores.sorted_conformity(sp, score=score, k_reg=k_reg,
                                                 lam=lam)
-    t = thresholds(conf(sp_cal), low)
-    sizes = _quantile.prefix_sizes(conf(sp_test), t, include_crossing)
+    cal_c = jnp.take_along_axis(conf(sp_cal), idx, axis=-1)[:, 0]
+    t = thresholds(cal_c, low)
+    sizes = count(jax.lax.cummin(conf(sp_test), axis=1), t)
   sizes = jnp.where(low[None, :] < 0, -1, sizes)
   return jnp.where(rank_ok, sizes, -1).astype(jnp.int32)
