@@ -24,6 +24,10 @@ __all__ = (
     # L2D-Pop and limited demonstrations (issue 8).
     "population_l2d_loss",
     "fixmatch_consistency",
+    # Expert-agnostic L2D (EA-L2D, issue 9).
+    "EA_WEIGHTINGS",
+    "ea_lce_loss",
+    "ea_deferral_weight",
 )
 
 # Surrogate losses.
@@ -49,3 +53,8 @@ from l2d_jax.losses._topk import topk_deferral_surrogate
 # L2D-Pop and limited demonstrations (issue 8).
 from l2d_jax.losses._population import fixmatch_consistency
 from l2d_jax.losses._population import population_l2d_loss
+
+# Expert-agnostic L2D (EA-L2D, issue 9).
+from l2d_jax.losses._ea import EA_WEIGHTINGS
+from l2d_jax.losses._ea import ea_deferral_weight
+from l2d_jax.losses._ea import ea_lce_loss
