@@ -37,6 +37,9 @@ __all__ = (
     "expected_cardinality",
     # Deferral margin (L2D-Pop ranking, issue 8).
     "deferral_priority",
+    # Per-expert priorities (EA-L2D multi-expert inference, issue 9).
+    "expert_priorities",
+    "defer_by_priority",
 )
 
 # The encoding.
@@ -73,3 +76,7 @@ from l2d_jax.deferral._topk import top_kx_agents
 
 # Deferral margin (L2D-Pop ranking, issue 8).
 from l2d_jax.deferral._population import deferral_priority
+
+# Per-expert priorities (EA-L2D multi-expert inference, issue 9).
+from l2d_jax.deferral._priority import defer_by_priority
+from l2d_jax.deferral._priority import expert_priorities

@@ -20,6 +20,11 @@ __all__ = (
     "paired_one_tailed_test",
     "PairedTest",
     "significance_marks",
+    # Deferral curves and their areas (EA-L2D, issue 9).
+    "DeferralCurves",
+    "deferral_curves",
+    "aursac",
+    "aurdac",
 )
 
 # Deferral outcomes and workload.
@@ -39,3 +44,9 @@ from l2d_jax.metrics._calibration import reliability_diagram
 from l2d_jax.metrics._significance import PairedTest
 from l2d_jax.metrics._significance import paired_one_tailed_test
 from l2d_jax.metrics._significance import significance_marks
+
+# Deferral curves and their areas (EA-L2D, issue 9).
+from l2d_jax.metrics._curves import DeferralCurves
+from l2d_jax.metrics._curves import aurdac
+from l2d_jax.metrics._curves import aursac
+from l2d_jax.metrics._curves import deferral_curves
