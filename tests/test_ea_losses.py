@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
+from l2d_jax import experts
 from l2d_jax import losses
 
 
@@ -118,7 +119,6 @@ def test_where_masks_padding():
 
 
 def test_key_tie_break_matches_features():
-  from l2d_jax import experts  # noqa: PLC0415
   mu = jnp.full((200, 3), 0.5)
   key = jax.random.key(3)
   y = jnp.zeros(200, jnp.int32)
