@@ -230,8 +230,10 @@ def test_counts_and_features_bad_input():
   with pytest.raises(TypeError, match="num_classes"):
     experts.class_counts(ctx, num_classes=2.0)
   p = jnp.full((2, 3), 1 / 3)
-  with pytest.raises(ValueError, match="`mean` must have the shape"):
+  with pytest.raises(ValueError, match="`mean` must have shape"):
     experts.ea_rejector_features(p, jnp.zeros((2, 4)), jnp.zeros((2, 3)))
+  with pytest.raises(ValueError, match="broadcast"):
+    experts.ea_rejector_features(p, jnp.zeros((3, 3)), jnp.zeros((2, 3)))
   with pytest.raises(ValueError, match="`var`"):
     experts.ea_rejector_features(p, jnp.zeros((2, 3)),
                                  jnp.full((2, 3), 2.0))
@@ -240,3 +242,16 @@ def test_counts_and_features_bad_input():
                                  jnp.zeros((2, 3)))
   with pytest.raises(TypeError, match="key"):
     experts.expertise_class(jnp.zeros(3), key=0)
+
+
+def test_rejector_features_broadcast_experts_against_queries():
+  rng = np.random.default_rng(2)
+  p = rng.dirichlet(np.ones(4), size=5).astype(np.float32)  # [B, K]
+  mu = rng.uniform(size=(3, 1, 4)).astype(np.float32)  # [J, 1, K]
+  var = rng.uniform(0, 0.1, size=(3, 1, 4)).astype(np.float32)
+  z = experts.ea_rejector_features(p, mu, var)
+  assert z.shape == (3, 5, 6)
+  for j in range(3):
+    np.testing.assert_allclose(
+        z[j], experts.ea_rejector_features(p, np.repeat(mu[j], 5, 0),
+                                           np.repeat(var[j], 5, 0)))

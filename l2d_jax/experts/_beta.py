@@ -338,6 +338,12 @@ def ea_rejector_features(
   ``key`` (recommended: an expert with an empty context set ties on every
   class).
 
+  The three inputs share the class axis ``K`` and their leading axes
+  broadcast, e.g. ``class_probs [B, K]`` against profiles ``[J, 1, K]`` for
+  every (expert, query) pair. The tie-break draws on the broadcast shape, so
+  pass ``expert_mean`` of that shape to ``losses.ea_lce_loss`` with the same
+  key to get the same ``k*``.
+
   Args:
     class_probs: ``[..., K]`` classifier probabilities.
     mean: ``[..., K]`` posterior means of the expert's per-class accuracy.
@@ -345,12 +351,13 @@ def ea_rejector_features(
     key: optional ``jax.random`` key for the random ``k*`` tie-break.
 
   Returns:
-    ``[..., 6]`` features, dtype promoted from the inputs. A row with NaN in
-    any input is all NaN.
+    ``[..., 6]`` features on the broadcast leading shape, dtype promoted
+    from the inputs. A row with NaN in any input is all NaN.
 
   Raises:
     TypeError: non-floating inputs, a bad key.
-    ValueError: shapes that differ or have no class axis; (when concrete)
+    ValueError: different class axes or leading shapes that do not
+      broadcast; (when concrete)
       probabilities that are not rows summing to 1, ``mean`` or ``var``
       outside ``[0, 1]`` or NaN.
 
@@ -371,14 +378,18 @@ def ea_rejector_features(
     raise ValueError(f"`class_probs` must have shape [..., K] with K >= 1, "
                      f"got {shape}.")
   for value, name in ((mean, "mean"), (var, "var")):
-    if tuple(jnp.shape(value)) != shape:
-      raise ValueError(f"`{name}` must have the shape [..., K]={shape} of "
-                       f"`class_probs`, got {tuple(jnp.shape(value))}.")
+    vshape = tuple(jnp.shape(value))
+    if len(vshape) < 1 or vshape[-1] != shape[-1]:
+      raise ValueError(f"`{name}` must have shape [..., K] with the K="
+                       f"{shape[-1]} classes of `class_probs`, got {vshape}.")
+  full = _broadcast_shape({"class_probs": class_probs, "mean": mean,
+                           "var": var})
   _validation.check_probabilities(class_probs, "class_probs")
   _validation.check_unit_interval(mean, "mean")
   _validation.check_unit_interval(var, "var")
   dtype = jnp.result_type(class_probs, mean, var)
-  p, mu, v = (jnp.asarray(x, dtype) for x in (class_probs, mean, var))
+  p, mu, v = (jnp.broadcast_to(jnp.asarray(x, dtype), full)
+              for x in (class_probs, mean, var))
   y_hat = jnp.argmax(p, axis=-1)
   k_star = expertise_class(mu, key=key)
   z = jnp.stack([_pick(p, y_hat), _pick(mu, y_hat), _pick(v, y_hat),
