@@ -275,3 +275,30 @@ def test_bad_arguments_end_with_one_line(tmp_path, capsys, argv, match):
   assert len(err.splitlines()) == 1 and err.startswith("error: "), err
   assert match in err
   assert not (tmp_path / "o").exists()  # nothing was written
+
+
+class _FakeConfig:
+  """Stands in for ``jax.config``: no global cache set by the test."""
+
+  def __init__(self, cache_dir):
+    self.jax_compilation_cache_dir = cache_dir
+    self.updates = {}
+
+  def update(self, name, value):
+    self.updates[name] = value
+
+
+def test_use_compilation_cache(tmp_path, monkeypatch):
+  fake = _FakeConfig(None)
+  monkeypatch.setattr(run_lib.jax, "config", fake)
+  path = run_lib.use_compilation_cache(str(tmp_path / "cache"))
+  assert path == tmp_path / "cache" / "jax" and path.is_dir()
+  assert fake.updates == {
+      "jax_compilation_cache_dir": str(path),
+      "jax_persistent_cache_min_compile_time_secs": 0.2}
+  assert run_lib.use_compilation_cache(None) is None
+  preset = _FakeConfig(str(tmp_path / "elsewhere"))
+  monkeypatch.setattr(run_lib.jax, "config", preset)
+  assert run_lib.use_compilation_cache(str(tmp_path / "cache")) == (
+      tmp_path / "elsewhere")
+  assert not preset.updates
