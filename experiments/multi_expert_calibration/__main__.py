@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                  help="shared data root holding cifar10_images/ (cifar10 "
                  "only).")
   p.add_argument("--cache-dir", default="results/.cache",
-                 help="folder of the decoded CIFAR-10 cache (.npz).")
+                 help="cache folder: the decoded CIFAR-10 images (.npz) and JAX's "
+                 "persistent compilation cache (jax/), reused by reruns.")
   p.add_argument("--out", default=None,
                  help="output folder (default: results/multi_expert_"
                  "calibration/<dataset>_<experiment>).")
