@@ -275,3 +275,23 @@ def test_run_events_equal_the_direct_histogram():
   hist = np.bincount(who[(who >= 1)] - 1, minlength=num_j)
   np.testing.assert_array_equal(got[0][a], hist)
   assert bool(_sweep._runs(sizes, 2)[3])  # pylint: disable=protected-access
+
+
+def test_runs_match_a_numpy_walk():
+  rng = np.random.default_rng(3)
+  n, num_a = 40, 9
+  sizes = np.cumsum(rng.random((n, num_a)) < 0.3, axis=1) % 4
+  for num_runs in (2, num_a, num_a + 3):  # fewer, as many as, more than A
+    start, end, size, overflow = _sweep._runs(  # pylint: disable=protected-access
+        jnp.asarray(sizes, jnp.int32), num_runs)
+    want_overflow = False
+    for i in range(n):
+      starts = [a for a in range(num_a)
+                if a == 0 or sizes[i, a] != sizes[i, a - 1]]
+      want_overflow |= len(starts) > num_runs
+      kept = (starts + [num_a] * num_runs)[:num_runs]
+      np.testing.assert_array_equal(start[i], kept)
+      np.testing.assert_array_equal(end[i], kept[1:] + [num_a])
+      np.testing.assert_array_equal(
+          size[i], sizes[i, np.minimum(kept, num_a - 1)])
+    assert bool(overflow) == want_overflow

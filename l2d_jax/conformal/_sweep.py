@@ -123,14 +123,18 @@ def _runs(sizes, num_runs):
   n, num_a = sizes.shape
   change = jnp.concatenate(
       [jnp.ones((n, 1), bool), sizes[:, 1:] != sizes[:, :-1]], axis=1)
-  run_id = jnp.cumsum(change, axis=1, dtype=jnp.int32)  # 1-based
-  first = jnp.arange(1, num_runs + 1)
-  start = jax.vmap(lambda row: jnp.searchsorted(row, first, side="left"))(
-      run_id).astype(jnp.int32)
+  # The alphas where runs start, in order, then A for runs that do not exist
+  # (one row sort: no running sum or search, which compile to many steps).
+  pos = jnp.where(change, jnp.arange(num_a, dtype=jnp.int32), num_a)
+  if num_a < num_runs:
+    pos = jnp.concatenate(
+        [pos, jnp.full((n, num_runs - num_a), num_a, jnp.int32)], axis=1)
+  start = jnp.sort(pos, axis=1)[:, :num_runs]
   end = jnp.concatenate([start[:, 1:], jnp.full((n, 1), num_a, jnp.int32)],
                         axis=1)
   size = jnp.take_along_axis(sizes, jnp.minimum(start, num_a - 1), axis=1)
-  return start, end, size, jnp.any(run_id[:, -1] > num_runs)
+  overflow = jnp.any(change.sum(axis=1, dtype=jnp.int32) > num_runs)
+  return start, end, size, overflow
 
 
 def _read_alphas_runs(runs, agent, weights, num_a, num_experts):
