@@ -1,0 +1,264 @@
+"""Configurations of the L2D-Pop / limited-demonstrations experiment.
+
+Paper: "Learning to Defer to a Population with Limited Demonstrations"
+(Ramgolam, Carneiro & Chen 2025; METHODS.md §3, issue 8), on top of L2D-Pop
+(Tailor et al., AISTATS 2024). A label generator learns, from a budget of
+``L = K·k`` labelled points per seen expert, whether an expert answers a query
+correctly given a few of its demonstrations (its context set); its pseudo
+expert labels then train the downstream L2D-Pop, which is compared with an
+oracle trained on the true expert labels.
+
+Command (digits, minutes on two shared CPU cores)::
+
+  python -m experiments.population_l2d --dataset digits --config cpu \\
+      --seeds 2 --budget-k 2,10,50 --variant all --labels both \\
+      --out results/population_digits_cpu
+
+Expected shape (paper, CIFAR-10, H = 8, L = 100): classifier alone 76.3%,
+expert alone 82.0%, NP+Attention 88.8%, NP 89.1%, Finetune and Single 85.8%;
+pseudo labels within a few points of the oracle; the L2D-Pop variants ahead
+of Single/Finetune on unseen experts. Digits are not in the paper; what we
+measure is in ``EXPERIMENTS[...].measured``.
+
+Conventions (the choices the paper leaves open, stated once):
+
+- Splits. digits (1,797 images): a fixed permutation (``DATA_SEED``) cut
+  into 55% training, 15% validation, 30% test. CIFAR-10: the official
+  training set cut 90/10 into training and validation, the official test
+  set for testing (the cpu config subsamples them, ``Budget``). Validation
+  and test are each halved into a *context pool* (where context sets are
+  drawn from) and *queries*, so a query is never in its own context set.
+- Experts. 10 synthetic experts (``experts.population_answers``), expert e
+  knows the ``H`` classes of its oracle set (``--oracle-sets cyclic``: e, e+1,
+  ..., e+H-1 mod K) and answers uniformly over the wrong labels elsewhere
+  (``--wrong-answers other``; ``all`` draws over all K, true label included).
+  The even experts 0, 2, ..., 8 are *seen* (their labels train the label
+  generator and the downstream models), the odd ones *unseen* (only met at
+  test time). With cyclic sets and H = 8 the seen experts are weak on the
+  class pairs {8, 9}, {0, 1}, ..., {6, 7} and the unseen ones on {9, 0},
+  {1, 2}, ...: every class has a seen expert weak on it, but each unseen
+  expert's pair is new, so it must be read from the context. (Taking experts
+  0-4 as seen would leave the unseen experts weak on classes 4-7, on which no
+  seen expert ever errs; a first try that way gave NP 79% system accuracy on
+  unseen experts, below Single.) Each seed draws new answers (the key of the
+  population is the seed's).
+- Frozen embedding φ of the label generator: digits, an MLP (64 → 64 → 32,
+  ReLU) on the 8x8 pixels; CIFAR-10, a small CNN (two conv blocks, 64-d
+  features); trained with cross-entropy on the ground truth of the training
+  split (best validation epoch), frozen, its features of the un-augmented
+  images cached (CIFAR-10: ``.npy`` under ``--cache-dir``).
+- Label generator: ``models.ExpertCorrectnessPredictor`` (attention encoder),
+  every seen expert in every batch, a fresh context draw of ``B = 2·K``
+  points from the expert's labelled points per step. Supervised CE on a batch
+  of labelled points (weak augmentation: random crop, flips only for natural
+  images) + λ_u·FixMatch on μ = 7 times as many unlabelled points (strong
+  augmentation: RandAugment-style ops + cutout), τ = 0.95, λ_u = 1; optional
+  EMA of the weights (``--ema``). Fixed number of steps (there are no extra
+  labels to early-stop on). Pseudo expert labels: y where predicted correct,
+  else uniform over the other classes (``--wrong-answers``); on the L
+  labelled points the true answers are kept (they are known).
+  ``correctness_accuracy``: accuracy of the predicted correctness on the test
+  queries, each with a context of ``2·K`` test-pool points and true answers,
+  for seen and unseen experts.
+- Downstream models. ``models.PopulationL2D`` on a deliberately fallible
+  backbone (the paper: "a small, fallible CNN"): digits, the 8x8 image
+  average-pooled to 4x4 and an MLP (16 → 32 → 32 features), ~86% alone;
+  CIFAR-10, a small CNN. Variants: ``np_attention`` (attention encoder),
+  ``np`` (mean-pool encoder), ``single`` (no context: Single-L2D, pooled
+  experts), ``finetune`` (Single-L2D fine-tuned on each expert's context set
+  at test time). Trained with ``losses.population_l2d_loss`` on every seen
+  expert in every batch, each with a fresh context draw from the training
+  split of size uniform in ``[CONTEXT_MIN, 50]``; queries weakly augmented;
+  the best step on validation system accuracy (seen experts, labels of the
+  same kind as training: pseudo or true) is kept. The downstream encoders
+  are trained from scratch (not shared with the label generator, whose
+  encoder reads φ features; the paper reuses it): pseudo and oracle runs are
+  alike in this.
+- Finetune. Every parameter of the trained Single-L2D is fine-tuned with Adam
+  on the 50 context points (full batch). Steps and learning rate come from
+  ``FINETUNE_STEPS`` x ``FINETUNE_LRS``, chosen on validation *context* data
+  only: for each seen expert, fine-tune on a 50-point context drawn from the
+  validation context pool and score system accuracy on the validation
+  queries (labels as in training). The official code chooses them with the
+  true labels of the evaluation set, which leaks; we do not.
+- Evaluation. Each expert (seen and unseen) is evaluated with
+  ``EVAL_DRAWS`` context sets of 50 points from the test context pool (true
+  answers); the test queries are split into ``EVAL_DRAWS`` chunks, chunk r
+  answered with draw r (Finetune fine-tunes one model per draw). Decision
+  rule ``deferral.argmax_deferral`` (defer iff g_⊥ > max_k g_k). System
+  accuracy, deferral rate and expert accuracy on the deferred points are
+  pooled over the (expert, query) pairs of the seen experts, the unseen ones,
+  and all ten (``null`` when nothing was deferred).
+- Baselines. ``classifier_alone``: the fallible backbone + linear head
+  trained with cross-entropy on the ground truth (mean over seeds);
+  ``expert_alone``: mean accuracy of the ten experts on the test queries
+  (mean over seeds).
+- Oracle runs do not depend on the budget L: they are trained once per seed
+  and written under every budget (the dashed lines of Figure 2 are flat).
+- ``--expert-strength`` takes a list: one H writes ``results.json`` into
+  ``--out``; several (``2,5,8``) write each H into ``--out/h<H>/`` and the
+  expert-strength table ``expert_strength.md`` into ``--out``.
+- ± in tables and bands in plots: one standard deviation over seeds (ddof=1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+DATASETS = ("digits", "cifar10", "fashion_mnist", "gtsrb")
+CONFIGS = ("cpu", "gpu")
+VARIANTS = ("np_attention", "np", "finetune", "single")
+LABELS = ("pseudo", "oracle")
+ORACLE_SETS = ("cyclic", "lexicographic")
+WRONG_ANSWERS = ("other", "all")
+GROUPS = ("seen", "unseen", "all")
+
+NUM_EXPERTS = 10
+NUM_SEEN = 5
+# Expert ids in column order: seen first (even ids), then unseen (odd ids).
+SEEN_EXPERTS = (0, 2, 4, 6, 8)
+UNSEEN_EXPERTS = (1, 3, 5, 7, 9)
+EVAL_CONTEXT = 50
+CONTEXT_MIN = 5
+EVAL_DRAWS = 4
+DATA_SEED = 0
+DIGITS_SPLIT = {"train": 0.55, "val": 0.15, "test": 0.30}
+CIFAR_VAL_FRACTION = 0.1
+# Paper budgets k (labelled points per class); digits have ~98 training
+# points per class, so k = 250 does not fit there.
+PAPER_BUDGET_K = (2, 4, 6, 10, 20, 50, 250)
+DEFAULT_BUDGET_K = {"digits": (2, 4, 6, 10, 20, 50)}
+# H of the paper: 8 of 10 classes (34 of 43 for GTSRB).
+DEFAULT_STRENGTH = {"gtsrb": 34}
+PAPER_STRENGTH = 8
+FINETUNE_STEPS = (0, 10, 30, 100)
+FINETUNE_LRS = (1e-4, 1e-3, 3e-3)
+
+# Augmentations per data set: weak (crop padding, flips), strong (cutout).
+AUGMENT = {
+    "digits": {"pad": 1, "flip": False, "cutout": 0.25},
+    "cifar10": {"pad": 4, "flip": True, "cutout": 0.5},
+    "fashion_mnist": {"pad": 2, "flip": True, "cutout": 0.5},
+    "gtsrb": {"pad": 2, "flip": False, "cutout": 0.5},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+  """The training budget of one ``--config``.
+
+  Attributes:
+    embed_epochs: epochs of the frozen embedding φ (CE on ground truth).
+    embed_batch: its batch size.
+    feature_dim: size of φ (MLP embedding; the CNN gives 64).
+    gen_steps: optimisation steps of the label generator.
+    gen_batch: labelled queries per step (per expert); unlabelled: μ x this.
+    mu: unlabelled-to-labelled ratio μ.
+    tau: FixMatch confidence threshold τ.
+    lambda_u: weight λ_u of the consistency term.
+    gen_lr: Adam learning rate of the label generator.
+    down_steps: optimisation steps of each downstream model.
+    down_batch: queries per step (per seen expert).
+    down_lr: Adam learning rate of the downstream models.
+    eval_every: steps between validation checks (early stopping).
+    embed_dim: size of ψ (encoders) in both models.
+    hidden_dim: hidden width of encoders and heads.
+    train_images: cap on training images (``None``: all); CIFAR-10 cpu.
+    test_images: cap on test images (``None``: all).
+  """
+
+  embed_epochs: int = 30
+  embed_batch: int = 64
+  feature_dim: int = 32
+  gen_steps: int = 600
+  gen_batch: int = 32
+  mu: int = 7
+  tau: float = 0.95
+  lambda_u: float = 1.0
+  gen_lr: float = 1e-3
+  down_steps: int = 1500
+  down_batch: int = 32
+  down_lr: float = 2e-3
+  eval_every: int = 250
+  embed_dim: int = 32
+  hidden_dim: int = 32
+  train_images: int | None = None
+  test_images: int | None = None
+
+
+BUDGETS = {
+    # Minutes for the digits sweep on two shared CPU cores.
+    "cpu": Budget(),
+    # Longer training (the paper trains 100 epochs on a GPU).
+    "gpu": Budget(embed_epochs=100, gen_steps=5000, gen_batch=64,
+                  down_steps=10000, down_batch=128, eval_every=1000,
+                  embed_dim=64, hidden_dim=64),
+}
+CIFAR_CPU = dataclasses.replace(BUDGETS["cpu"], embed_epochs=5,
+                                train_images=20000, test_images=4000)
+
+
+def budget_for(dataset: str, config_name: str) -> Budget:
+  """The ``Budget`` of ``--config`` for ``dataset``."""
+  if config_name == "cpu" and dataset != "digits":
+    return CIFAR_CPU
+  return BUDGETS[config_name]
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """The options of one run (the CLI's defaults; see ``--help``)."""
+
+  dataset: str = "digits"
+  data_dir: str = "../shared/data"
+  budget_k: tuple[int, ...] | None = None
+  variant: str = "all"
+  labels: str = "both"
+  expert_strength: tuple[int, ...] | None = None
+  oracle_sets: str = "cyclic"
+  wrong_answers: str = "other"
+  config: str = "cpu"
+  seeds: int = 2
+  first_seed: int = 0
+  ema: float = 0.0
+  cache_dir: str = "results/.cache/population_l2d"
+  out: str = "results/population_l2d"
+
+
+DEFAULT = Config()
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """A documented run: its command, the expected shape, what we measured."""
+
+  description: str
+  command: str
+  expected: str = ""
+  measured: str = ""
+
+
+EXPERIMENTS = {
+    "digits_cpu": Experiment(
+        description="digits, H = 8 cyclic, wrong answers over the other "
+        "classes; every variant, pseudo and oracle labels, 2 seeds.",
+        command="python -m experiments.population_l2d --dataset digits "
+        "--config cpu --seeds 2 --budget-k 2,10,50 --variant all "
+        "--labels both --out results/population_digits_cpu",
+        expected="system accuracy above classifier alone and expert alone; "
+        "pseudo approaching oracle as L grows; L2D-Pop variants ahead of "
+        "Single/Finetune on unseen experts.",
+        measured="(see README / the run's table.md)"),
+    "digits_strength_cpu": Experiment(
+        description="digits, H ∈ {2, 5, 8}: the expert-strength table.",
+        command="python -m experiments.population_l2d --dataset digits "
+        "--config cpu --seeds 2 --budget-k 10 --expert-strength 2,5,8 "
+        "--variant all --labels both --out results/population_digits_strength"),
+    "cifar10_cpu": Experiment(
+        description="CIFAR-10 at two budgets (small CNN embedding cached).",
+        command="python -m experiments.population_l2d --dataset cifar10 "
+        "--data-dir ../shared/data --config cpu --seeds 1 --budget-k 2,10 "
+        "--variant all --labels both --out results/population_cifar10_cpu",
+        expected="paper at L = 100: classifier 76.3, expert 82.0, NP+Att "
+        "88.8, NP 89.1, Finetune/Single 85.8 (system accuracy, %)."),
+}
