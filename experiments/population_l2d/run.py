@@ -504,12 +504,15 @@ def train_label_generator(data: Data, phi, answers_seen: np.ndarray,
   size = max(max_labelled or lab.size, lab.size, k_ctx)
   lab_idx = np.concatenate([lab, np.full(size - lab.size, lab[0])])
   unl = np.setdiff1d(data.splits["train"], lab)
+  n_unl = unl.size  # Padded to the training split: one shape for every L.
+  unl = np.concatenate([unl, np.full(data.splits["train"].size - n_unl,
+                                     unl[0])])
   chunk = min(budget.eval_every, budget.gen_steps)
   hist = []
   args = (phi_params, jnp.asarray(data.images), jnp.asarray(feats),
           jnp.asarray(data.labels), jnp.asarray(answers_seen),
           jnp.asarray(lab_idx), jnp.asarray(lab.size), jnp.asarray(unl),
-          jnp.asarray(unl.size))
+          jnp.asarray(n_unl))
   for i in tqdm(range(max(1, budget.gen_steps // chunk)),
                 desc=f"label generator L={lab.size}", disable=not progress,
                 leave=False):
@@ -525,11 +528,15 @@ def train_label_generator(data: Data, phi, answers_seen: np.ndarray,
 
 def predict_correctness(gen, feats, data: Data, query: np.ndarray,
                         pool: np.ndarray, pool_answers: np.ndarray, *,
-                        key) -> np.ndarray:
-  """``[Q]`` P(the expert is right) with contexts of ``2·K`` pool points."""
+                        key, pad_to: int = 0) -> np.ndarray:
+  """``[Q]`` P(the expert is right) with contexts of ``2·K`` pool points.
+
+  The pool is padded (masked) to ``pad_to`` points, so pools of different
+  sizes can share one compiled program.
+  """
   graphdef, params = gen
   k_ctx = 2 * data.num_classes
-  pad = max(0, k_ctx - pool.size)
+  pad = max(0, k_ctx - pool.size, pad_to - pool.size)
   mask = np.arange(pool.size + pad) < pool.size
   pool = np.concatenate([pool, np.full(pad, pool[0])])
   pool_answers = np.concatenate([pool_answers,
@@ -542,8 +549,8 @@ def predict_correctness(gen, feats, data: Data, query: np.ndarray,
 
 
 def pseudo_answers(gen, feats, data: Data, answers_seen: np.ndarray,
-                   lab: np.ndarray, *, seed: int, wrong: str
-                   ) -> tuple[np.ndarray, dict[str, float]]:
+                   lab: np.ndarray, *, seed: int, wrong: str,
+                   pad_to: int = 0) -> tuple[np.ndarray, dict[str, float]]:
   """``[N, S]`` pseudo answers of the seen experts on train and validation.
 
   Each point's correctness is predicted with a fresh context of ``2·K``
@@ -563,7 +570,7 @@ def pseudo_answers(gen, feats, data: Data, answers_seen: np.ndarray,
   for e in range(answers_seen.shape[1]):
     ke = jax.random.fold_in(key, e)
     p = predict_correctness(gen, feats, data, pts, lab, answers_seen[lab, e],
-                            key=jax.random.fold_in(ke, 0))
+                            key=jax.random.fold_in(ke, 0), pad_to=pad_to)
     pseudo = np.asarray(experts.pseudo_expert_labels(
         jax.random.fold_in(ke, 1), data.labels[pts], jnp.asarray(p),
         num_classes=data.num_classes, wrong=wrong))
@@ -944,7 +951,7 @@ def run_seed(data: Data, *, seed: int, budget: config.Budget, budgets_k,
                        "correctness_accuracy": correctness_accuracy(
                            gen, feats, data, answers, seed=seed)})
       pseudo, p_info = pseudo_answers(gen, feats, data, seen, lab, seed=seed,
-                                      wrong=wrong)
+                                      wrong=wrong, pad_to=max_lab)
       p_info["final_loss"], p_info["final_confident_share"] = (
           float(hist[-1, 0]), float(hist[-1, 1]))
       entries, d_info = _downstream_entries(
