@@ -151,7 +151,8 @@ class Budget:
     embed_epochs: epochs of the frozen embedding φ (CE on ground truth).
     embed_batch: its batch size.
     feature_dim: size of φ (MLP embedding; the CNN gives 64).
-    gen_steps: optimisation steps of the label generator.
+    gen_steps: optimisation steps of the label generator (run in chunks of
+      about ``eval_every``; the total is rounded up to whole chunks).
     gen_batch: labelled queries per step (per expert); unlabelled: μ x this.
     mu: unlabelled-to-labelled ratio μ.
     tau: FixMatch confidence threshold τ.
@@ -170,7 +171,7 @@ class Budget:
   embed_epochs: int = 30
   embed_batch: int = 64
   feature_dim: int = 32
-  gen_steps: int = 600
+  gen_steps: int = 500
   gen_batch: int = 32
   mu: int = 7
   tau: float = 0.95
@@ -248,7 +249,19 @@ EXPERIMENTS = {
         expected="system accuracy above classifier alone and expert alone; "
         "pseudo approaching oracle as L grows; L2D-Pop variants ahead of "
         "Single/Finetune on unseen experts.",
-        measured="(see README / the run's table.md)"),
+        measured="12.0 min wall (2 shared cores, load ~2). Classifier "
+        "alone 77.8, expert alone 80.0. Label generator correctness "
+        "accuracy seen/unseen: k=2 78.6/76.6, k=10 83.8/79.8, k=50 "
+        "82.4/80.7 (the always-right rate is 80: barely learnt in 500 "
+        "steps). System accuracy all (seen/unseen), mean ± std over 2 "
+        "seeds: oracle NP+Att 89.6 ± 1.4 (91.3/88.0), NP 88.5 ± 0.7 "
+        "(89.3/87.7), Finetune 92.2 ± 0.4 (92.6/91.9), Single 87.9 ± 0.6; "
+        "pseudo k=2/10/50: NP+Att 88.8/86.1/85.8, NP 88.2/86.4/86.0, "
+        "Finetune 92.4/91.9/91.6, Single 88.1/88.2/86.2. Finetune best; "
+        "L2D-Pop above Single on unseen only with oracle labels (+0.1 NP, "
+        "+0.1 NP+Att) and at k=2; pseudo does not approach the oracle as "
+        "L grows (it gets worse). Models were still improving at the last "
+        "step (best step = 1500)."),
     "digits_strength_cpu": Experiment(
         description="digits, H ∈ {2, 5, 8}: the expert-strength table.",
         command="python -m experiments.population_l2d --dataset digits "

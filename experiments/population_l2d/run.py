@@ -507,15 +507,15 @@ def train_label_generator(data: Data, phi, answers_seen: np.ndarray,
   n_unl = unl.size  # Padded to the training split: one shape for every L.
   unl = np.concatenate([unl, np.full(data.splits["train"].size - n_unl,
                                      unl[0])])
-  chunk = min(budget.eval_every, budget.gen_steps)
+  chunks = -(-budget.gen_steps // budget.eval_every)  # ceil
+  chunk = -(-budget.gen_steps // chunks)
   hist = []
   args = (phi_params, jnp.asarray(data.images), jnp.asarray(feats),
           jnp.asarray(data.labels), jnp.asarray(answers_seen),
           jnp.asarray(lab_idx), jnp.asarray(lab.size), jnp.asarray(unl),
           jnp.asarray(n_unl))
-  for i in tqdm(range(max(1, budget.gen_steps // chunk)),
-                desc=f"label generator L={lab.size}", disable=not progress,
-                leave=False):
+  for i in tqdm(range(chunks), desc=f"label generator L={lab.size}",
+                disable=not progress, leave=False):
     params, opt, ema_params, h = _gen_chunk(
         params, opt, ema_params, jax.random.fold_in(key, i), *args,
         graphdef=graphdef, phi_def=phi_def, tx=tx, steps=chunk,
@@ -816,9 +816,10 @@ def train_downstream(data: Data, variant: str, answers_seen: np.ndarray, *,
   capacity = min(eval_context, data.splits["train"].size)
   args = (jnp.asarray(data.images), jnp.asarray(data.labels),
           jnp.asarray(answers_seen), jnp.asarray(data.splits["train"]))
-  chunk = min(budget.eval_every, budget.down_steps)
+  chunks = -(-budget.down_steps // budget.eval_every)  # ceil
+  chunk = -(-budget.down_steps // chunks)
   best, best_acc, best_step = params, -1.0, 0
-  for i in tqdm(range(max(1, budget.down_steps // chunk)), desc=desc,
+  for i in tqdm(range(chunks), desc=desc,
                 disable=not progress, leave=False):
     params, opt, _ = _down_chunk(
         params, opt, jax.random.fold_in(key, i), *args, graphdef=graphdef,
