@@ -257,11 +257,12 @@ EXPERIMENTS = {
         "seeds: oracle NP+Att 89.6 ± 1.4 (91.3/88.0), NP 88.5 ± 0.7 "
         "(89.3/87.7), Finetune 92.2 ± 0.4 (92.6/91.9), Single 87.9 ± 0.6; "
         "pseudo k=2/10/50: NP+Att 88.8/86.1/85.8, NP 88.2/86.4/86.0, "
-        "Finetune 92.4/91.9/91.6, Single 88.1/88.2/86.2. Finetune best; "
-        "L2D-Pop above Single on unseen only with oracle labels (+0.1 NP, "
-        "+0.1 NP+Att) and at k=2; pseudo does not approach the oracle as "
-        "L grows (it gets worse). Models were still improving at the last "
-        "step (best step = 1500)."),
+        "Finetune 92.4/91.9/91.6, Single 88.1/88.2/86.2. Finetune best "
+        "everywhere; on unseen experts L2D-Pop ties Single (oracle: NP+Att "
+        "88.0, NP 87.7 vs 87.9), ahead on seen ones (91.3, 89.3); pseudo "
+        "does not approach the oracle as L grows (it gets worse). The "
+        "downstream models were still improving at their last step "
+        "(best step = 1500)."),
     "digits_strength_cpu": Experiment(
         description="digits, H ∈ {2, 5, 8}: the expert-strength table.",
         command="python -m experiments.population_l2d --dataset digits "
