@@ -178,6 +178,9 @@ def plot(res: dict[str, Any], save: Callable[[Any, str], Any]) -> list[str]:
       ax.axhline(res["baselines"]["expert_alone"], color="grey", ls="-.",
                  label="expert alone")
       ax.set_xscale("log")
+      ls_budgets = sorted({e["budget_k"] * kk for e in res["results"]})
+      ax.set_xticks(ls_budgets, [str(v) for v in ls_budgets])
+      ax.set_xticks([], minor=True)
       ax.set_xlabel("labelled points per expert L = K·k")
       ax.set_ylabel(ylabels[m])
       ax.set_title(f"{res['dataset']} ({res['config']}), simulated experts, "
