@@ -18,6 +18,7 @@ from experiments.conformal_deferral import __main__ as cli
 from experiments.conformal_deferral import config
 from experiments.conformal_deferral import report
 from experiments.conformal_deferral import run as run_lib
+from tests import cli_checks
 from l2d_jax import data
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -206,14 +207,8 @@ def test_every_bad_argument_is_one_line_naming_the_option(tmp_path, capsys,
     raise AssertionError("the sweep ran before the arguments were checked")
 
   monkeypatch.setattr(run_lib, "sweep", no_work)
-  for argv, message in _bad_cases(tmp_path):
-    out = [] if "--out" in argv else ["--out", str(tmp_path / "o")]
-    code = exp.main(argv + out + ["--no-progress"])
-    err = capsys.readouterr().err
-    assert code == 2, (argv, err)
-    assert err.startswith("error: " + message), (argv, err)
-    assert err.count("\n") == 1, (argv, err)
-  assert not (tmp_path / "o").exists()
+  cli_checks.assert_bad_arguments_are_one_line(exp.main, _bad_cases(tmp_path),
+                                               tmp_path / "o", capsys)
 
 
 def test_debug_shows_the_traceback(tmp_path, capsys):
@@ -229,28 +224,8 @@ def test_debug_shows_the_traceback(tmp_path, capsys):
 
 
 def test_help_subprocess_documents_every_option():
-  parser = cli.build_parser()
-  from experiments import _cli  # pylint: disable=g-import-not-at-top
-  assert _cli.options_without_help(parser) == []
-  proc = subprocess.run([sys.executable, "-m", "experiments.conformal_deferral",
-                         "--help"], cwd=REPO, capture_output=True, text=True,
-                        timeout=300, check=True)
-  blocks = re.split(r"\n  (?=-)", proc.stdout.split("options:", 1)[1])
-  helped = {}
-  for block in blocks:
-    if not block.strip():
-      continue
-    opt = block.split()[0].rstrip(",")
-    helped[opt] = " ".join(block.split())
-  options = [a.option_strings[-1] for a in parser._actions] + ["--debug"]  # pylint: disable=protected-access
-  for opt in options:
-    if opt in ("--help", "-h"):
-      continue
-    text = helped.get(opt) or helped.get(opt.split("/")[0])
-    assert text is not None, opt
-    assert "(default:" in text, (opt, text)
-    assert len(text.split("(default:")[0].split()) > 2, (opt, text)
-
+  cli_checks.assert_help_documents_every_option(
+      "experiments.conformal_deferral", cli.build_parser())
 
 def test_module_entry_point_errors_in_one_line(tmp_path):
   proc = subprocess.run(

@@ -2,24 +2,19 @@
 
 import argparse
 import json
-import re
 import shlex
-import subprocess
-import sys
-import pathlib
 
 import numpy as np
 import pytest
 
-from experiments import _cli
 from experiments import _io
 from experiments import population_l2d as exp
 from experiments.population_l2d import __main__ as cli
 from experiments.population_l2d import config
 from experiments.population_l2d import report
 from experiments.population_l2d import run as run_lib
+from tests import cli_checks
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 TINY = config.Budget(embed_epochs=1, embed_batch=32, feature_dim=8,
                      gen_steps=4, gen_batch=8, mu=2, down_steps=4,
@@ -166,14 +161,8 @@ def test_every_bad_argument_is_one_line_naming_the_option(tmp_path, capsys,
 
   monkeypatch.setattr(run_lib, "load_data", no_work)
   (tmp_path / "file").write_text("x")
-  for argv, message in _bad_cases(tmp_path):
-    out = [] if "--out" in argv else ["--out", str(tmp_path / "o")]
-    code = exp.main(argv + out + ["--no-progress"])
-    err = capsys.readouterr().err
-    assert code == 2, (argv, err)
-    assert err.startswith("error: " + message), (argv, err)
-    assert err.count("\n") == 1, (argv, err)
-  assert not (tmp_path / "o").exists()
+  cli_checks.assert_bad_arguments_are_one_line(exp.main, _bad_cases(tmp_path),
+                                               tmp_path / "o", capsys)
 
 
 def test_a_budget_larger_than_the_pool_is_one_line(tmp_path, capsys,
@@ -189,22 +178,7 @@ def test_a_budget_larger_than_the_pool_is_one_line(tmp_path, capsys,
 
 
 def test_help_documents_every_option_with_a_default():
-  parser = cli.build_parser()
-  assert _cli.options_without_help(parser) == []
-  proc = subprocess.run([sys.executable, "-m", "experiments.population_l2d",
-                         "--help"], cwd=REPO, capture_output=True, text=True,
-                        timeout=300, check=True)
-  blocks = re.split(r"\n  (?=-)", proc.stdout.split("options:", 1)[1])
-  helped = {b.split()[0].rstrip(","): " ".join(b.split())
-            for b in blocks if b.strip()}
-  for action in parser._actions:  # pylint: disable=protected-access
-    opt = action.option_strings[-1]
-    if opt in ("--help", "-h"):
-      continue
-    text = helped.get(opt)
-    assert text is not None, opt
-    assert "(default:" in text, (opt, text)
-
+  cli_checks.assert_help_documents_every_option("experiments.population_l2d", cli.build_parser())
 
 def test_documented_commands_parse():
   parser = cli.build_parser()

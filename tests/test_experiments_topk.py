@@ -3,7 +3,6 @@
 import argparse
 import json
 import pathlib
-import re
 import shlex
 import subprocess
 import sys
@@ -11,12 +10,12 @@ import sys
 import numpy as np
 import pytest
 
-from experiments import _cli
 from experiments import topk_l2d as exp
 from experiments.topk_l2d import __main__ as cli
 from experiments.topk_l2d import config
 from experiments.topk_l2d import report
 from experiments.topk_l2d import run as run_lib
+from tests import cli_checks
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -263,14 +262,8 @@ def test_every_bad_argument_is_one_line_naming_the_option(tmp_path, capsys,
     raise AssertionError("work started before the arguments were checked")
 
   monkeypatch.setattr(run_lib, "load_pool", no_work)
-  for argv, message in _bad_cases(tmp_path):
-    out = [] if "--out" in argv else ["--out", str(tmp_path / "o")]
-    code = exp.main(argv + out + ["--no-progress"])
-    err = capsys.readouterr().err
-    assert code == 2, (argv, err)
-    assert err.startswith("error: " + message), (argv, err)
-    assert err.count("\n") == 1, (argv, err)
-  assert not (tmp_path / "o").exists()
+  cli_checks.assert_bad_arguments_are_one_line(exp.main, _bad_cases(tmp_path),
+                                               tmp_path / "o", capsys)
 
 
 def test_missing_svhn_names_the_path_and_data_dir(tmp_path):
@@ -285,22 +278,7 @@ def test_missing_svhn_names_the_path_and_data_dir(tmp_path):
 
 
 def test_help_documents_every_option_with_a_default():
-  parser = cli.build_parser()
-  assert _cli.options_without_help(parser) == []
-  proc = subprocess.run([sys.executable, "-m", "experiments.topk_l2d",
-                         "--help"], cwd=REPO, capture_output=True, text=True,
-                        timeout=300, check=True)
-  blocks = re.split(r"\n  (?=-)", proc.stdout.split("options:", 1)[1])
-  helped = {b.split()[0].rstrip(","): " ".join(b.split())
-            for b in blocks if b.strip()}
-  for action in parser._actions:  # pylint: disable=protected-access
-    opt = action.option_strings[-1]
-    if opt in ("--help", "-h"):
-      continue
-    text = helped.get(opt)
-    assert text is not None, opt
-    assert "(default:" in text, (opt, text)
-
+  cli_checks.assert_help_documents_every_option("experiments.topk_l2d", cli.build_parser())
 
 def test_documented_commands_parse():
   parser = cli.build_parser()
