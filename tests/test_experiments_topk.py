@@ -234,6 +234,11 @@ def test_california_housing_subsample(data_dir, tmp_path):
 
 def _bad_cases(tmp_path):
   (tmp_path / "file").write_text("x")
+  # A data directory that passes the data checks, so that the --out case
+  # tests --out whether or not ../shared/data exists.
+  fake = tmp_path / "data" / "california_housing"
+  fake.mkdir(parents=True)
+  (fake / "cal_housing.data").write_text("")
   return [
       (["--seeds", "0"], "--seeds must be >= 1, got 0"),
       (["--seeds", "x"], "--seeds must be an integer, got 'x'"),
@@ -252,7 +257,8 @@ def _bad_cases(tmp_path):
        f"{tmp_path / 'cifar-100-binary'}"),
       (["--dataset", "california_housing", "--data-dir", str(tmp_path)],
        "--data-dir: California Housing not found"),
-      (["--out", str(tmp_path / "file")], "--out: "),
+      (["--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "file")],
+       "--out: "),
   ]
 
 
