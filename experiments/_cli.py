@@ -14,6 +14,7 @@ option and exit code 2; ``--debug`` shows the full traceback instead.
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import os
 import pathlib
@@ -352,3 +353,32 @@ def options_without_help(parser: argparse.ArgumentParser) -> list[str]:
   """The options of ``parser`` that have no help text (for tests)."""
   return [a.option_strings[0] for a in parser._actions  # pylint: disable=protected-access
           if a.option_strings and not a.help]
+
+
+def package_entry_points(package: str) -> tuple[Callable[[str], Any],
+                                                 Callable[..., int]]:
+  """``(__getattr__, main)`` for an experiment package's ``__init__``.
+
+  ``__getattr__`` reaches the names of ``<package>.run`` lazily (importing
+  ``run`` only when one is asked for, so that ``--help`` stays fast and no
+  re-export can go stale); ``main(argv)`` runs the package's command line.
+  ``__main__`` is imported inside ``main``: importing it with the package
+  would make ``python -m <package>`` load it twice.
+  """
+
+  def getattr_(name: str) -> Any:
+    if name.startswith("__") or name == "run":
+      raise AttributeError(f"module {package!r} has no attribute {name!r}")
+    run = importlib.import_module(f"{package}.run")
+    try:
+      return getattr(run, name)
+    except AttributeError:
+      raise AttributeError(
+          f"module {package!r} has no attribute {name!r}") from None
+
+  def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line with ``argv``; returns the exit code."""
+    return importlib.import_module(f"{package}.__main__").main(argv)
+
+  return getattr_, main
+

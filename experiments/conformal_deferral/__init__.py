@@ -12,8 +12,6 @@ examples' layout:
 - ``report``: ``results.json`` / ``details.json``, tables and plots.
 """
 
-import importlib
-
 __all__ = [
     # configuration
     "DATASETS",
@@ -28,6 +26,7 @@ __all__ = [
     # run's names (Pool, load_pool, stratified_sample, sweep) via __getattr__
 ]
 
+from experiments import _cli
 from experiments.conformal_deferral.config import DATASETS
 from experiments.conformal_deferral.config import MODELS
 from experiments.conformal_deferral.config import SCORES
@@ -36,21 +35,5 @@ from experiments.conformal_deferral.report import summarise
 from experiments.conformal_deferral.report import table1
 
 
-def __getattr__(name):
-  """``Pool``, ``load_pool``, ``sweep``, ...: the names of ``run``."""
-  if name.startswith("__") or name == "run":
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-  run = importlib.import_module(f"{__name__}.run")
-  try:
-    return getattr(run, name)
-  except AttributeError:
-    raise AttributeError(
-        f"module {__name__!r} has no attribute {name!r}") from None
-
-
-def main(argv=None) -> int:
-  """Runs the command line with ``argv``; returns the exit code."""
-  # Imported here: importing __main__ from the package would make
-  # `python -m experiments.conformal_deferral` load it twice.
-  from experiments.conformal_deferral import __main__ as cli  # pylint: disable=g-import-not-at-top
-  return cli.main(argv)
+# Names of `run` reached lazily, and the command line.
+__getattr__, main = _cli.package_entry_points(__name__)

@@ -12,27 +12,12 @@ issue 10). The package follows the flax examples' layout:
 - ``report``: ``results.json``, the table and the budget–performance plot.
 """
 
-import importlib
-
+from experiments import _cli
 from experiments.topk_l2d.config import DATASETS
 from experiments.topk_l2d.config import METHODS
 from experiments.topk_l2d.report import results
 from experiments.topk_l2d.report import table
 
 
-def __getattr__(name):
-  """``Pool``, ``load_pool``, ``run_seed``, ...: the names of ``run``."""
-  if name.startswith("__") or name == "run":
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-  run = importlib.import_module(f"{__name__}.run")
-  try:
-    return getattr(run, name)
-  except AttributeError:
-    raise AttributeError(
-        f"module {__name__!r} has no attribute {name!r}") from None
-
-
-def main(argv=None) -> int:
-  """Runs the command line with ``argv``; returns the exit code."""
-  from experiments.topk_l2d import __main__ as cli  # pylint: disable=g-import-not-at-top
-  return cli.main(argv)
+# Names of `run` reached lazily, and the command line.
+__getattr__, main = _cli.package_entry_points(__name__)
