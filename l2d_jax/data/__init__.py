@@ -62,6 +62,10 @@ __all__ = (
     "load_fashion_mnist",
     "load_fashion_mnist_tfds",
     "load_gtsrb",
+    # MedMNIST 2D sets from their .npz archives (EA-L2D, issue 9).
+    "MEDMNIST_CLASSES",
+    "load_medmnist",
+    "medmnist_path",
 )
 
 
@@ -129,3 +133,8 @@ from l2d_jax.data._fashion_mnist import load_fashion_mnist
 from l2d_jax.data._fashion_mnist import load_fashion_mnist_tfds
 from l2d_jax.data._gtsrb import load_gtsrb
 # --- end L2D-Pop image data sets ---
+# --- MedMNIST .npz archives (issue 9) ---
+from l2d_jax.data._medmnist import MEDMNIST_CLASSES
+from l2d_jax.data._medmnist import load_medmnist
+from l2d_jax.data._medmnist import medmnist_path
+# --- end MedMNIST ---
