@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from l2d_jax import data
+from l2d_jax.data import _archives
 from l2d_jax.data import _common
 from tests.test_data_images import _write_fake_cifar
 from tests.test_data_loaders import _C10H_HEADER
@@ -374,7 +375,7 @@ def test_zip_member_above_the_size_bound_is_refused(tmp_path, monkeypatch):
   path = _zip(tmp_path / "cifar10h-raw.zip", {
       "cifar10h-raw.csv": _c10h_csv_bytes()})
   assert data.load_cifar10h_raw(path, num_images=3).num_experts == 3
-  monkeypatch.setattr(_common, "MAX_ZIP_MEMBER_BYTES", 100)
+  monkeypatch.setattr(_archives, "MAX_ZIP_MEMBER_BYTES", 100)
   with _raises_for(path, r": member 'cifar10h-raw.csv' inflates to \d+ bytes, "
                    "more than the limit of 100 bytes"):
     data.load_cifar10h_raw(path, num_images=3)

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from l2d_jax import data as ld
+from l2d_jax.data import _batches
 from l2d_jax.data import _cifar10_images
 
 
@@ -312,7 +313,7 @@ def test_iterate_batches_prefetch_propagates_worker_errors(small_images, monkeyp
     raise RuntimeError("worker failed")
 
   it = ld.iterate_batches(images, labels, batch_size=4, seed=0, epoch=0, prefetch=2)
-  monkeypatch.setattr(_cifar10_images, "normalize_images", boom)
+  monkeypatch.setattr(_batches, "normalize_images", boom)
   with pytest.raises(RuntimeError, match="worker failed"):
     next(it)
 
