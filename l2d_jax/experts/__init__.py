@@ -33,6 +33,19 @@ __all__ = (
     "class_counts",
     "expertise_class",
     "ea_rejector_features",
+    # Simulated experts of the EA-L2D experiments (issue 9).
+    "ExpertType",
+    "LCB_EXPERT_TYPES",
+    "PRIOR_KINDS",
+    "expertise_mask",
+    "overlap_experts",
+    "per_class_accuracy_experts",
+    "sample_class_context",
+    "sample_expertise",
+    "self_assessed_prior",
+    "split_classes",
+    "true_accuracy",
+    "type_counts",
 )
 
 
@@ -68,3 +81,17 @@ from l2d_jax.experts._beta import ea_rejector_features
 from l2d_jax.experts._beta import expertise_class
 from l2d_jax.experts._beta import prior_from_self_assessment
 # --- end Beta-posterior expert profiles ---
+# --- simulated experts of the EA-L2D experiments (issue 9) ---
+from l2d_jax.experts._ea_experts import ExpertType
+from l2d_jax.experts._ea_experts import LCB_EXPERT_TYPES
+from l2d_jax.experts._ea_experts import PRIOR_KINDS
+from l2d_jax.experts._ea_experts import expertise_mask
+from l2d_jax.experts._ea_experts import overlap_experts
+from l2d_jax.experts._ea_experts import per_class_accuracy_experts
+from l2d_jax.experts._ea_experts import sample_class_context
+from l2d_jax.experts._ea_experts import sample_expertise
+from l2d_jax.experts._ea_experts import self_assessed_prior
+from l2d_jax.experts._ea_experts import split_classes
+from l2d_jax.experts._ea_experts import true_accuracy
+from l2d_jax.experts._ea_experts import type_counts
+# --- end EA-L2D experts ---
