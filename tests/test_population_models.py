@@ -326,3 +326,42 @@ def test_encoder_can_be_shared_with_population_model():
   assert model(q, ctx).shape == (B, K + 1)
   pred.encoder.no_context[...] = jnp.ones(8)
   np.testing.assert_array_equal(model.encoder.no_context[...], 1.0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_encoder_shared_context_equals_per_query(kind):
+  enc = _with_no_context_param(_encoder(kind), jnp.arange(8.0))
+  q = _query()
+  one = experts.Context(*(a[:1] for a in _context(5)))
+  one = one._replace(mask=one.mask.at[0, 2].set(False))
+  shared = enc(q, one)
+  per_query = enc(q, experts.Context(*(a[0] for a in one)).broadcast(B))
+  assert shared.shape == (B, 8)
+  np.testing.assert_allclose(shared, per_query, rtol=1e-5, atol=1e-6)
+  # Gradients agree too (the shared path is what training uses).
+  graphdef, state = nnx.split(enc)
+
+  def loss(s, ctx):
+    return jnp.sum(nnx.merge(graphdef, s)(q, ctx) * jnp.arange(8.0))
+  g_shared = jax.grad(loss)(state, one)
+  g_per = jax.grad(loss)(state, experts.Context(*(a[0] for a in one))
+                         .broadcast(B))
+  for a, b in zip(jax.tree.leaves(g_shared), jax.tree.leaves(g_per)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  # An empty shared set gives every query the no-context vector.
+  empty = enc(q, one._replace(mask=jnp.zeros_like(one.mask)))
+  np.testing.assert_array_equal(empty, np.tile(np.arange(8.0), (B, 1)))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_population_shared_raw_context_equals_per_query(kind):
+  model = _model(kind)
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(B, 7)), jnp.float32)
+  one = _raw_context(3)
+  one = experts.Context(*(a[:1] for a in one))
+  np.testing.assert_allclose(
+      model(x, one),
+      model(x, experts.Context(*(a[0] for a in one)).broadcast(B)),
+      rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="context.features"):
+    model(x, experts.Context(*(jnp.concatenate([a[:1], a[:1]]) for a in one)))

@@ -82,6 +82,12 @@ class ContextEncoder(nnx.Module):
     multi-head cross-attention whose query is ``φ(x)``, keys ``φ(x_c)`` and
     values the self-attended point embeddings: a query-specific ``ψ``.
 
+  *Shared context.* A context with a leading axis of 1 (``features
+  [1, C, D]``) is one set shared by all ``B`` queries: the point embeddings
+  and the self-attention run once, only the cross-attention (or nothing, for
+  ``'np'``) per query. The result equals the per-query call with the set
+  repeated ``B`` times (``Context.broadcast``), at a fraction of the cost.
+
   No positional information is used, so ``ψ`` is invariant to the order of
   the context points. Padding (``mask`` False) never changes the output: its
   features, labels and answers are zeroed before use (they may be NaN or
@@ -175,11 +181,11 @@ class ContextEncoder(nnx.Module):
       raise ValueError(f"`query_features` must have shape [B, "
                        f"{self.feature_dim}], got {tuple(q)}.")
     f = jnp.shape(context.features)
-    if len(f) != 3 or f[0] != q[0] or f[2] != self.feature_dim:
+    if len(f) != 3 or f[0] not in (q[0], 1) or f[2] != self.feature_dim:
       raise ValueError(
           f"`context.features` must have shape [B, C, {self.feature_dim}] "
-          f"with B={q[0]} and the feature dimension of `query_features`, got "
-          f"{tuple(f)}.")
+          f"with B={q[0]} (or 1: one set shared by every query) and the "
+          f"feature dimension of `query_features`, got {tuple(f)}.")
     for arr, name in ((context.labels, "labels"), (context.answers, "answers"),
                       (context.mask, "mask")):
       if tuple(jnp.shape(arr)) != f[:2]:
@@ -199,7 +205,8 @@ class ContextEncoder(nnx.Module):
     Args:
       query_features: ``[B, D]`` features ``φ(x)`` of the queries.
       context: a :class:`~l2d_jax.experts.Context` with ``features
-        [B, C, D]``.
+        [B, C, D]``, or ``[1, C, D]``: one set shared by every query, encoded
+        once.
 
     Returns:
       ``[B, embed_dim]`` embeddings ``ψ``; the ``no_context`` vector for a
@@ -222,6 +229,8 @@ class ContextEncoder(nnx.Module):
     points = jnp.concatenate([
         features, self.label_embed(labels), self.answer_embed(answers)], -1)
     h = self.point2(nnx.relu(self.point1(points)))
+    batch = jnp.shape(query_features)[0]
+    shared = jnp.shape(mask)[0] != batch  # One set [1, C] for every query.
     if self.kind == "np":
       count = jnp.sum(mask, axis=-1, keepdims=True)
       total = jnp.sum(jnp.where(mask[..., None], h, 0.0), axis=-2)
@@ -229,6 +238,10 @@ class ContextEncoder(nnx.Module):
     else:
       for block in self.blocks:
         h = block(h, mask)
-      psi = self.cross(query_features[:, None, :], features, h, mask)[:, 0]
+      if shared:  # The B queries are the query axis of the single set.
+        psi = self.cross(query_features[None], features, h, mask)[0]
+      else:
+        psi = self.cross(query_features[:, None, :], features, h, mask)[:, 0]
     empty = ~jnp.any(mask, axis=-1, keepdims=True)
-    return jnp.where(empty, self.no_context[...].astype(psi.dtype), psi)
+    psi = jnp.where(empty, self.no_context[...].astype(psi.dtype), psi)
+    return jnp.broadcast_to(psi, (batch, psi.shape[-1]))

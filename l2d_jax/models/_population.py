@@ -138,8 +138,9 @@ class PopulationL2D(nnx.Module):
     Args:
       x: ``[B, ...]`` inputs of the backbone.
       context: the expert's context set per query (``Context`` with
-        ``[B, C, ...]`` raw inputs or ``[B, C, D]`` features); required unless
-        ``encoder_kind`` is None, where it is ignored.
+        ``[B, C, ...]`` raw inputs or ``[B, C, D]`` features), or one set
+        shared by every query (leading axis 1: embedded and self-attended
+        once); required unless ``encoder_kind`` is None, where it is ignored.
 
     Returns:
       ``[B, K + 1]`` logits: ``K`` class logits, then ``g_⊥``.
@@ -235,7 +236,8 @@ class ExpertCorrectnessPredictor(nnx.Module):
 
     Args:
       features: ``[B, D]`` query features ``φ(x)``.
-      context: the expert's context set per query, ``features [B, C, D]``.
+      context: the expert's context set per query, ``features [B, C, D]``,
+        or ``[1, C, D]``: one set shared by every query, encoded once.
 
     Returns:
       ``[B, 2]`` logits.
