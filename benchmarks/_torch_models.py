@@ -1,7 +1,7 @@
 """PyTorch twins of l2d_jax's SmallCNN, MLP and multi-expert softmax loss.
 
-Used only by ``benchmarks/train_step.py`` to compare train-step speed against
-the same computation in PyTorch. PyTorch is not a dependency of l2d_jax:
+Used by ``benchmarks/train_step.py`` and ``benchmarks/train_loop.py`` to
+compare speed against the same computation in PyTorch. PyTorch is not a dependency of l2d_jax:
 install the CPU wheel into the environment to run the comparison
 (``pip install torch``).
 

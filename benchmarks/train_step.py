@@ -27,19 +27,20 @@ batch transfer included) and the images/s of the CIFAR-10 input
 pipeline (``iterate_batches`` with crop/flip augmentation), on the JPEGs of
 ``--data-dir`` when present, else on synthetic uint8 images.
 
-CNN variants (all compute the same function; only the formulation differs):
-  library     l2d_jax.models.SmallCNN as is (its blocks now run the
-              space-to-depth formulation below, moved into the library).
+CNN variants (all compute the same function; only the formulation differs;
+defined in ``_cnn_variants.py``):
+  library     l2d_jax.models.SmallCNN as is. Its blocks run space-to-depth:
+              each 5x5 VALID conv + 2x2 max-pool becomes a 3x3 conv on 2x2
+              pixel blocks (4x the channels) whose 4 output groups are the 4
+              positions of each pool window; the pool is then a max over
+              channel groups (this was the ``s2d`` variant before it moved
+              into the library).
   plain       nnx.Conv + nnx.max_pool, the library's formulation before.
   slice_pool  same convs; 2x2 max-pool as the max of four strided slices
               (no reduce_window/select_and_scatter), pool before ReLU.
   nchw        convs in NCHW dimension numbers, slice pool.
   cnhw        convs in CNHW dimension numbers (batch next to spatial), slice pool.
   im2col      convs as patches (25 concatenated slices) @ kernel matrix.
-  s2d         space-to-depth: each 5x5 VALID conv + 2x2 max-pool becomes a 3x3
-              conv on 2x2 pixel blocks (4x the channels) whose 4 output groups
-              are the 4 positions of each pool window; the pool is then a max
-              over channel groups.
 Each variant is compiled with XLA's default CPU options and with ``+no_ynn_conv``:
 ``compiler_options={"xla_cpu_experimental_ynn_fusion_type":
 "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}``, i.e. XLA's
@@ -83,7 +84,6 @@ import time
 
 import flax
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
@@ -91,15 +91,14 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # _torch_models
 
+from benchmarks._cnn_variants import CNN_CLASSES  # noqa: E402
 from l2d_jax import data as l2d_data  # noqa: E402
 from l2d_jax.losses import multi_expert_softmax_loss  # noqa: E402
 from l2d_jax.models import MLP, SmallCNN  # noqa: E402
-from l2d_jax.models._cnn import conv_relu_pool_s2d  # noqa: E402
 from l2d_jax.training import Trainer, data_mesh, shard_batch  # noqa: E402
 
-# PyTorch (`_torch_models`) is imported in main() only, with a clear message
+# PyTorch (`benchmarks._torch_models`) is imported in main() only, with a clear message
 # when missing. `--threads` pins the process before the XLA backend starts
 # (first device use), which is when XLA sizes its thread pool.
 
@@ -107,7 +106,7 @@ NUM_CLASSES = 10
 LEARNING_RATE = 0.01
 MOMENTUM = 0.9
 LOSS_TOL = 1e-4
-ARCHS = ("library", "plain", "slice_pool", "nchw", "cnhw", "im2col", "s2d")
+ARCHS = tuple(CNN_CLASSES)
 # XLA's default YNNPACK fusion list on CPU (jaxlib 0.10) is INDIVIDUAL_DOT,
 # INDIVIDUAL_CONVOLUTION and REDUCE; this drops the convolutions only.
 NO_YNN_CONV = {"xla_cpu_experimental_ynn_fusion_type":
@@ -115,117 +114,6 @@ NO_YNN_CONV = {"xla_cpu_experimental_ynn_fusion_type":
 ORIGINAL_CPUS = frozenset(os.sched_getaffinity(0))
 DEFAULT_VARIANTS = "library,library+no_ynn_conv,plain,plain+no_ynn_conv"
 HEADLINE = "library+no_ynn_conv"  # what Trainer compiles on CPU by default
-
-
-# --------------------------------------------------------------------------
-# CNN formulations (same parameters as SmallCNN, different computation graph)
-# --------------------------------------------------------------------------
-
-
-def _conv(x, w, dims=("NHWC", "HWIO", "NHWC")):
-  return jax.lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=dims)
-
-
-def _slice_pool(x, h_axis=1):
-  """2x2/2 max-pool of axes (h_axis, h_axis + 1) as four strided slices."""
-  def s(i, j):
-    idx = [slice(None)] * x.ndim
-    idx[h_axis], idx[h_axis + 1] = slice(i, None, 2), slice(j, None, 2)
-    return x[tuple(idx)]
-  return jnp.maximum(jnp.maximum(s(0, 0), s(0, 1)), jnp.maximum(s(1, 0), s(1, 1)))
-
-
-def _params(layer):
-  return layer.kernel[...], layer.bias[...]
-
-
-def _dense_head(m, x):
-  x = x.reshape(x.shape[0], -1)  # NHWC flatten, as SmallCNN
-  x = jax.nn.relu(m.fc1(x))
-  x = jax.nn.relu(m.fc2(x))
-  return m.head(x)
-
-
-def _im2col_conv(x, w):
-  kh, kw, _, co = w.shape
-  ho, wo = x.shape[1] - kh + 1, x.shape[2] - kw + 1
-  patches = jnp.concatenate([x[:, i:i + ho, j:j + wo, :]
-                             for i in range(kh) for j in range(kw)], axis=-1)
-  return patches @ w.reshape(-1, co)
-
-
-class PlainCNN(SmallCNN):
-  """SmallCNN as the library wrote it before: nnx.Conv + ReLU + nnx.max_pool."""
-
-  def __call__(self, x):
-    """``[batch, 32, 32, 3]`` NHWC images -> ``[batch, K + J]`` logits."""
-    for layer in (self.conv1, self.conv2):
-      x = nnx.max_pool(jax.nn.relu(layer(x)), window_shape=(2, 2),
-                       strides=(2, 2))
-    return _dense_head(self, x)
-
-
-class SlicePoolCNN(SmallCNN):
-  """SmallCNN with a strided-slice max-pool applied before the ReLU."""
-
-  def __call__(self, x):
-    """``[batch, 32, 32, 3]`` NHWC images -> ``[batch, K + J]`` logits."""
-    for layer in (self.conv1, self.conv2):
-      w, b = _params(layer)
-      x = jax.nn.relu(_slice_pool(_conv(x, w) + b))
-    return _dense_head(self, x)
-
-
-class NCHWCNN(SmallCNN):
-  """SmallCNN with NCHW convolutions."""
-
-  def __call__(self, x):
-    """``[batch, 32, 32, 3]`` NHWC images -> ``[batch, K + J]`` logits."""
-    x = x.transpose(0, 3, 1, 2)
-    for layer in (self.conv1, self.conv2):
-      w, b = _params(layer)
-      x = jax.nn.relu(_slice_pool(_conv(x, w, ("NCHW", "HWIO", "NCHW"))
-                                  + b[:, None, None], h_axis=2))
-    return _dense_head(self, x.transpose(0, 2, 3, 1))
-
-
-class CNHWCNN(SmallCNN):
-  """SmallCNN with CNHW convolutions."""
-
-  def __call__(self, x):
-    """``[batch, 32, 32, 3]`` NHWC images -> ``[batch, K + J]`` logits."""
-    x = x.transpose(3, 0, 1, 2)
-    for layer in (self.conv1, self.conv2):
-      w, b = _params(layer)
-      x = jax.nn.relu(_slice_pool(_conv(x, w, ("CNHW", "HWIO", "CNHW"))
-                                  + b[:, None, None, None], h_axis=2))
-    return _dense_head(self, x.transpose(1, 2, 3, 0))
-
-
-class Im2colCNN(SmallCNN):
-  """SmallCNN with im2col convolutions (patches @ kernel matrix)."""
-
-  def __call__(self, x):
-    """``[batch, 32, 32, 3]`` NHWC images -> ``[batch, K + J]`` logits."""
-    for layer in (self.conv1, self.conv2):
-      w, b = _params(layer)
-      x = jax.nn.relu(_slice_pool(_im2col_conv(x, w) + b))
-    return _dense_head(self, x)
-
-
-class SpaceToDepthCNN(SmallCNN):
-  """SmallCNN whose conv + ReLU + pool blocks run as space-to-depth convs."""
-
-  def __call__(self, x):
-    """``[batch, 32, 32, 3]`` NHWC images -> ``[batch, K + J]`` logits."""
-    x = conv_relu_pool_s2d(x, *_params(self.conv1))
-    x = conv_relu_pool_s2d(x, *_params(self.conv2))
-    return _dense_head(self, x)
-
-
-CNN_CLASSES = {"library": SmallCNN, "plain": PlainCNN,
-               "slice_pool": SlicePoolCNN, "nchw": NCHWCNN,
-               "cnhw": CNHWCNN, "im2col": Im2colCNN, "s2d": SpaceToDepthCNN}
 
 
 # --------------------------------------------------------------------------
@@ -301,7 +189,7 @@ class JaxContestant:
 
   def params(self, loader):
     """Current parameters in PyTorch naming and layout."""
-    from _torch_models import state_arrays  # noqa: PLC0415
+    from benchmarks._torch_models import state_arrays  # noqa: PLC0415
     model, _ = nnx.merge(self.graphdef, self.state)
     return state_arrays(loader(model))
 
@@ -312,7 +200,8 @@ class TorchContestant:
   def __init__(self, name, net, host_batch, nchw, channels_last=False):
     """Wraps ``net`` with SGD momentum; the batch is converted once."""
     import torch  # noqa: PLC0415
-    from _torch_models import make_train_step, to_torch_batch  # noqa: PLC0415
+    from benchmarks._torch_models import make_train_step  # noqa: PLC0415
+    from benchmarks._torch_models import to_torch_batch  # noqa: PLC0415
     self.name = name
     if channels_last:
       net = net.to(memory_format=torch.channels_last)
@@ -328,7 +217,7 @@ class TorchContestant:
 
   def params(self, loader):
     """Current parameters as numpy arrays."""
-    from _torch_models import state_arrays  # noqa: PLC0415
+    from benchmarks._torch_models import state_arrays  # noqa: PLC0415
     del loader
     return state_arrays(self.net)
 
@@ -568,7 +457,7 @@ def main(argv: list[str] | None = None) -> str:
     _dp_worker(args)
     return ""
   try:
-    import _torch_models as tm  # noqa: PLC0415
+    from benchmarks import _torch_models as tm  # noqa: PLC0415
     import torch  # noqa: PLC0415
   except ImportError:
     raise SystemExit(
