@@ -16,6 +16,14 @@ Layout of ``checkpoint_dir``::
 orbax has finalised a step directory, the size and SHA-256 of each of its
 files are written (atomically) to ``_L2D_CHECKSUMS.json`` inside it.
 
+Several processes (``jax.distributed``) share one directory: every process
+calls save and restore (orbax's multi-process protocol writes each array
+once and finalises the step on process 0); process 0 alone writes the
+checksums and moves corrupt steps aside, and the processes wait for each
+other (a barrier) before anyone reads what it wrote. A step is finalised by
+an atomic rename only after every process has written its part, so killing
+any process mid-save leaves the previous step as the newest intact one.
+
 Restoring verifies these checksums first. A training checkpoint that fails
 (overwritten bytes, truncated, missing or extra files) is never restored: the
 trainer warns, moves it to ``corrupt/`` and resumes from the newest intact
@@ -37,6 +45,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 from flax import nnx
+
+from l2d_jax.distributed import _runtime as _dist
 
 CHECKSUM_FILE = "_L2D_CHECKSUMS.json"
 _CHUNK = 1 << 20
@@ -260,15 +270,18 @@ class CheckpointStore:
     if resume not in (True, False, "auto"):
       raise ValueError(
           f"`resume` must be True, False or 'auto', got {resume!r}.")
+    # Every process looks before any process creates the directories.
+    root_used, ckpt_used = _has_entries(self.root), _has_entries(self.ckpt_dir)
+    _dist.barrier("l2d_checkpoint_looked")
     if resume is False:
-      if _has_entries(self.root):
+      if root_used:
         raise FileExistsError(
             f"checkpoint directory {self.root} is not empty; refusing to "
             "start from scratch over a previous run. Pass resume=True (or "
             "'auto') to continue it, or use an empty directory.")
       self._open()
       return None
-    if not _has_entries(self.ckpt_dir):
+    if not ckpt_used:
       if resume == "auto":
         self._open()
         return None
@@ -295,6 +308,7 @@ class CheckpointStore:
           "an empty directory.")
     if skipped:
       moved = [self._move_aside(s) for s, _ in skipped]
+      _dist.barrier("l2d_checkpoint_moved_aside")
       self._ckpt.reload()
       warnings.warn(
           f"corrupt checkpoint(s) {_describe(self.ckpt_dir, skipped)}; "
@@ -304,13 +318,15 @@ class CheckpointStore:
     return step
 
   def _move_aside(self, step: int) -> pathlib.Path:
-    self.corrupt_dir.mkdir(parents=True, exist_ok=True)
+    """Moves a corrupt step to ``corrupt/`` (process 0 moves; all return)."""
     target = self.corrupt_dir / f"ckpt-{step}"
     n = 1
     while target.exists():
       target = self.corrupt_dir / f"ckpt-{step}.{n}"
       n += 1
-    os.replace(self.ckpt_dir / str(step), target)
+    if jax.process_index() == 0:
+      self.corrupt_dir.mkdir(parents=True, exist_ok=True)
+      os.replace(self.ckpt_dir / str(step), target)
     return target
 
   def restore_meta(self, step: int) -> dict[str, Any]:
@@ -386,6 +402,7 @@ class CheckpointStore:
     self._ckpt.wait_until_finished()  # hash only what orbax has committed
     if jax.process_index() == 0:  # one writer on a shared file system
       write_checksums(self.ckpt_dir / str(step))
+    _dist.barrier("l2d_checkpoint_checksummed")
 
   def save_best(self, step: int, model_state: Any) -> None:
     """Exports the best model (replacing newer exports), then checksums."""
@@ -397,6 +414,7 @@ class CheckpointStore:
     self._best.wait_until_finished()
     if jax.process_index() == 0:
       write_checksums(self.best_dir / str(step))
+    _dist.barrier("l2d_best_checksummed")
 
   def close(self) -> None:
     for mgr in (self._ckpt, self._best):

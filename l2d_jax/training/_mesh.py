@@ -25,7 +25,9 @@ def data_mesh(num_devices: int | None = None, *,
 
   Args:
     num_devices: how many of ``devices`` to use (default: all).
-    devices: devices to use (default: ``jax.local_devices()``).
+    devices: devices to use (default: ``jax.devices()``: every device of
+      every process, so in a multi-process job the mesh is global; with one
+      process these are its local devices).
 
   Returns:
     A ``jax.sharding.Mesh`` with a single axis named ``'data'``.
@@ -38,7 +40,7 @@ def data_mesh(num_devices: int | None = None, *,
     >>> mesh.axis_names
     ('data',)
   """
-  devices = list(jax.local_devices() if devices is None else devices)
+  devices = list(jax.devices() if devices is None else devices)
   n = len(devices) if num_devices is None else int(num_devices)
   if not 1 <= n <= len(devices):
     raise ValueError(
@@ -93,8 +95,25 @@ def check_batch(batch: Any, num_shards: int, *, where: str = "batch") -> int:
   return size
 
 
+def _local_rows(sharding: NamedSharding, size: int,
+                shape: tuple[int, ...]) -> tuple[int, int] | None:
+  """The contiguous rows ``[start, stop)`` this process's devices hold."""
+  rows = set()
+  for index in sharding.addressable_devices_indices_map(shape).values():
+    rows.update(range(*index[0].indices(size)))
+  if not rows:
+    return None
+  start, stop = min(rows), max(rows) + 1
+  return (start, stop) if len(rows) == stop - start else None
+
+
 def shard_batch(batch: Mapping[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
   """Places a host batch on ``mesh``, split along its leading axis.
+
+  With one process this is ``jax.device_put``. In a multi-process job every
+  process passes the same global batch and feeds only the rows its own
+  devices hold (``jax.make_array_from_process_local_data``); the result is
+  one global array.
 
   Args:
     batch: dict of arrays ``[batch, ...]``; the batch size must be a
@@ -110,7 +129,60 @@ def shard_batch(batch: Mapping[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
     >>> out["x"].shape
     (4, 2)
   """
-  return jax.device_put(dict(batch), NamedSharding(mesh, P(DATA_AXIS)))
+  sharding = NamedSharding(mesh, P(DATA_AXIS))
+  if sharding.is_fully_addressable:
+    return jax.device_put(dict(batch), sharding)
+  out = {}
+  for name, value in batch.items():
+    value = np.asarray(value)
+    rows = _local_rows(sharding, value.shape[0], value.shape)
+    local = value if rows is None else value[rows[0]:rows[1]]
+    out[name] = jax.make_array_from_process_local_data(sharding, local,
+                                                       value.shape)
+  return out
+
+
+def replicate(tree: Any, sharding: NamedSharding) -> Any:
+  """Copies a tree of host or process-local arrays onto every device.
+
+  ``jax.device_put`` with one process; in a multi-process job each process
+  passes the same values and every leaf becomes one global replicated array
+  (``jax.make_array_from_process_local_data``). Leaves that are already
+  global arrays are moved with ``jax.device_put``.
+
+  Args:
+    tree: a pytree of arrays (numpy, jax, typed PRNG keys).
+    sharding: a replicated sharding (``NamedSharding(mesh, P())``).
+
+  Returns:
+    The tree of replicated ``jax.Array`` (copies: never aliasing ``tree``).
+  """
+  if sharding.is_fully_addressable:
+    return jax.device_put(tree, sharding, may_alias=False)
+
+  def put(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return jax.device_put(x, sharding)
+    return jax.make_array_from_process_local_data(sharding, x)
+
+  return jax.tree.map(put, tree)
+
+
+def process_local(tree: Any) -> Any:
+  """Single-device copies of replicated global arrays (a no-op alone).
+
+  A model whose arrays span other processes' devices cannot be called on
+  this process's data; its fully replicated leaves are copied to this
+  process's first device. Other leaves are returned as they are.
+  """
+
+  def local(x):
+    if (isinstance(x, jax.Array) and not x.is_fully_addressable
+        and x.is_fully_replicated):
+      return x.addressable_data(0).copy()
+    return x
+
+  return jax.tree.map(local, tree)
 
 
 def seed_mesh(num_seeds: int, *,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import pathlib
@@ -20,6 +21,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
+from l2d_jax.distributed import _runtime as _dist
 from l2d_jax.training._batching import DeviceEpochs
 from l2d_jax.training._batching import epoch_indices
 from l2d_jax.training._checkpoint import CheckpointStore
@@ -28,6 +30,9 @@ from l2d_jax.training._mesh import DATA_AXIS
 from l2d_jax.training._mesh import check_batch
 from l2d_jax.training._mesh import data_mesh
 from l2d_jax.training._mesh import num_data_shards
+from l2d_jax.training._mesh import process_local
+from l2d_jax.training._mesh import replicate
+from l2d_jax.training._mesh import shard_batch
 
 Batch = Mapping[str, Any]
 LossFn = Callable[[nnx.Module, dict[str, jax.Array]],
@@ -87,7 +92,9 @@ def default_compiler_options(mesh: Mesh) -> dict[str, str]:
   Returns:
     A dict of XLA compile options (``{}`` off CPU or when unsupported).
   """
-  device = mesh.devices.flat[0]
+  here = jax.process_index()
+  device = next((d for d in mesh.devices.flat if d.process_index == here),
+                mesh.devices.flat[0])
   if device.platform != "cpu" or not CPU_COMPILER_OPTIONS:
     return {}
   if not _options_supported(device, CPU_COMPILER_OPTIONS):
@@ -101,6 +108,20 @@ class NonFiniteError(FloatingPointError):
 
 def _copy(tree: Any) -> Any:
   return jax.tree.map(lambda x: x.copy(), tree)
+
+
+def _state_signature(state: Any) -> dict[str, Any]:
+  """Paths, shapes and dtypes of a state, and a SHA-256 of its values."""
+  digest = hashlib.sha256()
+  leaves = []
+  for path, x in jax.tree_util.tree_leaves_with_path(state):
+    if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key):
+      x = jax.random.key_data(x)
+    arr = np.asarray(x)
+    leaves.append([jax.tree_util.keystr(path), list(arr.shape),
+                   str(arr.dtype)])
+    digest.update(np.ascontiguousarray(arr).tobytes())
+  return {"leaves": leaves, "values_sha256": digest.hexdigest()}
 
 
 def _nonfinite(batch: Batch) -> list[str]:
@@ -190,7 +211,17 @@ class Trainer:
   The model and the ``nnx.Optimizer`` are split into one ``nnx.State``,
   replicated on every device (``P()``); each batch is split along its
   leading axis over the mesh's ``'data'`` axis (``P('data')``), and
-  ``jax.jit`` inserts the gradient all-reduce. The jitted step donates the
+  ``jax.jit`` inserts the gradient all-reduce.
+
+  The same code runs on one process or many (``l2d_jax.distributed``): the
+  default mesh spans ``jax.devices()``, every device of every process; each
+  process passes the same global batches and feeds only the rows of its own
+  devices (``jax.make_array_from_process_local_data``); checkpoints are
+  written by every process into one shared directory (orbax's multi-process
+  protocol; process 0 writes the checksums, the metrics log and the progress
+  bars). At construction the processes exchange a hash of the model and
+  optimiser state (structure and values) and of the trainer's options, and
+  stop with a ``ValueError`` if they disagree. The jitted step donates the
   state, so the trainer owns its arrays: read results through
   :attr:`model` (a copy) or the model passed in, which :meth:`fit` updates
   in place when it returns.
@@ -219,8 +250,9 @@ class Trainer:
     loss_fn: ``loss_fn(model, batch) -> (loss, aux)``: a scalar loss and a
       dict of scalar metrics, traced once under ``jax.jit``; ``batch`` is a
       dict of ``jax.Array`` with the same keys as the host batches.
-    mesh: a mesh with a ``'data'`` axis (default: :func:`data_mesh` over all
-      local devices). Batch sizes must be multiples of its size.
+    mesh: a mesh with a ``'data'`` axis (default: :func:`data_mesh` over
+      ``jax.devices()``, all processes' devices). Batch sizes (global, over
+      all processes) must be multiples of its size.
     checkpoint_dir: directory for orbax checkpoints and ``metrics.jsonl``
       (``None``: no checkpoints, no resumption).
     save_every: save a training checkpoint every this many epochs (the last
@@ -242,7 +274,8 @@ class Trainer:
       each epoch; in between, steps are queued without waiting.
 
   Raises:
-    ValueError: a mesh without a ``'data'`` axis or bad options.
+    ValueError: a mesh without a ``'data'`` axis, bad options, or (several
+      processes) processes that disagree on the model, optimiser or options.
 
   Example:
     >>> import numpy as np, optax
@@ -294,8 +327,17 @@ class Trainer:
     self._loss_fn = loss_fn
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     self._graphdef, state = nnx.split((model, optimizer))
+    if jax.process_count() > 1:
+      # Replicas are fed by each process: they must start identical.
+      _dist.check_same_config({
+          "state": _state_signature(state),
+          "mesh": dict(self.mesh.shape),
+          "loss_fn": getattr(loss_fn, "__qualname__", repr(type(loss_fn))),
+          "options": [save_every, max_to_keep, sync_every, check_inputs,
+                      checkpoint_dir is None],
+      }, what="model, optimiser state and trainer options")
     # A copy: the step donates its input, the caller's arrays must survive.
-    self._state = jax.device_put(state, self._replicated, may_alias=False)
+    self._state = replicate(state, self._replicated)
     self._store = (None if checkpoint_dir is None else
                    CheckpointStore(checkpoint_dir, max_to_keep=max_to_keep))
     if log_path is None and checkpoint_dir is not None:
@@ -303,7 +345,8 @@ class Trainer:
     self.log_path = None if log_path is None else pathlib.Path(log_path)
     self._save_every = save_every
     self._check_inputs = check_inputs
-    self._progress = progress
+    self._main = jax.process_index() == 0
+    self._progress = progress and self._main
     self._started = False
     self.trace_count = 0
     self.epoch = 0
@@ -340,7 +383,7 @@ class Trainer:
 
   def _new_acc(self, batch_like: Mapping[str, Any]) -> dict[str, Any]:
     _, _, aux = self._inner_step.eval_shape(self._state, dict(batch_like))
-    return jax.device_put(new_accumulator(aux), self._replicated)
+    return replicate(new_accumulator(aux), self._replicated)
 
   def _epoch_fn(self, data: DeviceEpochs) -> Callable[..., Any]:
     """The jitted on-device epoch for data of this size and order."""
@@ -390,9 +433,12 @@ class Trainer:
                 "averaging over the batch.")
         return dict(out)
 
+      # Several processes: every process gets all outputs.
+      out_sharding = (self._sharded if self._sharded.is_fully_addressable
+                      else self._replicated)
       self._output_fns[fn] = jax.jit(
           run, in_shardings=(self._replicated, self._sharded),
-          out_shardings=self._sharded,
+          out_shardings=out_sharding,
           compiler_options=self._compiler_options or None)
     return self._output_fns[fn]
 
@@ -409,8 +455,8 @@ class Trainer:
       # trigger a second compilation.
       padded_size = max(padded_size,
                         -(-size // self.num_shards) * self.num_shards)
-      out = run(self._state, jax.device_put(_pad(batch, padded_size),
-                                            self._sharded))
+      out = run(self._state, shard_batch(_pad(batch, padded_size),
+                                         self.mesh))
       yield {k: np.asarray(v)[:size] for k, v in jax.device_get(out).items()}
 
   def evaluate(self, batches: Iterable[Batch], metrics_fn: OutputFn
@@ -474,7 +520,7 @@ class Trainer:
   def model(self) -> nnx.Module:
     """A copy of the current model (safe to keep: never donated)."""
     model, _ = nnx.merge(self._graphdef, self._state)
-    nnx.update(model, _copy(nnx.state(model)))
+    nnx.update(model, _copy(process_local(nnx.state(model))))
     return model
 
   def _model_state(self) -> nnx.State:
@@ -594,7 +640,7 @@ class Trainer:
         self._restore(resume, monitor, mode)
       self._es.update(monitor=monitor, mode=mode)
       self._started = True
-    if self.log_path is not None:
+    if self.log_path is not None and self._main:
       write_jsonl(self.log_path, self.history)
 
     epochs = tqdm(total=num_epochs, initial=self.epoch, desc="epochs",
@@ -616,7 +662,7 @@ class Trainer:
       epochs.close()
     if restore_best and self._best_state is not None:
       self._set_model_state(self._best_state)
-    nnx.update(self._user_model, _copy(self._model_state()))
+    nnx.update(self._user_model, _copy(process_local(self._model_state())))
     return list(self.history)
 
   def _run_epoch(self, train_batches, eval_fn, monitor, mode, patience):
@@ -676,7 +722,7 @@ class Trainer:
           raise NonFiniteError(
               f"{where}: the input batch contains NaN/inf in "
               f"{', '.join(bad)}. Training stopped; " + self._last_good())
-        batch = jax.device_put(dict(batch), self._sharded)
+        batch = shard_batch(batch, self.mesh)
         if acc is None:
           acc = self._new_acc(batch)
         self._state, acc = self._train_step(self._state, acc, batch,
@@ -701,7 +747,7 @@ class Trainer:
         raise ValueError(
             f"DeviceEpochs batch size {data.batch_size} is not divisible by "
             f"the {self.num_shards} devices of the data mesh.")
-      self._placed = (data, jax.device_put(
+      self._placed = (data, replicate(
           {k: np.asarray(v) for k, v in data.arrays.items()},
           self._replicated))
     arrays = self._placed[1]
@@ -726,7 +772,7 @@ class Trainer:
     record["seconds"] = time.perf_counter() - start
     self.epoch = epoch + 1
     self.history.append(record)
-    if self.log_path is not None:
+    if self.log_path is not None and self._main:
       write_jsonl(self.log_path, self.history)
     return record
 
