@@ -41,6 +41,8 @@ __all__ = [
     "require_file",
     "check_output_dir",
     "options_without_help",
+    "add_num_processes_argument",
+    "run_distributed_main",
 ]
 
 EXIT_USAGE = 2
@@ -382,3 +384,108 @@ def package_entry_points(package: str) -> tuple[Callable[[str], Any],
 
   return getattr_, main
 
+
+
+# ---------------------------------------------------------------------------
+# Several processes: --num-processes N (local workers) and --cluster.
+
+NUM_PROCESSES_OPTION = "--num-processes"
+WORKER_TIMEOUT_ENV = "L2D_WORKER_TIMEOUT"
+
+
+def add_num_processes_argument(parser: argparse.ArgumentParser) -> None:
+  """Adds ``--num-processes N`` and ``--cluster`` to an experiment's parser.
+
+  ``--num-processes N`` (default 1) runs the experiment as N local processes
+  of one JAX job on loopback (``l2d_jax.distributed.spawn``); ``--cluster``
+  joins a job that a cluster started (SLURM, Open MPI, a TPU pod):
+  ``jax.distributed.initialize()`` with no arguments. Added once (a second
+  call does nothing).
+  """
+  if any(NUM_PROCESSES_OPTION in a.option_strings
+         for a in parser._actions):  # pylint: disable=protected-access
+    return
+  parser.add_argument(
+      NUM_PROCESSES_OPTION, type=positive_int, default=1,
+      help="run as N local processes of one JAX job on this machine "
+      "(jax.distributed on 127.0.0.1, a free port, gloo collectives on CPU); "
+      "process 0 prints and writes the outputs. 1: this process alone.")
+  parser.add_argument(
+      "--cluster", action="store_true",
+      help="join a multi-host job started by SLURM, Open MPI or a TPU pod "
+      "(jax.distributed.initialize() with no arguments: the cluster "
+      "describes the job); run the same command on every host.")
+
+
+def _worker_args_config(args: argparse.Namespace,
+                        private: Sequence[str]) -> dict[str, Any]:
+  skip = set(private) | {"debug", "num_processes", "cluster"}
+  return {k: v for k, v in sorted(vars(args).items()) if k not in skip}
+
+
+def run_distributed_main(parser: argparse.ArgumentParser,
+                         run_fn: Callable[[argparse.Namespace], Any],
+                         argv: Sequence[str] | None = None, *, module: str,
+                         private_options: Sequence[str] = ("out",)) -> int:
+  """``run_main`` with ``--num-processes N`` and ``--cluster``.
+
+  With ``--num-processes N > 1`` this process only launches N workers
+  (``python -m <module> <same arguments>``, on loopback, watched together)
+  and returns 0 when all succeed, or 2 with one line naming the failed
+  worker. Each worker (and each ``--cluster`` process) joins the job
+  (``l2d_jax.distributed.initialize``), checks that every process parsed the
+  same arguments (a hash exchanged between them), and runs ``run_fn``; on
+  every process but 0, stdout is silenced and each option of
+  ``private_options`` (a folder) points to a fresh temporary folder that is
+  removed afterwards, so that process 0 alone prints and writes the outputs
+  while all take part in the computation. With N = 1 it is ``run_main``.
+
+  Args:
+    parser: the experiment's parser; the two options are added to it.
+    run_fn: as for ``run_main``.
+    argv: arguments without the program name (``None``: ``sys.argv``).
+    module: the experiment's module, e.g. ``'experiments.conformal_deferral'``.
+    private_options: ``args`` attributes naming output folders.
+
+  Returns:
+    The exit code.
+  """
+  add_num_processes_argument(parser)
+  argv = list(sys.argv[1:] if argv is None else argv)
+
+  def run_or_launch(args: argparse.Namespace) -> Any:
+    from l2d_jax import distributed  # pylint: disable=import-outside-toplevel
+    from l2d_jax.distributed import _runtime  # pylint: disable=import-outside-toplevel
+    is_worker = bool(os.environ.get(_runtime.ENV_NUM_PROCESSES))
+    if args.num_processes > 1 and not is_worker:
+      if args.cluster:
+        raise CliError("--cluster and --num-processes > 1 exclude each "
+                       "other: a cluster starts its own processes")
+      timeout = os.environ.get(WORKER_TIMEOUT_ENV)
+      try:
+        distributed.spawn([sys.executable, "-m", module, *argv],
+                          args.num_processes,
+                          timeout_s=float(timeout) if timeout else None)
+      except distributed.WorkerError as e:
+        raise CliError(_one_line(str(e).splitlines()[0])) from e
+      return 0
+    if not (is_worker or args.cluster):
+      return run_fn(args)
+    distributed.initialize()
+    import jax  # pylint: disable=import-outside-toplevel
+    distributed.check_same_config(_worker_args_config(args, private_options),
+                                  what="command-line arguments")
+    if jax.process_index() == 0:
+      return run_fn(args)
+    with tempfile.TemporaryDirectory(prefix="l2d-worker-") as scratch:
+      for name in private_options:
+        if getattr(args, name, None) is not None:
+          setattr(args, name, os.path.join(scratch, name))
+      with open(os.devnull, "w", encoding="utf-8") as null:
+        saved, sys.stdout = sys.stdout, null
+        try:
+          return run_fn(args)
+        finally:
+          sys.stdout = saved
+
+  return run_main(parser, run_or_launch, argv)

@@ -283,7 +283,9 @@ def _ablation(args, pool, score, grid, common, out, command, t0):
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs the command line; returns the exit code (2 on a bad argument)."""
   argv = list(sys.argv[1:] if argv is None else argv)
-  return _cli.run_main(build_parser(), lambda args: execute(args, argv), argv)
+  return _cli.run_distributed_main(
+      build_parser(), lambda args: execute(args, argv), argv,
+      module="experiments.conformal_deferral")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import numpy as np
 from experiments.conformal_deferral import config
 from l2d_jax import _validation
 from l2d_jax import conformal
+from l2d_jax import distributed
 from l2d_jax import experts
 
 DATASETS = config.DATASETS
@@ -236,7 +237,7 @@ def sweep(pool: Pool, *, scores: Sequence[str], alphas: np.ndarray,
          "strategies": {}, "baselines": {}}
   # One program for every split and score; LAC and APS calibrate on the
   # whole calibration draw (raps_cal and raps_tune together).
-  out = conformal.deferral_sweep(
+  out = distributed.deferral_sweep(  # scores spread over processes
       probs, labels, ann, idx["raps_cal"], idx["test"], alphas, key=key,
       scores=tuple(scores), tune_idx=idx["raps_tune"], groups=groups,
       tie_break="cost" if use_costs else "random",
