@@ -153,3 +153,16 @@ def test_nan_under_jit_and_bad_input():
   # A traced invalid interval gives NaN.
   area = jax.jit(lambda a: metrics.aursac(p, ok, ok, interval=(a, 0.5)))(0.7)
   assert np.isnan(area)
+
+
+@pytest.mark.parametrize("area", [metrics.aursac, metrics.aurdac])
+def test_areas_name_nan_priorities_and_bad_intervals(area):
+  ok = jnp.array([True, False, True])
+  with pytest.raises(ValueError, match="`priority` contains NaN"):
+    area(jnp.array([0.1, jnp.nan, 0.3]), ok, ok)
+  p = jnp.array([0.1, 0.2, 0.3])
+  for bad in [(np.nan, 0.5), (0.2, np.inf), (1.0, 1.0), (0.3, 0.1)]:
+    with pytest.raises(ValueError, match="`interval` must satisfy"):
+      area(p, ok, ok, interval=bad)
+  # Under jit an invalid traced interval (a >= b) gives NaN, not a number.
+  assert np.isnan(jax.jit(lambda b: area(p, ok, ok, interval=(0.5, b)))(0.5))

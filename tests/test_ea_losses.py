@@ -4,6 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 from jax.test_util import check_grads
 
 from l2d_jax import experts
@@ -162,3 +165,43 @@ def test_traced_lambda_sweep_compiles_once():
   for i, lam in enumerate([0.0, 0.5, 1.0]):
     np.testing.assert_allclose(
         out[i], _reference(g, g_def, y, mu, sd, lam, "lcb"), rtol=1e-5)
+
+
+@pytest.mark.parametrize("weighting", losses.EA_WEIGHTINGS)
+def test_nan_profile_gives_nan_loss_under_jit(weighting):
+  # beta_posterior of invalid counts is NaN under jit; the loss must not
+  # turn that into a silent "never defer" weight of 0.
+  post = jax.jit(experts.beta_posterior)(jnp.array([[3, 1], [1, 1]]),
+                                         jnp.array([[2, 4], [2, 4]]))
+  fn = jax.jit(lambda m, s, where: losses.ea_lce_loss(
+      jnp.zeros((2, 2)), jnp.zeros(2), jnp.array([1, 0]), m, s,
+      weighting=weighting, where=where))
+  loss = fn(post.mean, jnp.sqrt(post.var), None)
+  assert np.isnan(loss[0]) == (weighting != "none")
+  assert np.isfinite(loss[1])
+  w = losses.ea_deferral_weight(jnp.array([1, 0]), post.mean,
+                                jnp.sqrt(post.var), weighting=weighting)
+  assert np.isnan(w[0]) == (weighting != "none")
+  # A masked (padding) row may hold NaN.
+  masked = fn(post.mean, jnp.sqrt(post.var), jnp.array([False, True]))
+  np.testing.assert_array_equal(masked[0], 0)
+  np.testing.assert_allclose(masked[1], loss[1])
+
+
+@settings(max_examples=25, deadline=None)
+@given(num_classes=st.integers(2, 6), seed=st.integers(0, 2**31 - 1),
+       weighting=st.sampled_from(losses.EA_WEIGHTINGS))
+def test_loss_invariant_to_consistent_class_relabelling(num_classes, seed,
+                                                        weighting):
+  # Prop. 3 for the loss: renaming class k as perm[k] in the logits, the
+  # labels and the profile leaves every example's loss unchanged.
+  g, g_def, y, mu, sd = _inputs(seed, n=8, k=num_classes)
+  perm = np.random.default_rng(seed).permutation(num_classes)
+  moved = [np.empty_like(a) for a in (g, mu, sd)]
+  for new, old in zip(moved, (g, mu, sd)):
+    new[:, perm] = old
+  with jax.enable_x64(True):
+    base = losses.ea_lce_loss(g, g_def, y, mu, sd, weighting=weighting)
+    got = losses.ea_lce_loss(moved[0], g_def, perm[y].astype(np.int32),
+                             moved[1], moved[2], weighting=weighting)
+  np.testing.assert_allclose(got, base, rtol=1e-12)

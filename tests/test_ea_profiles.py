@@ -255,3 +255,91 @@ def test_rejector_features_broadcast_experts_against_queries():
     np.testing.assert_allclose(
         z[j], experts.ea_rejector_features(p, np.repeat(mu[j], 5, 0),
                                            np.repeat(var[j], 5, 0)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(0, 10**7), frac=st.floats(0.0, 1.0),
+       prior_a=st.floats(0.01, 100.0), prior_b=st.floats(0.01, 100.0))
+def test_posterior_within_prior_bound_of_empirical_accuracy(n, frac, prior_a,
+                                                            prior_b):
+  # Prop. 1, deterministic part: for any fixed prior the posterior mean is
+  # within max(a0, b0) / (a0 + b0 + n) of the empirical accuracy c / n and
+  # the variance at most 1 / (4 (a0 + b0 + n + 1)); both vanish as the
+  # context grows, so the mean converges wherever c / n does.
+  c = round(frac * n)
+  with jax.enable_x64(True):
+    post = experts.beta_posterior(np.float64(c), np.float64(n),
+                                  prior_a=np.float64(prior_a),
+                                  prior_b=np.float64(prior_b))
+    mean, var = float(post.mean), float(post.var)
+  s = prior_a + prior_b + n
+  if n:
+    assert abs(mean - c / n) <= max(prior_a, prior_b) / s * (1 + 1e-12)
+  assert 0 < var <= 1 / (4 * (s + 1)) * (1 + 1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(num_classes=st.integers(2, 6), seed=st.integers(0, 2**31 - 1))
+def test_prop3_relabelled_context_sets_and_classifier(num_classes, seed):
+  # Prop. 3 end to end: rename class k as perm[k] in the experts' context
+  # sets (labels and answers) and in the classifier's output; the counts,
+  # posteriors, features and the rejector's deferral logit follow the
+  # renaming and the deferral logit is unchanged.
+  rng = np.random.default_rng(seed)
+  shape = (4, 15)  # 4 experts, contexts of 15 slots
+  labels = rng.integers(0, num_classes, shape)
+  answers = np.where(rng.random(shape) < 0.6, labels,
+                     rng.integers(0, num_classes, shape))
+  mask = rng.random(shape) < 0.8
+  logits = rng.normal(size=(5, num_classes)).astype(np.float32)
+  perm = rng.permutation(num_classes)
+
+  def deferral_logit(lab, ans, class_logits):
+    ctx = _context(lab.astype(np.int32), ans.astype(np.int32), mask)
+    correct, total = jax.vmap(
+        lambda c: experts.class_counts(c, num_classes=num_classes))(ctx)
+    post = jax.vmap(experts.beta_posterior)(correct, total)  # [J, K]
+    z = experts.ea_rejector_features(jax.nn.softmax(class_logits),
+                                     post.mean[:, None], post.var[:, None])
+    return post.mean, z, _rejector(z)  # [J, K], [J, B, 6], [J, B]
+
+  moved_logits = np.empty_like(logits)
+  moved_logits[:, perm] = logits
+  mean, z, g = deferral_logit(labels, answers, logits)
+  mean_p, z_p, g_p = deferral_logit(perm[labels], perm[answers],
+                                    moved_logits)
+  np.testing.assert_allclose(np.asarray(mean_p)[:, perm], mean, rtol=1e-6)
+  mean = np.asarray(mean)
+  unique = (mean == mean.max(-1, keepdims=True)).sum(-1) == 1  # [J]
+  np.testing.assert_allclose(z_p[unique], z[unique], rtol=1e-6)
+  np.testing.assert_allclose(g_p[unique], g[unique], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(correct=np.array([2, 3]), total=2), ValueError,
+     "`correct` must not exceed `total`"),
+    (dict(correct=np.array([1]), total=np.array([np.inf])), ValueError,
+     "`total` contains NaN or inf"),
+    (dict(correct=np.array([np.nan]), total=np.array([2.0])), ValueError,
+     "`correct` contains NaN"),
+    (dict(correct=np.array([1]), total=np.array([2]), prior_a=np.nan),
+     ValueError, "`prior_a` contains NaN"),
+    (dict(correct=np.array([True]), total=np.array([2])), TypeError,
+     "`correct`"),
+])
+def test_beta_posterior_more_bad_input(kwargs, error, match):
+  with pytest.raises(error, match=match):
+    experts.beta_posterior(**kwargs)
+
+
+@pytest.mark.parametrize("acc, conf, s, match", [
+    (-0.1, 0.5, 1.0, "`accuracy` must lie in"),
+    (0.5, 1.2, 1.0, "`confidence` must lie in"),
+    (0.5, np.nan, 1.0, "`confidence` contains NaN"),
+    (0.5, 0.5, np.inf, "`strength` contains NaN or inf"),
+    (0.5, 0.5, np.nan, "`strength` contains NaN"),
+    (np.array([0.5, 0.6]), np.array([0.5, 0.5, 0.5]), 1.0, "broadcast"),
+])
+def test_prior_more_bad_input(acc, conf, s, match):
+  with pytest.raises(ValueError, match=match):
+    experts.prior_from_self_assessment(acc, conf, strength=s)

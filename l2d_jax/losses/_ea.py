@@ -100,7 +100,10 @@ def ea_deferral_weight(
 
   Returns:
     ``[...]`` weights in ``[0, 1]``; 0 where the label is outside ``[0, K)``
-    (values are not checked here; :func:`ea_lce_loss` checks them).
+    (values are not checked here; :func:`ea_lce_loss` checks them). A row
+    whose profile holds NaN (e.g. ``experts.beta_posterior`` of invalid
+    counts under jit) gets a NaN weight, never a silent 0, except with
+    ``'none'``, which reads no profile.
 
   Raises:
     TypeError: non-integer labels, non-floating ``expert_mean``.
@@ -147,7 +150,9 @@ def ea_deferral_weight(
   else:
     lam = jax.lax.stop_gradient(jnp.asarray(lcb_lambda, dtype))
     value = jnp.maximum(mean_y - lam * std_y, 0)
-  return jnp.where(is_expertise, value, 0).astype(dtype)
+  bad = jnp.any(jnp.isnan(mean) | jnp.isnan(std), axis=-1)
+  w = jnp.where(is_expertise, value, 0)
+  return jnp.where(bad, jnp.nan, w).astype(dtype)
 
 
 def ea_lce_loss(
@@ -197,7 +202,9 @@ def ea_lce_loss(
   Returns:
     ``[...]`` per-example losses, dtype of ``class_logits``. Under jit an
     out-of-range label is the target of no output (loss ``-w log q_⊥`` with
-    ``w = 0``), never of another class.
+    ``w = 0``), never of another class, and an unmasked example whose
+    profile row holds NaN (an invalid posterior) has a NaN loss (except with
+    ``weighting='none'``).
 
   Raises:
     TypeError: non-floating logits or profiles, non-integer labels,
@@ -241,8 +248,10 @@ def ea_lce_loss(
   # is never a label target because labels are checked/clipped to [0, K).
   is_label = is_label & (jnp.arange(num_classes + 1) < num_classes)
   class_term = -jnp.sum(jnp.where(is_label, log_q, 0), axis=-1)
-  # Select rather than multiply: 0 * log q_⊥ is NaN when g_⊥ = -inf.
-  defer_term = jnp.where(w > 0, -w.astype(log_q.dtype) * log_q[..., -1], 0)
+  # Select rather than multiply: 0 * log q_⊥ is NaN when g_⊥ = -inf. A NaN
+  # weight (invalid profile) stays visible.
+  defer_term = jnp.where(w > 0, -w.astype(log_q.dtype) * log_q[..., -1],
+                         jnp.where(jnp.isnan(w), jnp.nan, 0))
   loss = class_term + defer_term
   if where is not None:
     loss = jnp.where(where, loss, 0)
