@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from l2d_jax import deferral
 from l2d_jax import losses
+from l2d_jax.losses import _topk as _losses_topk
 
 NUS = (0.0, 0.5, 1.0, 1.5, 2.0)
 
@@ -310,6 +311,87 @@ def test_surrogate_zero_tau_with_infinite_phi_is_zero():
   assert float(got) == np.inf  # τ_2 = 1 and Φ^0(r, 2) overflows
   costs = jnp.array([0.0, 0.0, 0.0])
   assert float(losses.topk_deferral_surrogate(scores, costs, nu=0.0)) == 0.0
+
+
+# --- the fast path (ν >= 1: analytic derivative) against the general one.
+
+def _fast_and_general(nu):
+  fast = lambda w, s: _losses_topk._weighted_comp_sum_fast(w, s, nu)
+  general = lambda w, s: _losses_topk._weighted_comp_sum_general(w, s, nu)
+  return fast, general
+
+
+def _values_and_grads(f, weights, scores):
+  total = lambda w, s: jnp.sum(f(w, s))
+  return f(weights, scores), jax.grad(total, argnums=(0, 1))(weights, scores)
+
+
+@pytest.mark.parametrize("nu", [1.0, 1.25, 1.5, 2.0])
+def test_fast_path_equals_general_path(nu):
+  rng = _rng(20)
+  scores = (rng.normal(size=(64, 6)) * 4).astype(np.float32)
+  scores[:8] = np.round(scores[:8] / 4)  # rows with tied (top) scores
+  scores[8:12, :3] = scores[8:12, 3:].max(-1, keepdims=True)
+  weights = rng.uniform(0, 2, size=(64, 6)).astype(np.float32)
+  weights[::5, 2] = 0.0
+  fast, general = _fast_and_general(nu)
+  got_v, got_g = _values_and_grads(jax.jit(fast), weights, scores)
+  want_v, want_g = _values_and_grads(jax.jit(general), weights, scores)
+  assert got_v.dtype == got_g[1].dtype == jnp.float32
+  np.testing.assert_allclose(got_v, want_v, rtol=1e-6, atol=1e-7)
+  for got, want in zip(got_g, want_g):  # d/dweights, d/dscores
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
+  # The public losses take the fast path for ν >= 1.
+  tau = weights.sum(-1, keepdims=True) - weights
+  np.testing.assert_allclose(
+      losses.topk_deferral_surrogate(scores, weights, nu=nu),
+      general(jnp.asarray(tau), jnp.asarray(scores)), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("nu", [1.0, 1.5, 2.0])
+def test_fast_path_finite_and_equal_at_extreme_scores(nu):
+  scores = jnp.array([[1e4, -1e4, 0.0, 5.0], [-1e4, 1e4, 1e4, -1e4],
+                      [1e4, 1e4, 1e4, 1e4], [-1e4, -1e4, -1e4, 1e4]])
+  weights = jnp.array([[0.0, 1.0, 0.5, 0.25], [1.0, 2.0, 0.0, 3.0],
+                       [1.0, 0.0, 2.0, 0.5], [0.5, 0.5, 0.5, 0.5]])
+  fast, general = _fast_and_general(nu)
+  got_v, got_g = _values_and_grads(fast, weights, scores)
+  want_v, want_g = _values_and_grads(general, weights, scores)
+  assert np.all(np.isfinite(got_v))
+  assert all(np.all(np.isfinite(g)) for g in got_g)
+  np.testing.assert_allclose(got_v, want_v, rtol=1e-6)
+  for got, want in zip(got_g, want_g):
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+  # Exact reference values: row 0, ν = 1: ℓ = (exp(-9995)≈0, 2e4, 1e4, 9995).
+  if nu == 1.0:
+    np.testing.assert_allclose(float(got_v[0]), 2e4 + 0.5e4 + 0.25 * 9995,
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("nu", [1.0, 1.5])
+def test_fast_path_check_grads_float64(nu):
+  # Second order in both modes: the analytic rule is itself differentiable.
+  rng = _rng(21)
+  with jax.enable_x64(True):
+    scores = jnp.asarray(rng.normal(size=(5, 4)))
+    weights = jnp.asarray(rng.uniform(0.1, 1, size=(5, 4)))
+    f = lambda w, s: jnp.sum(_losses_topk._weighted_comp_sum_fast(w, s, nu))
+    jtu.check_grads(f, (weights, scores), order=2, modes=["fwd", "rev"],
+                    atol=1e-6, rtol=1e-6)
+    hess = jax.hessian(f, argnums=1)(weights, scores)
+    hess_general = jax.hessian(
+        lambda w, s: jnp.sum(_losses_topk._weighted_comp_sum_general(
+            w, s, nu)), argnums=1)(weights, scores)
+    np.testing.assert_allclose(hess, hess_general, rtol=1e-9, atol=1e-12)
+
+
+def test_fast_path_precise_near_zero():
+  # Two agents, only the top has weight: Σ = ℓ_top = log1p(e^-30), not 0.
+  scores = jnp.array([30.0, 0.0])
+  for nu in (1.0, 1.5, 2.0):
+    got = float(_losses_topk._weighted_comp_sum_fast(
+        jnp.array([1.0, 0.0]), scores, nu))
+    np.testing.assert_allclose(got, np.exp(-30.0), rtol=1e-5)
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 4])

@@ -20,6 +20,11 @@ generalised cross-entropy, ν = 2 mean absolute error. It is computed from
 ``ℓ = −log_softmax(s)_j = log(1 + v)`` as ``expm1((1 − ν)·ℓ) / (1 − ν)``,
 accurate near 0 (``ℓ`` of the top score is ``log1p`` of the other scores'
 ``exp(s_j' − s_top)``, not a rounded log-softmax), in ``O(n)`` per row.
+For ``ν >= 1`` the weighted sums of the surrogates
+(:func:`topk_deferral_surrogate`, :func:`cardinality_surrogate`) carry an
+analytic derivative (``∂/∂s_i = (Σ_j w_j q_j)·softmax(s)_i − w_i q_i`` with
+``q_j = exp((1 − ν)·ℓ_j)``): same values, one pass for the gradient instead
+of autodiff through the log-space formula.
 
 Every loss is per example with any leading batch shape ``[...]``; the caller
 reduces. ``nu`` is a static Python (or NumPy) real number in [0, 2]: it picks
@@ -28,6 +33,7 @@ the formula at trace time (a new value compiles a new program).
 
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Any
 
@@ -95,23 +101,51 @@ def _psi_of_log(ell: jax.Array, nu: float) -> jax.Array:
   return jnp.where(over, jnp.inf, value)
 
 
+@jax.custom_jvp
+def _rest(gaps: jax.Array) -> jax.Array:
+  """``[..., 1]``: ``Σ_j exp(gaps_j) − 1`` for ``gaps = s − max s <= 0``.
+
+  The ``− 1`` is taken exactly by leaving the top's term out of the sum (tied
+  tops count 1 each beyond the first): one pass summing the other terms and
+  counting the tops. Its derivative is that of ``Σ_j exp(gaps_j)``.
+  """
+  is_top = gaps == 0
+  zero = jnp.zeros((), gaps.dtype)
+  others, tops = jax.lax.reduce(
+      (jnp.where(is_top, zero, jnp.exp(gaps)), is_top.astype(gaps.dtype)),
+      (zero, zero), lambda x, y: (x[0] + y[0], x[1] + y[1]),
+      (gaps.ndim - 1,))
+  return (others + (tops - 1))[..., None]
+
+
+@_rest.defjvp
+def _rest_jvp(primals, tangents):
+  (gaps,), (d_gaps,) = primals, tangents
+  return _rest(gaps), jnp.sum(jnp.exp(gaps) * d_gaps, axis=-1, keepdims=True)
+
+
+def _gaps_and_rest(scores: jax.Array):
+  """``gaps = s − max s`` [..., n], ``exp(gaps)`` and ``rest`` [..., 1].
+
+  ``rest = Σ_{j'} exp(s_j' − m) − 1`` with ``m`` the top score (see
+  :func:`_rest`). ``m`` is a constant to autodiff, so
+  ``log1p(rest) − gaps`` has the derivatives of ``−log_softmax`` at every
+  order, exact at tied scores. ``O(n)`` per row.
+  """
+  gaps = scores - jax.lax.stop_gradient(
+      jnp.max(scores, axis=-1, keepdims=True))  # <= 0
+  return gaps, jnp.exp(gaps), _rest(gaps)
+
+
 def _log1p_v(scores: jax.Array) -> jax.Array:
   """``[..., n]``: ``ℓ_j = log(1 + Σ_{j'≠j} exp(s_j' − s_j)) = −log_softmax_j``.
 
-  As ``log1p(Σ_{j'} exp(s_j' − m) − 1) − (s_j − m)`` with ``m`` the top score,
-  the ``− 1`` taken exactly by leaving the top's term out of the sum:
-  ``−log_softmax`` would round ``ℓ`` of a confident top score to 0, this keeps
-  it accurate near 0. A top's term enters as ``e − stop_gradient(e)`` (0 in
-  value, the derivatives of ``e``), so gradients of every order are those of
-  ``log_softmax``, exact at tied scores. ``O(n)`` per row.
+  As ``log1p(rest) − (s_j − m)`` (see :func:`_gaps_and_rest`):
+  ``−log_softmax`` would round ``ℓ`` of a confident top score to 0, this
+  keeps it accurate near 0.
   """
-  sg = jax.lax.stop_gradient
-  gaps = scores - sg(jnp.max(scores, axis=-1, keepdims=True))  # <= 0
-  e = jnp.exp(gaps)
-  is_top = sg(gaps) == 0
-  rest = jnp.sum(jnp.where(is_top, e - sg(e), e), axis=-1, keepdims=True)
-  ties = jnp.sum(is_top, axis=-1, keepdims=True, dtype=scores.dtype) - 1
-  return jnp.log1p(rest + ties) - gaps
+  gaps, _, rest = _gaps_and_rest(scores)
+  return jnp.log1p(rest) - gaps
 
 
 def _weighted_sum(weights: jax.Array, phi: jax.Array, nu: float) -> jax.Array:
@@ -126,6 +160,55 @@ def _weighted_sum(weights: jax.Array, phi: jax.Array, nu: float) -> jax.Array:
 def _comp_sum_all(scores: jax.Array, nu: float) -> jax.Array:
   """``[..., n]``: Φ^ν(s, j) for every target ``j``."""
   return _psi_of_log(_log1p_v(scores), nu)
+
+
+def _weighted_comp_sum_general(weights: jax.Array, scores: jax.Array,
+                               nu: float) -> jax.Array:
+  """``[...]``: ``Σ_j w_j·Φ^ν(s, j)``, differentiated by autodiff."""
+  return _weighted_sum(weights, _comp_sum_all(scores, nu), nu)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _weighted_comp_sum_fast(weights: jax.Array, scores: jax.Array,
+                            nu: float) -> jax.Array:
+  """``Σ_j w_j·Φ^ν(s, j)`` for ``ν >= 1`` with an analytic derivative.
+
+  Same value as :func:`_weighted_comp_sum_general` (Φ^ν is finite for
+  ``ν >= 1``). With ``ℓ_j = −log_softmax(s)_j``, ``p = softmax(s)`` and
+  ``q_j = dΨ^ν/dℓ = exp((1 − ν)·ℓ_j)`` (1 at ν = 1, in (0, 1] above):
+  ``∂/∂s_i = (Σ_j w_j q_j)·p_i − w_i q_i`` and ``∂/∂w_j = Φ^ν(s, j)``: one
+  pass over the row instead of autodiff through the log-space formula. The
+  rule is itself differentiable (second derivatives by autodiff of it).
+  """
+  gaps, _, rest = _gaps_and_rest(scores)
+  return jnp.sum(weights * _psi_of_log(jnp.log1p(rest) - gaps, nu), axis=-1)
+
+
+@_weighted_comp_sum_fast.defjvp
+def _weighted_comp_sum_fast_jvp(nu, primals, tangents):
+  weights, scores = primals
+  d_weights, d_scores = tangents
+  gaps, e, rest = _gaps_and_rest(scores)
+  ell = jnp.log1p(rest) - gaps
+  phi = _psi_of_log(ell, nu)
+  wq = weights if nu == 1.0 else weights * jnp.exp((1.0 - nu) * ell)
+  p = e / (1 + rest)
+  d_out = (jnp.sum(wq, axis=-1) * jnp.sum(p * d_scores, axis=-1)
+           - jnp.sum(wq * d_scores, axis=-1)
+           + jnp.sum(phi * d_weights, axis=-1))
+  return jnp.sum(weights * phi, axis=-1), d_out
+
+
+def _weighted_comp_sum(weights: jax.Array, scores: jax.Array,
+                       nu: float) -> jax.Array:
+  """``[...]``: ``Σ_j w_j·Φ^ν(s, j)``, weights ``[..., n]`` >= 0.
+
+  ``ν >= 1``: the fast path (analytic derivative); ``ν < 1``, where Φ^ν may
+  be +inf, the general one (its +inf/0 handling).
+  """
+  if nu >= 1.0:
+    return _weighted_comp_sum_fast(weights, scores, nu)
+  return _weighted_comp_sum_general(weights, scores, nu)
 
 
 def comp_sum_loss(
@@ -318,7 +401,7 @@ def topk_deferral_surrogate(
   scores = jnp.asarray(rejector_scores)
   costs = jnp.asarray(costs, scores.dtype)
   tau = jnp.sum(costs, axis=-1, keepdims=True) - costs
-  return _weighted_sum(tau, _comp_sum_all(scores, nu), nu)
+  return _weighted_comp_sum(tau, scores, nu)
 
 
 def topk_deferral_loss(
@@ -496,4 +579,4 @@ def cardinality_surrogate(
       raise ValueError(f"`scale` must be positive and finite, got {scale}.")
     normalised = jnp.minimum(costs / scale, 1)
   weights = 1 - normalised
-  return _weighted_sum(weights, _comp_sum_all(scores, nu), nu)
+  return _weighted_comp_sum(weights, scores, nu)
