@@ -15,6 +15,7 @@ else differs). The sweep's numbers are equal exactly.
 import os
 import pathlib
 import signal
+import subprocess
 import sys
 
 import jax
@@ -250,6 +251,19 @@ def test_unreachable_coordinator_names_the_address():
 def test_initialize_rejects_bad_arguments(kwargs, error, match):
   with pytest.raises(error, match=match):
     distributed.initialize(**kwargs)
+
+
+def test_initialize_without_a_job_says_how_to_describe_one():
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith(("L2D_", "SLURM_", "OMPI_", "TPU_"))}
+  res = subprocess.run(
+      [sys.executable, "-c",
+       "from l2d_jax import distributed; distributed.initialize()"],
+      cwd=REPO, env={**env, "JAX_PLATFORMS": "cpu"}, capture_output=True,
+      text=True, timeout=120, check=False)
+  assert res.returncode == 1
+  assert "initialize() found no job to join" in res.stderr
+  assert "distributed.spawn" in res.stderr
 
 
 def test_initialize_alone_is_a_no_op():

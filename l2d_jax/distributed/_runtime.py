@@ -172,10 +172,17 @@ def initialize(coordinator_address: str | None = None,
       and process_id is None):
     # A cluster (SLURM, MPI, TPU pod) describes the job itself.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(
-        initialization_timeout=math.ceil(timeout_s),
-        heartbeat_timeout_seconds=int(heartbeat_timeout_s),
-        local_device_ids=local_device_ids)
+    try:
+      jax.distributed.initialize(
+          initialization_timeout=math.ceil(timeout_s),
+          heartbeat_timeout_seconds=int(heartbeat_timeout_s),
+          local_device_ids=local_device_ids)
+    except ValueError as e:  # no cluster detected
+      raise ValueError(
+          f"initialize() found no job to join ({e}): pass "
+          "coordinator_address, num_processes and process_id, start the "
+          "workers with distributed.spawn, or run under a cluster that JAX "
+          "detects (SLURM, Open MPI, a TPU pod).") from e
     return True
   if num_processes is None:
     raise ValueError("`num_processes` is required with a "
@@ -208,6 +215,8 @@ def initialize(coordinator_address: str | None = None,
         initialization_timeout=math.ceil(timeout_s),
         heartbeat_timeout_seconds=int(heartbeat_timeout_s))
   except Exception as e:  # jaxlib raises its own runtime error types.
+    if "before any JAX" in str(e):  # called too late: not a network error
+      raise
     first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
     who = ("waited for the other processes" if process_id == 0
            else "could not join")
