@@ -365,7 +365,7 @@ class BatchDimensionsTest(parameterized.TestCase):
     np.testing.assert_allclose(per_example, batched, rtol=1e-6)
     np.testing.assert_allclose(per_example, ref(logits, labels, experts),
                                rtol=1e-5, atol=1e-5)
-    masked = jax.vmap(lambda x, y, m, w: fn(x, y, m, where=w))(
+    masked = jax.jit(jax.vmap(lambda x, y, m, w: fn(x, y, m, where=w)))(
         logits, labels, experts, where)
     np.testing.assert_allclose(
         masked, fn(logits, labels, experts, where=where), rtol=1e-6)
@@ -400,9 +400,12 @@ class BatchDimensionsTest(parameterized.TestCase):
     chex.assert_shape(per_example, (5, 5))
     # Example i's loss depends on row i only: the gradient of the summed loss
     # is the stack of per-example gradients, and the Jacobian is diagonal.
-    summed = jax.jacrev(lambda x: fn(x, labels, experts).sum())(logits)
+    # Jitted: eager jacrev compiles every op of the backward pass alone.
+    summed = jax.jit(jax.jacrev(lambda x: fn(x, labels, experts).sum()))(
+        logits)
     np.testing.assert_allclose(per_example, summed, rtol=1e-6, atol=1e-7)
-    jac = np.array(jax.jacrev(lambda x: fn(x, labels, experts))(logits))
+    jac = np.array(jax.jit(jax.jacrev(lambda x: fn(x, labels, experts)))(
+        logits))
     np.testing.assert_allclose(jac[np.arange(5), np.arange(5)], per_example,
                                rtol=1e-6, atol=1e-7)
     jac[np.arange(5), np.arange(5)] = 0.0
@@ -425,7 +428,7 @@ class BatchDimensionsTest(parameterized.TestCase):
     f = functools.partial(fn, num_experts=2)
     flat = f(logits)
     chex.assert_shape(flat, (6, width))
-    np.testing.assert_allclose(jax.vmap(f)(logits), flat, rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(jax.vmap(f))(logits), flat, rtol=1e-6)
     np.testing.assert_allclose(f(logits.reshape(2, 3, 5)),
                                np.asarray(flat).reshape(2, 3, width),
                                rtol=1e-6)
@@ -438,7 +441,7 @@ class BatchDimensionsTest(parameterized.TestCase):
     logits, _, _ = _random_inputs(18, 12, 4, 3)
     flat = deferral.argmax_deferral(logits, num_experts=3)
     f = functools.partial(deferral.argmax_deferral, num_experts=np.int64(3))
-    np.testing.assert_array_equal(jax.vmap(f)(logits), flat)
+    np.testing.assert_array_equal(jax.jit(jax.vmap(f))(logits), flat)
     np.testing.assert_array_equal(f(logits.reshape(3, 4, 7)),
                                   np.asarray(flat).reshape(3, 4))
     self.assertEqual(set(np.asarray(flat).tolist()), {0, 1, 2, 3})

@@ -205,14 +205,16 @@ class WorkloadTest(chex.TestCase):
     out = jax.jit(functools.partial(metrics.workload, num_experts=3))(
         decisions, where=where)
     chex.assert_shape(out, ((2, 3), (2, 3), (2, 3)))
+    out = jax.device_get(out)  # Indexed below: numpy, not one dispatch each.
     for a in range(2):
       for b in range(3):
         queries, most, avg = np_workload(decisions[a, b][where[a, b]], 3)
         self.assertEqual(int(out[0][a, b]), queries)
         self.assertEqual(int(out[1][a, b]), most)
         np.testing.assert_allclose(out[2][a, b], avg, rtol=1e-6)
-    vmapped = jax.vmap(jax.vmap(functools.partial(metrics.workload,
-                                                  num_experts=3)))(decisions)
+    # Jitted: eager vmap compiles every batched op on its own.
+    vmapped = jax.jit(jax.vmap(jax.vmap(functools.partial(
+        metrics.workload, num_experts=3))))(decisions)
     flat = metrics.workload(decisions, num_experts=3)
     for got, want in zip(vmapped, flat):
       np.testing.assert_array_equal(got, want)

@@ -167,7 +167,7 @@ def test_wide_resnet_bad_depth_and_inputs():
 def test_small_cnn_space_to_depth_matches_plain_conv_pool():
   """The fast space-to-depth block is the same function, with the same grads."""
   from l2d_jax.models import _cnn  # pylint: disable=g-import-not-at-top
-  m = _cnn.SmallCNN(10, num_experts=4, rngs=nnx.Rngs(0))
+  m = _build(lambda: _cnn.SmallCNN(10, num_experts=4, rngs=nnx.Rngs(0)))
   x = jax.random.normal(jax.random.key(1), (8, 32, 32, 3))
 
   def plain(model, x):
@@ -177,11 +177,24 @@ def test_small_cnn_space_to_depth_matches_plain_conv_pool():
     x = nnx.relu(model.fc2(nnx.relu(model.fc1(x))))
     return model.head(x)
 
-  np.testing.assert_allclose(m(x), plain(m, x), atol=1e-5)
-  g_fast = nnx.grad(lambda mm: mm(x).sum())(m)
-  g_plain = nnx.grad(lambda mm: plain(mm, x).sum())(m)
-  for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_plain)):
+  # One compiled program for both formulations and their gradients (eager
+  # dispatch compiles every op of the two backward passes separately).
+  @nnx.jit
+  def outputs_and_grads(model, x):
+    g_fast = nnx.grad(lambda mm: mm(x).sum())(model)
+    g_plain = nnx.grad(lambda mm: plain(mm, x).sum())(model)
+    return model(x), plain(model, x), g_fast, g_plain
+
+  fast, slow, g_fast, g_plain = outputs_and_grads(m, x)
+  np.testing.assert_allclose(fast, slow, atol=1e-5)
+  leaves_fast, leaves_plain = jax.tree.leaves(g_fast), jax.tree.leaves(g_plain)
+  assert len(leaves_fast) == len(leaves_plain) == 10
+  for a, b in zip(leaves_fast, leaves_plain):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-  # Odd sizes fall back to the plain path.
-  odd = _cnn.SmallCNN(3, image_size=31, rngs=nnx.Rngs(0))
-  assert odd(jnp.zeros((2, 31, 31, 3))).shape == (2, 3)
+  # 32x32 takes the space-to-depth path (no max-pool in the graph); odd
+  # sizes fall back to the plain path.
+  assert "reduce_window" not in str(jax.make_jaxpr(lambda v: m(v))(x))
+  odd = _build(lambda: _cnn.SmallCNN(3, image_size=31, rngs=nnx.Rngs(0)))
+  x_odd = jnp.zeros((2, 31, 31, 3))
+  assert "reduce_window" in str(jax.make_jaxpr(lambda v: odd(v))(x_odd))
+  assert _apply(odd, x_odd).shape == (2, 3)
