@@ -115,6 +115,24 @@ def worker_bad_inputs(out):
   except ValueError as e:
     lines.append(f"batch: {e}")
   (out / f"errors_{jax.process_index()}.txt").write_text("\n".join(lines))
+  # The on-device epoch and evaluation on the global mesh.
+  model, history, nll = _device_epochs_run()
+  np.savez(out / f"device_epochs_{jax.process_index()}.npz", *_params(model),
+           losses=[r["train/loss"] for r in history], nll=nll)
+
+
+def _device_epochs_run(mesh=None):
+  from l2d_jax.training import DeviceEpochs  # pylint: disable=g-import-not-at-top
+  model, trainer = _trainer(mesh=mesh)
+  history = trainer.fit(DeviceEpochs(_data(), BATCH, key=jax.random.key(0)),
+                        2)
+  nll = trainer.evaluate([_data()], _nll)["nll"]
+  return model, history, nll
+
+
+def _nll(model, batch):
+  logq = jax.nn.log_softmax(model(batch["x"]), axis=-1)
+  return {"nll": -logq[np.arange(logq.shape[0]), batch["y"]]}
 
 
 def _sweep_inputs():
@@ -210,8 +228,17 @@ def test_two_process_sweep_equals_one_process(tmp_path):
       np.testing.assert_array_equal(got[f"arr_{i}"], e)
 
 
-def test_bad_inputs_across_processes(tmp_path):
+def test_bad_inputs_and_device_epochs_across_processes(tmp_path):
+  from l2d_jax.training import data_mesh  # pylint: disable=g-import-not-at-top
   _spawn("bad_inputs", tmp_path)
+  model, history, nll = _device_epochs_run(mesh=data_mesh(2))
+  for pid in (0, 1):
+    got = np.load(tmp_path / f"device_epochs_{pid}.npz")
+    for i, e in enumerate(_params(model)):
+      np.testing.assert_allclose(got[f"arr_{i}"], e, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got["losses"],
+                               [r["train/loss"] for r in history], rtol=1e-5)
+    np.testing.assert_allclose(got["nll"], nll, rtol=1e-5)
   for pid in (0, 1):
     lines = (tmp_path / f"errors_{pid}.txt").read_text().splitlines()
     assert len(lines) == 3, lines
