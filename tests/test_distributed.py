@@ -186,9 +186,28 @@ def _reference_params(num_epochs=NUM_EPOCHS):
   return _params(model)
 
 
-def test_two_processes_train_like_one_and_survive_a_killed_process(tmp_path):
+def _check_params(out, expected):
+  for pid in (0, 1):
+    got = np.load(out / f"params_{pid}.npz")
+    got = [got[f"arr_{i}"] for i in range(len(got.files))]
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+      np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+
+
+def test_two_processes_train_like_one(tmp_path):
+  _spawn("train", tmp_path)
+  _check_params(tmp_path, _reference_params())
+  for pid in (0, 1):
+    np.testing.assert_array_equal(np.load(tmp_path / f"epochs_{pid}.npy"),
+                                  np.arange(1, NUM_EPOCHS + 1))
+  # The metrics log was written by process 0 alone: one record per epoch.
+  log = (tmp_path / "ckpt" / "metrics.jsonl").read_text().splitlines()
+  assert len(log) == NUM_EPOCHS
+
+
+def test_a_killed_process_stops_both_and_a_restart_resumes(tmp_path):
   from l2d_jax.training import _checkpoint  # pylint: disable=g-import-not-at-top
-  expected = _reference_params()
   # Process 1 is killed mid-epoch: both end, with a clear error.
   with pytest.raises(distributed.WorkerError,
                      match=r"process 1 of 2 was killed by SIGKILL"):
@@ -201,17 +220,7 @@ def test_two_processes_train_like_one_and_survive_a_killed_process(tmp_path):
   assert not (tmp_path / "params_0.npz").exists()
   # A restart resumes from the last checkpoint and ends like one process.
   _spawn("train", tmp_path, "resume")
-  for pid in (0, 1):
-    got = np.load(tmp_path / f"params_{pid}.npz")
-    got = [got[f"arr_{i}"] for i in range(len(got.files))]
-    for g, e in zip(got, expected):
-      np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
-    # Only the resumed epochs were trained again.
-    np.testing.assert_array_equal(np.load(tmp_path / f"epochs_{pid}.npy"),
-                                  np.arange(1, NUM_EPOCHS + 1))
-  # The metrics log was written by process 0 alone: one record per epoch.
-  log = (tmp_path / "ckpt" / "metrics.jsonl").read_text().splitlines()
-  assert len(log) == NUM_EPOCHS
+  _check_params(tmp_path, _reference_params())
 
 
 def test_two_process_sweep_equals_one_process(tmp_path):
