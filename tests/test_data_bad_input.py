@@ -381,6 +381,29 @@ def test_zip_member_above_the_size_bound_is_refused(tmp_path, monkeypatch):
     data.load_cifar10h_raw(path, num_images=3)
 
 
+def test_set_zip_limits_is_what_every_loader_reads(tmp_path):
+  path = _zip(tmp_path / "cifar10h-raw.zip", {
+      "cifar10h-raw.csv": _c10h_csv_bytes()})
+  previous = data.set_zip_limits(max_member_bytes=100)
+  try:
+    assert data.MAX_ZIP_MEMBER_BYTES == 100
+    assert data.MAX_ZIP_RATIO == previous[1]
+    with _raises_for(path, r": member 'cifar10h-raw.csv' inflates to \d+ "
+                     "bytes, more than the limit of 100 bytes"):
+      data.load_cifar10h_raw(path, num_images=3)
+  finally:
+    data.set_zip_limits(max_member_bytes=previous[0], max_ratio=previous[1])
+  assert (data.MAX_ZIP_MEMBER_BYTES, data.MAX_ZIP_RATIO) == previous
+  assert data.load_cifar10h_raw(path, num_images=3).num_experts == 3
+  for bad in (0, -5, 1.5, True, "100"):
+    with pytest.raises(ValueError, match="`max_member_bytes` must be a "
+                       "positive integer"):
+      data.set_zip_limits(max_member_bytes=bad)
+  with pytest.raises(ValueError, match="`max_ratio`"):
+    data.set_zip_limits(max_ratio=0)
+  assert (data.MAX_ZIP_MEMBER_BYTES, data.MAX_ZIP_RATIO) == previous
+
+
 def test_oversized_jpeg_member_is_refused(tmp_path):
   # A stored (uncompressed) member of 2 MiB cannot be a 32x32 JPEG.
   _write_fake_cifar(tmp_path)

@@ -44,6 +44,36 @@ _READ_ERRORS = (ValueError, EOFError, OSError, zipfile.BadZipFile,
                 NotImplementedError, OverflowError, MemoryError)
 
 
+def set_zip_limits(*, max_member_bytes: int | None = None,
+                   max_ratio: int | None = None) -> tuple[int, int]:
+  """Sets the zip-bomb guards every loader uses (``None`` keeps a limit).
+
+  Args:
+    max_member_bytes: largest inflated size of one zip member, in bytes (>= 1).
+    max_ratio: largest inflated/compressed ratio of a member above 16 MiB (>= 1).
+
+  Returns:
+    The previous ``(max_member_bytes, max_ratio)``, to restore them.
+
+  Raises:
+    ValueError: a limit that is not a positive integer.
+  """
+  global MAX_ZIP_MEMBER_BYTES, MAX_ZIP_RATIO
+  previous = (MAX_ZIP_MEMBER_BYTES, MAX_ZIP_RATIO)
+  for name, value in (("max_member_bytes", max_member_bytes),
+                      ("max_ratio", max_ratio)):
+    if value is not None and (isinstance(value, bool) or
+                              not isinstance(value, (int, np.integer))
+                              or value < 1):
+      raise ValueError(f"`{name}` must be a positive integer or None, got "
+                       f"{value!r}.")
+  if max_member_bytes is not None:
+    MAX_ZIP_MEMBER_BYTES = int(max_member_bytes)
+  if max_ratio is not None:
+    MAX_ZIP_RATIO = int(max_ratio)
+  return previous
+
+
 def open_zip(path: pathlib.Path) -> zipfile.ZipFile:
   """Opens an existing zip archive; ``DataFileError`` if it is not one."""
   try:
