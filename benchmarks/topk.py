@@ -1,7 +1,14 @@
 """Speed of Top-k(x) inference and of the Top-k surrogate step (issue 10).
 
 Measures, in one run, interleaved (JAX, then the reference, repeat; medians);
-the surrogate step runs first (after the 1M-query arrays it ran 3-4x slower):
+the surrogate step runs first (after the 1M-query arrays it ran 3-4x slower)
+and is interleaved in blocks (``--block`` JAX steps, then as many PyTorch
+steps, repeated): alternating single sub-millisecond calls slowed both sides,
+each framework's threads still running after its call when the other's call
+starts (on one pinned core at load ~17: a JAX step right after a PyTorch step
+4-6 ms, right after a JAX step 0.25 ms; a PyTorch step 0.76 ms alternating,
+0.28 ms in blocks; a training loop runs one framework's steps back to back).
+The two parts:
   1. rejector-set + selector inference for 1,000,000 queries x 16 agents:
      ``deferral.top_kx_agents`` (the rejector's ranking of all agents, the
      selector's k(x) = 1 + argmax, agents after position k(x) set to -1),
@@ -26,7 +33,7 @@ surrogate_step_ms=<f> torch_step_ms=<f> ratio_vs_torch=<f>`` with
 ``ratio_vs_torch = torch_step_ms / surrogate_step_ms`` (> 1: JAX faster).
 
 Usage: python benchmarks/topk.py [--queries 1000000] [--agents 16]
-  [--batch 4096] [--repeats 7]
+  [--batch 4096] [--repeats 7] [--block 10]
 """
 
 from __future__ import annotations
@@ -72,6 +79,9 @@ def main(argv=None) -> int:
                  help="batch of the surrogate step")
   p.add_argument("--repeats", type=int, default=7,
                  help="timed repetitions of each (after one warm-up)")
+  p.add_argument("--block", type=int, default=10,
+                 help="surrogate steps per framework per interleaved block "
+                 "(10 blocks at least)")
   args = p.parse_args(argv)
   try:
     import torch  # pylint: disable=g-import-not-at-top
@@ -112,15 +122,17 @@ def main(argv=None) -> int:
     np.testing.assert_allclose(np.asarray(grad), tg.numpy(), rtol=1e-4,
                                atol=1e-7)
   jax_step_ms, torch_ms = [], []
-  for _ in range(max(args.repeats, 50)):
-    jax_step_ms.append(_time(lambda: jax.block_until_ready(step(s_d, c_d))))
-    if torch is not None:
+  for _ in range(max(args.repeats, 10)):
+    for _ in range(args.block):
+      jax_step_ms.append(_time(lambda: jax.block_until_ready(step(s_d, c_d))))
+    for _ in range(args.block if torch is not None else 0):
       torch_ms.append(_time(torch_step))
   step_ms = statistics.median(jax_step_ms)
   torch_step_ms = statistics.median(torch_ms) if torch_ms else float("nan")
   ratio = torch_step_ms / step_ms
   print(f"surrogate step {b} x {a}: jax {step_ms:.3f} ms, torch "
-        f"{torch_step_ms:.3f} ms")
+        f"{torch_step_ms:.3f} ms ({len(jax_step_ms)} steps each, in blocks "
+        f"of {args.block})")
 
   # 2. Inference.
   rej = rng.normal(size=(n, a)).astype(np.float32)

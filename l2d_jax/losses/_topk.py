@@ -101,21 +101,29 @@ def _psi_of_log(ell: jax.Array, nu: float) -> jax.Array:
   return jnp.where(over, jnp.inf, value)
 
 
-@jax.custom_jvp
-def _rest(gaps: jax.Array) -> jax.Array:
-  """``[..., 1]``: ``Σ_j exp(gaps_j) − 1`` for ``gaps = s − max s <= 0``.
+def _reduce_rows(gaps: jax.Array, *extra: jax.Array) -> tuple[jax.Array, ...]:
+  """``rest = Σ_j exp(gaps_j) − 1`` [...] and the row sums of ``extra``.
 
-  The ``− 1`` is taken exactly by leaving the top's term out of the sum (tied
-  tops count 1 each beyond the first): one pass summing the other terms and
-  counting the tops. Its derivative is that of ``Σ_j exp(gaps_j)``.
+  For ``gaps = s − max s <= 0``, the ``− 1`` is taken exactly by leaving the
+  top's term out of the sum (tied tops count 1 each beyond the first): one
+  pass summing the other terms, counting the tops and summing ``extra``.
   """
   is_top = gaps == 0
   zero = jnp.zeros((), gaps.dtype)
-  others, tops = jax.lax.reduce(
-      (jnp.where(is_top, zero, jnp.exp(gaps)), is_top.astype(gaps.dtype)),
-      (zero, zero), lambda x, y: (x[0] + y[0], x[1] + y[1]),
-      (gaps.ndim - 1,))
-  return (others + (tops - 1))[..., None]
+  others, tops, *sums = jax.lax.reduce(
+      (jnp.where(is_top, zero, jnp.exp(gaps)), is_top.astype(gaps.dtype),
+       *extra), (zero,) * (2 + len(extra)),
+      lambda x, y: tuple(a + b for a, b in zip(x, y)), (gaps.ndim - 1,))
+  return (others + (tops - 1), *sums)
+
+
+@jax.custom_jvp
+def _rest(gaps: jax.Array) -> jax.Array:
+  """``[..., 1]``: ``Σ_j exp(gaps_j) − 1`` (see :func:`_reduce_rows`).
+
+  Its derivative is that of ``Σ_j exp(gaps_j)``.
+  """
+  return _reduce_rows(gaps)[0][..., None]
 
 
 @_rest.defjvp
@@ -124,17 +132,37 @@ def _rest_jvp(primals, tangents):
   return _rest(gaps), jnp.sum(jnp.exp(gaps) * d_gaps, axis=-1, keepdims=True)
 
 
+@jax.custom_jvp
+def _rest_and_weighted_gaps(gaps: jax.Array, weights: jax.Array):
+  """``(rest, Σ_j w_j, Σ_j w_j·gaps_j)``, each ``[...]``, in one pass."""
+  return _reduce_rows(gaps, weights, weights * gaps)
+
+
+@_rest_and_weighted_gaps.defjvp
+def _rest_and_weighted_gaps_jvp(primals, tangents):
+  (gaps, weights), (d_gaps, d_weights) = primals, tangents
+  return _rest_and_weighted_gaps(gaps, weights), (
+      jnp.sum(jnp.exp(gaps) * d_gaps, axis=-1),
+      jnp.sum(d_weights, axis=-1),
+      jnp.sum(d_weights * gaps + weights * d_gaps, axis=-1))
+
+
+def _gaps(scores: jax.Array) -> jax.Array:
+  """``s − max s`` (<= 0), the max a constant to autodiff."""
+  return scores - jax.lax.stop_gradient(
+      jnp.max(scores, axis=-1, keepdims=True))
+
+
 def _gaps_and_rest(scores: jax.Array):
-  """``gaps = s − max s`` [..., n], ``exp(gaps)`` and ``rest`` [..., 1].
+  """``gaps = s − max s`` [..., n] and ``rest`` [..., 1].
 
   ``rest = Σ_{j'} exp(s_j' − m) − 1`` with ``m`` the top score (see
-  :func:`_rest`). ``m`` is a constant to autodiff, so
+  :func:`_reduce_rows`). ``m`` is a constant to autodiff, so
   ``log1p(rest) − gaps`` has the derivatives of ``−log_softmax`` at every
   order, exact at tied scores. ``O(n)`` per row.
   """
-  gaps = scores - jax.lax.stop_gradient(
-      jnp.max(scores, axis=-1, keepdims=True))  # <= 0
-  return gaps, jnp.exp(gaps), _rest(gaps)
+  gaps = _gaps(scores)
+  return gaps, _rest(gaps)
 
 
 def _log1p_v(scores: jax.Array) -> jax.Array:
@@ -144,7 +172,7 @@ def _log1p_v(scores: jax.Array) -> jax.Array:
   ``−log_softmax`` would round ``ℓ`` of a confident top score to 0, this
   keeps it accurate near 0.
   """
-  gaps, _, rest = _gaps_and_rest(scores)
+  gaps, rest = _gaps_and_rest(scores)
   return jnp.log1p(rest) - gaps
 
 
@@ -168,35 +196,52 @@ def _weighted_comp_sum_general(weights: jax.Array, scores: jax.Array,
   return _weighted_sum(weights, _comp_sum_all(scores, nu), nu)
 
 
+def _fast_parts(weights: jax.Array, scores: jax.Array, nu: float):
+  """Value, ``gaps``, ``rest`` [..., 1], ``Φ`` [..., n], ``w·q``, ``Σ w·q``."""
+  gaps = _gaps(scores)
+  if nu == 1.0:
+    rest, w_sum, wg_sum = _rest_and_weighted_gaps(gaps, weights)
+    log1p_rest = jnp.log1p(rest)
+    value = w_sum * log1p_rest - wg_sum
+    return (value, gaps, rest[..., None], log1p_rest[..., None] - gaps,
+            weights, w_sum)
+  rest = _rest(gaps)
+  ell = jnp.log1p(rest) - gaps
+  phi = _psi_of_log(ell, nu)
+  wq = weights * jnp.exp((1.0 - nu) * ell)
+  return (jnp.sum(weights * phi, axis=-1), gaps, rest, phi, wq,
+          jnp.sum(wq, axis=-1))
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _weighted_comp_sum_fast(weights: jax.Array, scores: jax.Array,
                             nu: float) -> jax.Array:
   """``Σ_j w_j·Φ^ν(s, j)`` for ``ν >= 1`` with an analytic derivative.
 
   Same value as :func:`_weighted_comp_sum_general` (Φ^ν is finite for
-  ``ν >= 1``). With ``ℓ_j = −log_softmax(s)_j``, ``p = softmax(s)`` and
-  ``q_j = dΨ^ν/dℓ = exp((1 − ν)·ℓ_j)`` (1 at ν = 1, in (0, 1] above):
-  ``∂/∂s_i = (Σ_j w_j q_j)·p_i − w_i q_i`` and ``∂/∂w_j = Φ^ν(s, j)``: one
-  pass over the row instead of autodiff through the log-space formula. The
-  rule is itself differentiable (second derivatives by autodiff of it).
+  ``ν >= 1``). With ``ℓ_j = −log_softmax(s)_j = L − gaps_j``,
+  ``L = log1p(rest)``, ``p = softmax(s)`` and ``q_j = dΨ^ν/dℓ =
+  exp((1 − ν)·ℓ_j)`` (1 at ν = 1, in (0, 1] above):
+  ``∂/∂s_i = (Σ_j w_j q_j)·p_i − w_i q_i`` and ``∂/∂w_j = Φ^ν(s, j)``,
+  instead of autodiff through the log-space formula. At ν = 1 the value is
+  ``(Σ_j w_j)·L − Σ_j w_j·gaps_j``: one ``log1p`` per row, and, for
+  ``w >= 0``, a sum of two non-negative terms (no cancellation, finite at
+  scores ±1e4). The rule is itself differentiable (second derivatives by
+  autodiff of it).
   """
-  gaps, _, rest = _gaps_and_rest(scores)
-  return jnp.sum(weights * _psi_of_log(jnp.log1p(rest) - gaps, nu), axis=-1)
+  return _fast_parts(weights, scores, nu)[0]
 
 
 @_weighted_comp_sum_fast.defjvp
 def _weighted_comp_sum_fast_jvp(nu, primals, tangents):
   weights, scores = primals
   d_weights, d_scores = tangents
-  gaps, e, rest = _gaps_and_rest(scores)
-  ell = jnp.log1p(rest) - gaps
-  phi = _psi_of_log(ell, nu)
-  wq = weights if nu == 1.0 else weights * jnp.exp((1.0 - nu) * ell)
-  p = e / (1 + rest)
-  d_out = (jnp.sum(wq, axis=-1) * jnp.sum(p * d_scores, axis=-1)
+  value, gaps, rest, phi, wq, wq_sum = _fast_parts(weights, scores, nu)
+  p = jnp.exp(gaps) / (1 + rest)
+  d_out = (wq_sum * jnp.sum(p * d_scores, axis=-1)
            - jnp.sum(wq * d_scores, axis=-1)
            + jnp.sum(phi * d_weights, axis=-1))
-  return jnp.sum(weights * phi, axis=-1), d_out
+  return value, d_out
 
 
 def _weighted_comp_sum(weights: jax.Array, scores: jax.Array,
