@@ -428,3 +428,32 @@ def test_metrics_log_is_json_lines(tmp_path):
   assert set(history[0]) == {"epoch", "step", "seconds", "train/loss",
                              "train/accuracy", "eval/accuracy"}
   assert not list(tmp_path.glob(".metrics.jsonl.*"))  # no temp files left
+
+
+# ----------------------------------------------- one process of a job ----
+# (several processes: tests/test_distributed.py)
+
+
+def test_default_mesh_spans_every_device_and_placement_helpers_alone():
+  from jax.sharding import NamedSharding  # pylint: disable=g-import-not-at-top
+  from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  from l2d_jax.training import _mesh  # pylint: disable=g-import-not-at-top
+  mesh = data_mesh()
+  assert list(mesh.devices.flat) == jax.devices()
+  rep = NamedSharding(mesh, P())
+  host = {"w": np.arange(6.0, dtype=np.float32), "k": jax.random.key(3)}
+  out = _mesh.replicate(host, rep)
+  assert out["w"].sharding.is_fully_replicated
+  np.testing.assert_array_equal(np.asarray(out["w"]), host["w"])
+  # A copy, even of the shard on the source's device: the step donates it.
+  source = jax.device_put(jnp.ones(3), jax.devices()[0])
+  copied = _mesh.replicate(source, rep)
+  copied.delete()
+  np.testing.assert_array_equal(np.asarray(source), 1.0)
+  # One process holds every row: process_local changes nothing.
+  assert _mesh.process_local(out)["w"] is out["w"]
+  batch = _mesh.shard_batch({"x": np.arange(8.0).reshape(8, 1)}, mesh)
+  assert batch["x"].sharding.spec == P("data")
+  np.testing.assert_array_equal(np.asarray(batch["x"])[:, 0], np.arange(8.0))
+  sharding = NamedSharding(mesh, P("data"))
+  assert _mesh._local_rows(sharding, 8, (8, 1)) == (0, 8)  # pylint: disable=protected-access

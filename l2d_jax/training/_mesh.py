@@ -157,8 +157,12 @@ def replicate(tree: Any, sharding: NamedSharding) -> Any:
   Returns:
     The tree of replicated ``jax.Array`` (copies: never aliasing ``tree``).
   """
+  # jax 0.10's device_put(may_alias=False) still lets the shard on the
+  # source's device alias it: copy first, since the train step donates.
+  tree = jax.tree.map(lambda x: x.copy() if isinstance(x, jax.Array) else x,
+                      tree)
   if sharding.is_fully_addressable:
-    return jax.device_put(tree, sharding, may_alias=False)
+    return jax.device_put(tree, sharding)
 
   def put(x):
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
