@@ -1,0 +1,141 @@
+"""Command line of the EA-L2D experiment.
+
+  python -m experiments.ea_l2d --dataset digits --study rq1 \\
+      --overlap 0.2,0.5,0.8 --config cpu --seeds 3 \\
+      --out results/ea_l2d_digits_rq1_cpu
+
+Every argument, the data files and the output folder are checked before any
+work; a bad one ends with one line naming the option (exit code 2;
+``--debug`` shows the traceback). Documented runs: ``config.EXPERIMENTS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import sys
+import time
+from typing import Any, Sequence
+
+from experiments import _cli
+from experiments import _io
+from experiments.ea_l2d import config
+from experiments.ea_l2d import report
+
+PROG = "python -m experiments.ea_l2d"
+DESCRIPTION = """\
+Expert-agnostic learning to defer (EA-L2D) against L2D-Pop (NP+Attention),
+Pop-Avg and multi-expert softmax L2D on simulated experts.
+
+Studies: rq1 (Table 5.1: AURSAC/AURDAC for ID experts and both readings of
+OOD experts, per overlap p), rq2 (number of expertise classes), rq3 (self-
+assessed prior x context size), lcb-ablation (five expert types, four loss
+variants). Writes results.json, details.json, table.md and the study's PNGs
+(ea_*.png) into --out (entries of --out that a run does not write are
+kept)."""
+
+MAIN_OUTPUTS = ("results.json", "details.json", "table.md", "ea_*.png")
+
+
+def build_parser() -> argparse.ArgumentParser:
+  """The experiment's parser (every option with help text and default)."""
+  d = config.DEFAULT
+  p = _cli.make_parser(PROG, DESCRIPTION)
+  p.add_argument("--dataset", choices=config.DATASETS, default=d.dataset,
+                 help="digits runs anywhere (scikit-learn); cifar10 reads "
+                 "the shared data's CIFAR-10 images; the MedMNIST sets need "
+                 "their .npz archives under --data-dir.")
+  p.add_argument("--data-dir", default=d.data_dir,
+                 help="folder of the data (unused for digits).")
+  p.add_argument("--overlap", type=_cli.float_list(0.0, 1.0),
+                 default=",".join(f"{v:g}" for v in d.overlap),
+                 help="comma-separated overlap probabilities p in [0, 1] "
+                 "(rq3 uses the first).")
+  p.add_argument("--study", choices=config.STUDIES, default=d.study,
+                 help="which research question to run.")
+  p.add_argument("--config", choices=config.CONFIGS, default=d.config,
+                 help="training budget: cpu (minutes on digits) or gpu (the "
+                 "paper's rejector, longer training).")
+  p.add_argument("--seeds", type=_cli.positive_int, default=d.seeds,
+                 help="number of seeds (experts, contexts, models).")
+  p.add_argument("--first-seed", type=_cli.seed, default=d.first_seed,
+                 help="the seeds are first-seed, first-seed + 1, ...")
+  p.add_argument("--cache-dir", default=d.cache_dir,
+                 help="CIFAR-10: folder of the cached frozen embedding "
+                 "(shared with experiments.population_l2d).")
+  p.add_argument("--out", default=d.out,
+                 help="output folder (its owned files are replaced as one "
+                 "set at the end of the run).")
+  p.add_argument("--no-progress", action="store_true",
+                 help="hide the progress bars.")
+  return p
+
+
+def check_args(args: argparse.Namespace):
+  """Checks data files and the output folder before any work."""
+  if args.first_seed + args.seeds > _cli.MAX_SEED:
+    raise _cli.CliError(f"--first-seed + --seeds must be <= 2**32, got "
+                        f"{args.first_seed + args.seeds}")
+  if args.dataset != "digits":
+    data_dir = _cli.require_dir(args.data_dir, "--data-dir")
+    from experiments.ea_l2d import run as run_lib  # pylint: disable=g-import-not-at-top
+    try:
+      run_lib.check_dataset_files(args.dataset, data_dir)
+    except FileNotFoundError as e:
+      raise _cli.CliError(f"--data-dir: {e}") from None
+  return _cli.check_output_dir(args.out)
+
+
+def execute(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
+  """Runs the experiment described by ``args``; returns results.json."""
+  out = check_args(args)
+  from experiments.ea_l2d import run as run_lib  # pylint: disable=g-import-not-at-top
+  budget = config.BUDGETS[args.config]
+  progress = not args.no_progress
+  command = " ".join([PROG, shlex.join(argv)]).strip()
+  t0 = time.perf_counter()
+  data = run_lib.load_data(args.dataset, data_dir=args.data_dir,
+                           budget=budget, cache_dir=args.cache_dir,
+                           progress=progress)
+  seeds = range(args.first_seed, args.first_seed + args.seeds)
+  out_run = run_lib.run(data, study=args.study, seeds=seeds,
+                        overlaps=args.overlap, budget=budget,
+                        progress=progress)
+  return write(out, data, out_run, args=args, budget=budget, command=command,
+               seconds=time.perf_counter() - t0)
+
+
+def write(out, data, out_run, *, args, budget, command, seconds):
+  """Writes the output set; returns results.json."""
+  rows = out_run["rows"]
+  res = report.results(rows, dataset=data.dataset, study=args.study,
+                       config_name=args.config)
+  details = {
+      "command": command, "args": dict(vars(args)), "seconds": seconds,
+      "budget": dataclasses.asdict(budget), "model": data.model,
+      "splits": {k: int(v.size) for k, v in data.splits.items()},
+      "num_classes": data.num_classes, "training": out_run["info"],
+  }
+  text = report.table(args.study, rows, command=command)
+  with _io.OutputSet(out, owns=MAIN_OUTPUTS) as outputs:
+    outputs.write_json("results.json", res)
+    outputs.write_json("details.json", details)
+    outputs.write_text("table.md", text)
+    plots = report.plot(args.study, rows, out_run["curves"],
+                        outputs.save_figure, dataset=data.dataset,
+                        model=data.model)
+  print(text)
+  print(f"wrote {out}: results.json, details.json, table.md, "
+        f"{', '.join(plots)} ({seconds:.1f} s)")
+  return res
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Runs the command line; returns the exit code (2 on a bad argument)."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  return _cli.run_main(build_parser(), lambda args: execute(args, argv), argv)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
