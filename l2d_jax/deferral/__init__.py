@@ -21,6 +21,7 @@ __all__ = (
     "strategy_scores",
     "strategy_outcomes",
     "outcomes_from_slots",
+    "posterior_lcb",
     # Top-k and Top-k(x) deferral to a set of agents.
     "SET_RULES",
     "SET_METRICS",
@@ -56,6 +57,7 @@ from l2d_jax.deferral._selection import select_expert
 from l2d_jax.deferral._strategies import STRATEGIES
 from l2d_jax.deferral._strategies import Outcomes
 from l2d_jax.deferral._strategies import outcomes_from_slots
+from l2d_jax.deferral._strategies import posterior_lcb
 from l2d_jax.deferral._strategies import strategy_outcomes
 from l2d_jax.deferral._strategies import strategy_scores
 
