@@ -1,4 +1,4 @@
-"""Speed of EA-L2D against L2D-Pop (NP+Attention) as the context grows (issue 9).
+"""Speed of EA-L2D against L2D-Pop (NP+Attention) as contexts grow (issue 9).
 
 Both methods score (query, expert) pairs given the expert's context set of
 n_c points; the script measures, for n_c in {15, 60, 150, 600} by default:
@@ -402,8 +402,9 @@ def main(argv=None) -> int:
     pop["query_us_min"].append(best["pop_q"] * 1e3 / b)
     ea["step_ms_min"].append(best["ea_s"])
     pop["step_ms_min"].append(best["pop_s"])
+    q_ratio = pop["query_us"][-1] / ea["query_us"][-1]
     print(f"n_c={size:4d}: inference µs/query EA {ea['query_us'][-1]:9.3f} "
-          f"Pop {pop['query_us'][-1]:10.3f} (x{pop['query_us'][-1] / ea['query_us'][-1]:.1f}); "
+          f"Pop {pop['query_us'][-1]:10.3f} (x{q_ratio:.1f}); "
           f"step ms EA {med['ea_s']:8.3f} Pop {med['pop_s']:9.3f} "
           f"(x{med['pop_s'] / med['ea_s']:.1f}); warm-up {compile_s:.1f} s; "
           f"first losses EA {losses_[0]:.4f} Pop {losses_[1]:.4f}")
