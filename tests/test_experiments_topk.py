@@ -13,6 +13,7 @@ import pytest
 from experiments import topk_l2d as exp
 from experiments.topk_l2d import __main__ as cli
 from experiments.topk_l2d import config
+from experiments.topk_l2d import pools as pools_lib
 from experiments.topk_l2d import report
 from experiments.topk_l2d import run as run_lib
 from tests import cli_checks
@@ -29,9 +30,9 @@ RESULT_KEYS = {"method", "seed", "expected_budget", "expected_k", "metrics"}
 
 @pytest.fixture(scope="module")
 def synthetic_run():
-  x, y = run_lib.synthetic_regression(0, 1200)
-  pool = run_lib.california_pool(x, y, budget=TINY, progress=False,
-                                 dataset="synthetic_regression")
+  x, y = pools_lib.synthetic_regression(0, 1200)
+  pool = pools_lib.california_pool(x, y, budget=TINY, progress=False,
+                                   dataset="synthetic_regression")
   out = run_lib.run(pool, seeds=[0, 1], budget=TINY, lambdas=LAMBDAS,
                     progress=False)
   return pool, out
@@ -151,8 +152,8 @@ def _toy_pool(n=60):
   y = rng.normal(size=n).astype(np.float32)
   preds = (y[:, None] + rng.normal(size=(n, A)) *
            np.arange(1, A + 1)).astype(np.float32)
-  split = {s: slice(None) for s in run_lib.SPLITS}
-  return run_lib.Pool(
+  split = {s: slice(None) for s in pools_lib.SPLITS}
+  return pools_lib.Pool(
       dataset="toy", task="regression",
       features={s: rng.normal(size=(n, 3)).astype(np.float32) for s in split},
       targets={s: y for s in split}, predictions={s: preds for s in split},
@@ -173,29 +174,29 @@ def test_oracle_entries_use_the_k_lowest_costs():
 
 def test_region_bands_overlap_and_cover():
   coord = np.arange(1000, dtype=np.float64)[::-1]
-  bands = run_lib.region_bands(coord)
+  bands = pools_lib.region_bands(coord)
   assert bands.shape == (A, 300)
   ranks = 999 - bands  # rank of each point by the coordinate
   for j in range(A):
     assert ranks[j].min() == 140 * j and ranks[j].max() == 140 * j + 299
   assert len(set(bands[:2].ravel())) == 440  # neighbours share 160 points
   with pytest.raises(ValueError, match="do not fit"):
-    run_lib.region_bands(coord, width=0.5)
+    pools_lib.region_bands(coord, width=0.5)
 
 
 def test_expert_class_masks():
-  m = run_lib.expert_class_masks(5, 10)
+  m = pools_lib.expert_class_masks(5, 10)
   assert [np.flatnonzero(r).tolist() for r in m] == [
       [0, 1, 2, 3], [2, 3, 4, 5], [4, 5, 6, 7], [6, 7, 8, 9], [0, 1, 8, 9]]
-  assert run_lib.expert_class_masks(5, 100).sum(1).tolist() == [40] * 5
+  assert pools_lib.expert_class_masks(5, 100).sum(1).tolist() == [40] * 5
 
 
 def test_image_pipeline_on_random_images():
   rng = np.random.default_rng(0)
   imgs = rng.integers(0, 256, size=(160, 32, 32, 3), dtype=np.uint8)
   labels = rng.integers(0, 10, size=160).astype(np.int32)
-  pool = run_lib.image_pool(imgs[:64], labels[:64], imgs[64:], labels[64:],
-                            num_classes=10, budget=TINY, progress=False)
+  pool = pools_lib.image_pool(imgs[:64], labels[:64], imgs[64:], labels[64:],
+                              num_classes=10, budget=TINY, progress=False)
   assert pool.task == "classification"
   assert pool.predictions["test"].shape[1] == A
   # The experts know their classes with p = 0.95 (uniform guesses elsewhere).
@@ -220,7 +221,7 @@ def test_california_housing_subsample(data_dir, tmp_path):
   from l2d_jax import data  # pylint: disable=g-import-not-at-top
   x, y, names = data.load_california_housing(data_dir)
   keep = np.random.default_rng(0).permutation(x.shape[0])[:1500]
-  pool = run_lib.california_pool(
+  pool = pools_lib.california_pool(
       x[keep], y[keep], budget=TINY, progress=False,
       lat_lon_columns=(names.index("Latitude"), names.index("Longitude")))
   out = run_lib.run(pool, seeds=[0], budget=TINY, lambdas=LAMBDAS,
@@ -267,7 +268,7 @@ def test_every_bad_argument_is_one_line_naming_the_option(tmp_path, capsys,
   def no_work(*args, **kwargs):
     raise AssertionError("work started before the arguments were checked")
 
-  monkeypatch.setattr(run_lib, "load_pool", no_work)
+  monkeypatch.setattr(pools_lib, "load_pool", no_work)
   cli_checks.assert_bad_arguments_are_one_line(exp.main, _bad_cases(tmp_path),
                                                tmp_path / "o", capsys)
 
@@ -321,11 +322,11 @@ def test_svhn_and_cifar100_pools_from_their_original_files(tmp_path, dataset,
                                                            num_classes):
   rng = np.random.default_rng(0)
   (_write_svhn if dataset == "svhn" else _write_cifar100)(tmp_path, rng, 80)
-  run_lib.check_dataset_files(dataset, tmp_path)
-  pool = run_lib.load_pool(dataset, data_dir=tmp_path, budget=TINY,
-                           progress=False)
+  pools_lib.check_dataset_files(dataset, tmp_path)
+  pool = pools_lib.load_pool(dataset, data_dir=tmp_path, budget=TINY,
+                             progress=False)
   assert pool.dataset == dataset and pool.num_classes == num_classes
   assert pool.features["train"].shape[1] == num_classes
-  preds = np.concatenate([pool.predictions[s] for s in run_lib.SPLITS])
+  preds = np.concatenate([pool.predictions[s] for s in pools_lib.SPLITS])
   assert preds.shape == (80, A) and preds.min() >= 0
   assert preds.max() < num_classes

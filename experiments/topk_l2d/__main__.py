@@ -83,9 +83,9 @@ def check_args(args: argparse.Namespace):
     raise _cli.CliError(f"--first-seed + --seeds must be <= 2**32, got "
                         f"{args.first_seed + args.seeds}")
   data_dir = _cli.require_dir(args.data_dir, "--data-dir")
-  from experiments.topk_l2d import run as run_lib  # pylint: disable=g-import-not-at-top
+  from experiments.topk_l2d import pools as pools_lib  # pylint: disable=g-import-not-at-top
   try:
-    run_lib.check_dataset_files(args.dataset, data_dir)
+    pools_lib.check_dataset_files(args.dataset, data_dir)
   except FileNotFoundError as e:
     raise _cli.CliError(f"--data-dir: {e}") from None
   return _cli.check_output_dir(args.out)
@@ -94,14 +94,15 @@ def check_args(args: argparse.Namespace):
 def execute(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
   """Runs the experiment described by ``args``; returns results.json."""
   out = check_args(args)
+  from experiments.topk_l2d import pools as pools_lib  # pylint: disable=g-import-not-at-top
   from experiments.topk_l2d import run as run_lib  # pylint: disable=g-import-not-at-top
   budget = config.BUDGETS[args.config]
   progress = not args.no_progress
   command = " ".join([PROG, shlex.join(argv)]).strip()
   t0 = time.perf_counter()
-  pool = run_lib.load_pool(args.dataset, data_dir=args.data_dir,
-                           budget=budget, cache_dir=args.cache_dir,
-                           progress=progress)
+  pool = pools_lib.load_pool(args.dataset, data_dir=args.data_dir,
+                             budget=budget, cache_dir=args.cache_dir,
+                             progress=progress)
   t_pool = time.perf_counter() - t0
   seeds = range(args.first_seed, args.first_seed + args.seeds)
   out_run = run_lib.run(pool, seeds=seeds, budget=budget,
