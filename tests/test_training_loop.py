@@ -22,6 +22,7 @@ from l2d_jax.training import epoch_indices
 from l2d_jax.training import permutation
 from l2d_jax.training import seed_mesh
 from l2d_jax.training import sgd_cosine
+from l2d_jax.training import _seeds
 from l2d_jax.training import _trainer
 
 K, J, FEATURES, BATCH = 3, 2, 4, 16
@@ -214,6 +215,51 @@ def test_vmapped_seeds_match_sequential_runs():
   np.testing.assert_allclose(
       out["logits"][1], np.asarray(trainer.models[1](jnp.asarray(val["x"][1]))),
       rtol=1e-5, atol=1e-6)
+
+
+def test_window_orders_are_the_device_epochs_orders():
+  keys = jax.random.split(jax.random.key(3), 2)
+  orders = np.asarray(_seeds._window_orders(  # pylint: disable=protected-access
+      keys, np.int32(4), num_examples=50, batch_size=16, shuffle=True,
+      num_epochs=3))
+  assert orders.shape == (2, 3, 3, 16)
+  for s in range(2):
+    data = DeviceEpochs({"x": np.zeros(50)}, 16, key=keys[s])
+    for e in range(3):
+      np.testing.assert_array_equal(orders[s, e], data.indices(4 + e))
+
+
+def test_seeds_sharing_a_key_share_their_orders():
+  cache = _seeds._ORDERS  # pylint: disable=protected-access
+  cache.clear()
+  one = _seed_data((0,), 96, 0)
+  train = {k: np.concatenate([v] * 3) for k, v in one.items()}
+  k0, k1 = jax.random.split(jax.random.key(5), 2)
+  keys = jnp.stack([k0, k1, k0])
+  params = []
+  for _ in range(2):
+    trainer = SeedTrainer([_model(0)] * 3, _tx(), loss_fn, mesh=seed_mesh(1))
+    trainer.fit(train, 5, batch_size=BATCH, keys=keys, sync_every=2)
+    params.append([_params(m) for m in trainer.models])
+  # Windows of sync_every=2 epochs (the last one padded), one draw for the
+  # two distinct keys, reused by the second trainer.
+  assert [v.shape for v in cache._items.values()] == [(2, 2, 6, BATCH)] * 3
+  # Same model, data and key: the same run; another key: another run.
+  chex.assert_trees_all_equal(params[0][0], params[0][2])
+  with pytest.raises(AssertionError):
+    chex.assert_trees_all_equal(params[0][0], params[0][1])
+  chex.assert_trees_all_equal(params[0], params[1])
+
+
+def test_order_cache_keeps_its_memory_bound():
+  cache = _seeds._OrderCache(max_bytes=3 * 4 * 16)  # pylint: disable=protected-access
+  keys = jax.random.split(jax.random.key(0), 1)
+  for epoch in range(5):
+    got = cache.get(keys, epoch, num_examples=8, batch_size=4, shuffle=True,
+                    num_epochs=2)
+    assert got.nbytes == 4 * 16
+  assert len(cache._items) == 3  # the three most recent windows
+  assert cache._bytes == 3 * 4 * 16
 
 
 def test_seeds_sharded_over_four_devices_match_one_device():

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import collections
+import functools
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -61,6 +64,79 @@ def _host_arrays(arrays: Mapping[str, Any], num_seeds: int, name: str
   return out
 
 
+@functools.partial(jax.jit, static_argnames=("num_examples", "batch_size",
+                                             "shuffle", "num_epochs"))
+def _window_orders(keys: jax.Array, first_epoch: jax.Array, *,
+                   num_examples: int, batch_size: int, shuffle: bool,
+                   num_epochs: int) -> jax.Array:
+  """``[keys, num_epochs, steps, batch]`` orders of epochs ``first_epoch..``.
+
+  Epoch ``e`` of key ``k`` is ``epoch_indices(fold_in(k, e), ...)``, exactly
+  the order :class:`DeviceEpochs` draws. A module-level jit: every trainer
+  of the process shares its compiled program.
+  """
+  epochs = first_epoch + jnp.arange(num_epochs, dtype=jnp.int32)
+  one = lambda k, e: epoch_indices(jax.random.fold_in(k, e), num_examples,
+                                   batch_size, shuffle=shuffle)
+  return jax.vmap(lambda k: jax.vmap(lambda e: one(k, e))(epochs))(keys)
+
+
+@jax.jit
+def _epoch_order(orders: jax.Array, which: jax.Array, offset: jax.Array
+                 ) -> jax.Array:
+  """``[seeds, steps, batch]``: seed s's order ``orders[which[s], offset]``."""
+  return orders[which, offset]
+
+
+class _OrderCache:
+  """Recently drawn epoch orders, shared by the trainers of a process.
+
+  The order of an epoch is a pure function of (key, epoch, sizes), so runs
+  that share a data-order key (e.g. the settings and surrogates of one seed
+  trained one group after another) draw it once. Least recently used
+  windows are dropped beyond ``max_bytes``.
+  """
+
+  def __init__(self, max_bytes: int):
+    self.max_bytes = max_bytes
+    self._items: collections.OrderedDict[Any, jax.Array] = (
+        collections.OrderedDict())
+    self._bytes = 0
+    self._lock = threading.Lock()
+
+  def get(self, keys: jax.Array, first_epoch: int, *, num_examples: int,
+          batch_size: int, shuffle: bool, num_epochs: int) -> jax.Array:
+    """Orders ``[len(keys), num_epochs, steps, batch]`` (see _window_orders)."""
+    data = np.asarray(jax.random.key_data(keys))
+    cache_key = (data.tobytes(), data.shape, str(jax.random.key_impl(keys)),
+                 first_epoch, num_examples, batch_size, shuffle, num_epochs)
+    with self._lock:
+      if cache_key in self._items:
+        self._items.move_to_end(cache_key)
+        return self._items[cache_key]
+    orders = _window_orders(keys, np.int32(first_epoch),
+                            num_examples=num_examples, batch_size=batch_size,
+                            shuffle=shuffle, num_epochs=num_epochs)
+    with self._lock:
+      if cache_key not in self._items:
+        self._items[cache_key] = orders
+        self._bytes += orders.nbytes
+      while self._bytes > self.max_bytes and len(self._items) > 1:
+        _, old = self._items.popitem(last=False)
+        self._bytes -= old.nbytes
+    return orders
+
+  def clear(self) -> None:
+    with self._lock:
+      self._items.clear()
+      self._bytes = 0
+
+
+# 5 seeds x 200 epochs of 20,000 examples (the MoG calibration sweep) take
+# 78 MB; the sweep's 10 groups then draw each order once.
+_ORDERS = _OrderCache(max_bytes=128 * 2**20)
+
+
 def _pad_examples(arrays: dict[str, np.ndarray], size: int
                   ) -> tuple[dict[str, np.ndarray], np.ndarray]:
   """Pads axis 1 to a multiple of ``size`` (repeating the last example)."""
@@ -80,9 +156,14 @@ class SeedTrainer:
 
   The per-seed ``(model, nnx.Optimizer)`` states are stacked along a
   leading seed axis and every epoch is one compiled function: ``jax.vmap``
-  over seeds of a ``lax.scan`` over that seed's batches (shuffled on the
-  device by its own key, as :class:`DeviceEpochs` does), then an
+  over seeds of a ``lax.scan`` over that seed's batches, then an
   evaluation on that seed's validation data and an early-stopping update.
+  The batch orders are drawn on the device by each seed's key, as
+  :class:`DeviceEpochs` draws them, ``sync_every`` epochs at a time in a
+  separate program shared by every trainer of the process; runs with the
+  same key draw them once, and recent orders are kept (up to 128 MiB), so
+  trainers that reuse keys one after another (the settings and surrogates
+  of one seed) draw them once too.
   With several devices the seed axis is sharded over a ``('seed',)`` mesh
   (``NamedSharding``). Each seed gives the same result as a separate
   :class:`Trainer` run on ``DeviceEpochs(train[s], batch_size, key=keys[s])``
@@ -209,10 +290,10 @@ class SeedTrainer:
 
   # ----------------------------------------------------------------- fit --
 
-  def _epoch_fn(self, *, n: int, batch_size: int, shuffle: bool,
+  def _epoch_fn(self, *, n: int, batch_size: int,
                 metrics_fn: OutputFn | None, eval_size: int,
                 monitor: str | None, mode: str, patience: int | None):
-    cache_key = (n, batch_size, shuffle, metrics_fn, eval_size, monitor, mode,
+    cache_key = (n, batch_size, metrics_fn, eval_size, monitor, mode,
                  patience)
     if cache_key in self._fns:
       return self._fns[cache_key]
@@ -222,9 +303,8 @@ class SeedTrainer:
       self.trace_count += 1  # Python side effect: once per trace.
       return grad_step(graphdef, loss_fn, state, batch)
 
-    def one_seed(state, best, es, train, val, mask, key, epoch, step0):
-      idx = epoch_indices(jax.random.fold_in(key, epoch), n, batch_size,
-                          shuffle=shuffle)
+    def one_seed(state, best, es, train, val, mask, idx, epoch, step0):
+      # idx: this seed's order of this epoch, drawn outside the program.
 
       def body(state, rows):
         state, loss, aux = train_step(
@@ -353,14 +433,23 @@ class SeedTrainer:
       val, mask = _pad_examples(val, eval_size)
     else:
       val, mask, eval_size = {}, np.zeros((0,), bool), 0
-    fn = self._epoch_fn(n=n, batch_size=batch_size, shuffle=shuffle,
+    fn = self._epoch_fn(n=n, batch_size=batch_size,
                         metrics_fn=metrics_fn, eval_size=eval_size,
                         monitor=monitor, mode=mode, patience=patience)
     steps = n // batch_size
     train = jax.device_put(train, self._sharded)
     val = jax.device_put(val, self._sharded)
     mask = jax.device_put(mask, self._replicated)
-    keys = jax.device_put(keys, self._sharded)
+    # Runs that share a key share its orders: draw them once per window.
+    key_data = np.asarray(jax.random.key_data(keys))
+    unique, which = np.unique(key_data.reshape(s, -1), axis=0,
+                              return_inverse=True)
+    unique_keys = jax.random.wrap_key_data(
+        unique.reshape((-1,) + key_data.shape[1:]),
+        impl=jax.random.key_impl(keys))
+    which = jax.device_put(np.asarray(which, np.int32).reshape(s),
+                           self._sharded)
+    window = min(sync_every, num_epochs)
     worst = -np.inf if mode == "max" else np.inf
     es = jax.device_put({
         "best_value": np.full(s, worst, np.float32),
@@ -374,7 +463,12 @@ class SeedTrainer:
     self._state = None  # donated below; restored at the end
     try:
       for epoch in range(num_epochs):
-        state, best, es, record = fn(state, best, es, train, val, mask, keys,
+        if epoch % window == 0:
+          orders = jax.device_put(_ORDERS.get(
+              unique_keys, epoch, num_examples=n, batch_size=batch_size,
+              shuffle=shuffle, num_epochs=window), self._replicated)
+        idx = _epoch_order(orders, which, np.int32(epoch % window))
+        state, best, es, record = fn(state, best, es, train, val, mask, idx,
                                      np.int32(epoch), np.int32(epoch * steps))
         pending.append(record)
         last = epoch == num_epochs - 1
