@@ -81,6 +81,19 @@ def test_mog_schema_resume_and_both_training_paths(tmp_path, capsys):
   assert len(err.strip().splitlines()) == 1
 
 
+def test_groups_on_several_threads_give_the_same_numbers(tmp_path, capsys):
+  results = []
+  for workers in ("1", "3"):
+    out = tmp_path / f"w{workers}"
+    assert exp.main(TINY_MOG + ["--experiment", "specialised", "--settings",
+                                "1,2", "--out", str(out), "--workers",
+                                workers]) == 0
+    results.append(json.loads((out / "results.json").read_text()))
+  capsys.readouterr()
+  assert len(results[0]["results"]) == 4
+  assert results[0] == results[1]
+
+
 def test_runs_trained_together_match_runs_trained_alone():
   cfg = run_lib.apply_overrides(configs.get_config("mog", "cpu"), {
       "epochs": 6, "batch_size": 64, "patience": 2},
@@ -262,6 +275,7 @@ def test_unknown_config_is_refused():
     (["--set", "hidden"], "KEY=VALUE"),
     (["--set", "depth=3"], "unknown config key"),
     (["--num-bins", "0"], "--num-bins must be >= 1"),
+    (["--workers", "0"], "--workers must be >= 1"),
     (["--dataset", "cifar10", "--data-dir", "/nonexistent"],
      "--data-dir: /nonexistent does not exist; pass the data directory with "
      "--data-dir PATH"),

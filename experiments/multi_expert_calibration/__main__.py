@@ -93,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
                  "per-run checkpoints (default for CNN configs), instead of "
                  "the seeds of a setting and surrogate at once (MLP "
                  "configs).")
+  p.add_argument("--workers", type=int, default=None,
+                 help="groups (setting x surrogate, all seeds) trained at "
+                 "the same time, one per thread (MLP configs); default: "
+                 "the CPU cores this process may use (taskset). Results do "
+                 "not depend on it.")
   p.add_argument("--keep-checkpoints", action="store_true",
                  help="keep each finished run's checkpoint folder (runs "
                  "trained one at a time only).")
@@ -115,6 +120,8 @@ def options_from_args(args: argparse.Namespace,
       raise _cli.CliError(
           f"--data-dir: no CIFAR-10 JPEG zips under {data_dir}/"
           "cifar10_images; pass the shared data root with --data-dir PATH")
+  if args.workers is not None and args.workers < 1:
+    raise _cli.CliError(f"--workers must be >= 1, got {args.workers}")
   out = _cli.check_output_dir(out, "--out")
   argv = sys.argv[1:] if argv is None else list(argv)
   options = run_lib.Options(
@@ -128,7 +135,7 @@ def options_from_args(args: argparse.Namespace,
       sets=tuple(args.set), num_bins=args.num_bins, data_dir=args.data_dir,
       cache_dir=args.cache_dir, out=pathlib.Path(out), restart=args.restart,
       keep_checkpoints=args.keep_checkpoints, sequential=args.sequential,
-      progress=not args.no_progress, epoch_progress=(
+      workers=args.workers, progress=not args.no_progress, epoch_progress=(
           args.epoch_progress and not args.no_progress),
       command=" ".join([PROG] + [shlex.quote(a) for a in argv]))
   run_lib.resolve(options)  # bad settings or --set values fail here

@@ -20,9 +20,11 @@ up to float summation order.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import json
+import os
 import pathlib
 import shutil
 import time
@@ -647,6 +649,7 @@ class Options:
   restart: bool = False
   keep_checkpoints: bool = False
   sequential: bool = False
+  workers: int | None = None
   progress: bool = True
   epoch_progress: bool = False
   command: str = ""
@@ -665,6 +668,14 @@ def resolve(options: Options) -> tuple[dict[str, Any], list[float],
               "config_name": options.config_name, "config": cfg,
               "num_bins": options.num_bins}
   return cfg, settings, identity
+
+
+def available_cores() -> int:
+  """CPU cores this process may run on (its affinity mask)."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # not Linux
+    return os.cpu_count() or 1
 
 
 # Compilations shorter than this are not written to the persistent cache.
@@ -704,10 +715,12 @@ def use_compilation_cache(cache_dir: str | None) -> pathlib.Path | None:
 def run(options: Options) -> dict[str, Any]:
   """Runs (or resumes) the sweep of ``options``; returns ``results.json``.
 
-  Runs of one setting that are not yet recorded train together (MLP
-  configs, unless ``sequential``) or one after another; ``progress.json``
-  and ``results.json`` are rewritten after each group, the full output set
-  at the end. Compiled programs are kept in ``<cache_dir>/jax``
+  Runs of one setting and surrogate that are not yet recorded train
+  together (MLP configs, unless ``sequential``), ``workers`` groups at a
+  time on as many threads (default :func:`available_cores`; each group's
+  numbers do not depend on it), or one run after another;
+  ``progress.json`` and ``results.json`` are rewritten after each group,
+  the full output set at the end. Compiled programs are kept in ``<cache_dir>/jax``
   (:func:`use_compilation_cache`).
   """
   cfg, settings, identity = resolve(options)
@@ -747,47 +760,55 @@ def run(options: Options) -> dict[str, Any]:
                f"{diag['train_seconds']:.1f} s")
 
   bar = tqdm(total=count, desc="runs", disable=not options.progress)
-  for s, group in todo:
-    if together:
+  if together:
+    groups = []
+    for s, group in todo:
       for p in options.parameterisations:
         seeds = [seed for q, seed in group if q == p]
-        if not seeds:
-          continue
-        datasets = {seed: dataset(seed) for seed in seeds}
-        knowledge = expert_knowledge(
-            options.dataset, options.experiment, s,
-            datasets[seeds[0]].num_groups)
-        bar.set_postfix(setting=f"{s:g}", surrogate=p, seeds=len(seeds))
-        trained = train_together(datasets, parameterisation=p,
-                                 knowledge=knowledge, cfg=cfg,
-                                 num_bins=options.num_bins)
-        for seed in seeds:
+        if seeds:
+          groups.append((s, p, {seed: dataset(seed) for seed in seeds}))
+    workers = max(1, min(len(groups), options.workers or available_cores()))
+
+    def train_group(s, p, datasets):
+      knowledge = expert_knowledge(
+          options.dataset, options.experiment, s,
+          next(iter(datasets.values())).num_groups)
+      return train_together(datasets, parameterisation=p, knowledge=knowledge,
+                            cfg=cfg, num_bins=options.num_bins)
+
+    # Each group is one deterministic program: running groups on several
+    # cores at once changes when they finish, not their numbers.
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+      futures = {pool.submit(train_group, *g): g for g in groups}
+      for future in concurrent.futures.as_completed(futures):
+        s, p, datasets = futures[future]
+        trained = future.result()
+        for seed in sorted(datasets):
           record(p, s, seed, *trained[seed])
-        bar.update(len(seeds))
+        bar.set_postfix(setting=f"{s:g}", surrogate=p, seeds=len(datasets))
+        bar.update(len(datasets))
         runs.sort(key=_key)
         report.write_progress(out, options.dataset, options.experiment,
                               identity, runs)
-    else:
-      for p, seed in group:
-        bar.set_postfix(run=run_name(p, s, seed))
-        ds = dataset(seed)
-        knowledge = expert_knowledge(options.dataset, options.experiment, s,
-                                     ds.num_groups)
-        ckpt = out / "checkpoints" / run_name(p, s, seed)
-        res, diag = train_and_evaluate(
-            ds, parameterisation=p, knowledge=knowledge, seed=seed, cfg=cfg,
-            num_bins=options.num_bins, checkpoint_dir=ckpt,
-            progress=options.epoch_progress)
-        record(p, s, seed, res, diag)
-        runs.sort(key=_key)
-        report.write_progress(out, options.dataset, options.experiment,
-                              identity, runs)
-        if not options.keep_checkpoints:
-          shutil.rmtree(ckpt, ignore_errors=True)
-        bar.update(1)
-    runs.sort(key=_key)
-    report.write_progress(out, options.dataset, options.experiment, identity,
-                          runs)
+    todo = []
+  for s, group in todo:  # one run at a time (CNN configs, --sequential)
+    for p, seed in group:
+      bar.set_postfix(run=run_name(p, s, seed))
+      ds = dataset(seed)
+      knowledge = expert_knowledge(options.dataset, options.experiment, s,
+                                   ds.num_groups)
+      ckpt = out / "checkpoints" / run_name(p, s, seed)
+      res, diag = train_and_evaluate(
+          ds, parameterisation=p, knowledge=knowledge, seed=seed, cfg=cfg,
+          num_bins=options.num_bins, checkpoint_dir=ckpt,
+          progress=options.epoch_progress)
+      record(p, s, seed, res, diag)
+      runs.sort(key=_key)
+      report.write_progress(out, options.dataset, options.experiment,
+                            identity, runs)
+      if not options.keep_checkpoints:
+        shutil.rmtree(ckpt, ignore_errors=True)
+      bar.update(1)
   bar.close()
   results = report.write_outputs(
       out, dataset=options.dataset, experiment=options.experiment,
