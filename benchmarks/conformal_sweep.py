@@ -1,8 +1,9 @@
 """Speed of the conformal-deferral sweep (``conformal.deferral_sweep``).
 
 Measures, in one run:
-  1. the full sweep (paper alpha grid, 20 splits, LAC/APS/RAPS, the three
-     strategies and the baselines: one call of ``conformal.deferral_sweep``)
+  1. the full sweep (paper alpha grid, 20 splits, LAC/APS/RAPS, the four
+     strategies of ``deferral.STRATEGIES`` and the baselines: one call of
+     ``conformal.deferral_sweep``)
      on CIFAR-10S (real annotators, DenseNet-BC probabilities;
      1,000 calibration points drawn from the 9,000 unannotated CIFAR-10 test
      images, the 1,000 annotated ones as test points; skipped with a message
@@ -21,7 +22,9 @@ Measures, in one run:
 RAPS tunes ``k_reg``/``lam`` on 30% of each calibration draw and calibrates
 on the rest, as the experiment does. The last line reads
 ``cifar10s_sweep_s=<f> cifar10h_sized_sweep_s=<f> ratio_vs_loop=<f> peak_rss_gib=<f>``.
-Sweep times include JIT compilation (first call in the process).
+Sweep times include JIT compilation (first call in the process); the CPU
+time of the process is printed beside each wall time (a truer figure on a
+loaded machine).
 
 Usage: python benchmarks/conformal_sweep.py [--data-dir ../shared/data]
 """
@@ -45,9 +48,11 @@ sys.path.insert(0, str(REPO))
 
 from l2d_jax import conformal  # noqa: E402
 from l2d_jax import data  # noqa: E402
+from l2d_jax import deferral  # noqa: E402
 from l2d_jax import experts  # noqa: E402
 
 SCORES = ("lac", "aps", "raps")
+STRATEGIES = deferral.STRATEGIES
 
 _LOOP_DRIVER = """
 import sys, time
@@ -85,6 +90,7 @@ def _sweep_seconds(probs, labels, annotations, cal_candidates, test_fixed, *,
   rng = np.random.default_rng(seed)
   key = jax.random.key(seed)
   t = time.perf_counter()
+  c = time.process_time()
   cal, test, rcal, rtune = _draw_splits(rng, cal_candidates, test_fixed,
                                         splits=splits, cal_size=cal_size)
   del cal  # LAC/APS calibrate on rcal and rtune together (= cal)
@@ -92,7 +98,8 @@ def _sweep_seconds(probs, labels, annotations, cal_candidates, test_fixed, *,
                                  alphas, key=key, scores=SCORES,
                                  tune_idx=rtune)
   jax.block_until_ready(out)
-  return time.perf_counter() - t, alphas, test.shape[1]
+  return (time.perf_counter() - t, time.process_time() - c, alphas,
+          test.shape[1])
 
 
 def main(argv=None) -> int:
@@ -113,13 +120,13 @@ def main(argv=None) -> int:
                                              "densenet-bc-L190-k40")
     ds = data.load_cifar10s(args.data_dir, labels=labels)
     has = np.asarray(ds.annotations.mask).any(axis=1)
-    cifar10s_s, a10s, n_test = _sweep_seconds(
+    cifar10s_s, cpu_s, a10s, n_test = _sweep_seconds(
         np.asarray(probs, np.float32), np.asarray(labels, np.int32),
         ds.annotations, np.flatnonzero(~has), np.flatnonzero(has),
         splits=args.splits, cal_size=1000)
-    print(f"CIFAR-10S sweep: {cifar10s_s:.2f} s ({len(a10s)} alphas x "
-          f"{args.splits} splits x 3 scores x 3 strategies, {n_test:,} test "
-          "points)")
+    print(f"CIFAR-10S sweep: {cifar10s_s:.2f} s, CPU {cpu_s:.2f} s "
+          f"({len(a10s)} alphas x {args.splits} splits x 3 scores x "
+          f"{len(STRATEGIES)} strategies, {n_test:,} test points)")
   else:
     print(f"CIFAR-10S skipped: no data at {args.data_dir}")
 
@@ -127,13 +134,13 @@ def main(argv=None) -> int:
                            num_experts=2571, answers_per_expert=200)
   has = np.flatnonzero(np.asarray(ds.annotations.mask).any(1))
   n_ans = int(np.asarray(ds.annotations.mask).sum())
-  big_s, alphas, n_test = _sweep_seconds(
+  big_s, big_cpu, alphas, n_test = _sweep_seconds(
       ds.probs, ds.labels, ds.annotations, has, None, splits=args.splits,
       cal_size=1000)
-  print(f"CIFAR10-H-sized sweep: {big_s:.2f} s (10,000 images, {n_ans:,} "
-        f"answers from 2,571 annotators, {n_test:,} test points; "
-        f"{len(alphas)} alphas x {args.splits} splits x 3 scores x 3 "
-        "strategies)")
+  print(f"CIFAR10-H-sized sweep: {big_s:.2f} s, CPU {big_cpu:.2f} s (10,000 "
+        f"images, {n_ans:,} answers from 2,571 annotators, {n_test:,} test "
+        f"points; {len(alphas)} alphas x {args.splits} splits x 3 scores x "
+        f"{len(STRATEGIES)} strategies)")
 
   # The numpy loop on one split of the same pool, a few alphas, LAC.
   rng = np.random.default_rng(0)
@@ -151,7 +158,7 @@ def main(argv=None) -> int:
     res = subprocess.run([sys.executable, "-c", _LOOP_DRIVER, path],
                          cwd=REPO, capture_output=True, text=True, check=True)
   loop_s = float(res.stdout.strip().splitlines()[-1])
-  scale = (len(alphas) / len(sub)) * args.splits * 3 * 3
+  scale = (len(alphas) / len(sub)) * args.splits * 3 * len(STRATEGIES)
   loop_full = loop_s * scale
   ratio = loop_full / big_s
   print(f"numpy loop (tests/conformal_reference.py, subprocess): {loop_s:.2f} "

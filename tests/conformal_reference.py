@@ -58,6 +58,24 @@ def segregativity_loo(conf, label, answer, in_set, exclude):
   return np.trace(sub) / tot if tot > 0 else -1.0
 
 
+def counts_loo(conf, label, answer, in_set, exclude):
+  """(correct, total) of one expert matrix inside a set, own answer removed."""
+  c = conf.astype(np.int64).copy()
+  if exclude:
+    c[label, answer] -= 1
+  s = in_set if in_set.any() else np.ones_like(in_set)
+  sub = c[np.ix_(s, s)]
+  return int(np.trace(sub)), int(sub.sum())
+
+
+def beta_lcb(correct, total, lcb_lambda, prior_a, prior_b):
+  """mean - lambda * std of Beta(prior_a + correct, prior_b + wrong), float64."""
+  a = prior_a + correct
+  b = prior_b + total - correct
+  s = a + b
+  return a / s - lcb_lambda * math.sqrt(a * b / (s * s * (s + 1)))
+
+
 def _scores(probs, score, k_reg, lam):
   if score == "lac":
     return lac(probs)
@@ -75,7 +93,8 @@ def _workload(hist):
 def deferral_loop(probs_cal, labels_cal, probs_test, labels_test, annotator,
                   answer, valid, confusion, alphas, *, score, costs,
                   strategy="segregativity", exclude=None,
-                  include_crossing=None, priority=None, k_reg=None, lam=None):
+                  include_crossing=None, priority=None, k_reg=None, lam=None,
+                  lcb=(1.0, 1.0, 1.0)):
   """Per-alpha accuracy / queries / max Q/E / avg Q/E, the slow way.
 
   The chosen annotator maximises (selection score, -cost, priority): ties go
@@ -83,6 +102,8 @@ def deferral_loop(probs_cal, labels_cal, probs_test, labels_test, annotator,
   to the first slot). ``naive_random`` ignores costs (score 0 for everyone).
   APS and RAPS sets keep the threshold-crossing label unless
   ``include_crossing=False``. RAPS takes ``k_reg``/``lam`` per alpha.
+  ``segregativity_lcb`` scores by ``beta_lcb`` of the counts inside the set
+  with ``lcb = (lambda, prior_a, prior_b)``.
 
   Returns:
     dict of ``[A]`` arrays (accuracy, queries, max_queries_per_expert,
@@ -128,6 +149,10 @@ def deferral_loop(probs_cal, labels_cal, probs_test, labels_test, annotator,
         if strategy == "segregativity":
           v = segregativity_loo(confusion[e], y, answer[i, a], in_set,
                                 exclude[i, a])
+          c = costs[e]
+        elif strategy == "segregativity_lcb":
+          v = beta_lcb(*counts_loo(confusion[e], y, answer[i, a], in_set,
+                                   exclude[i, a]), *lcb)
           c = costs[e]
         elif strategy == "naive_most_accurate":  # whole matrix
           v = segregativity_loo(confusion[e], y, answer[i, a],

@@ -1,6 +1,7 @@
 """Prefix segregativity, strategy outcomes and sweep_metrics vs the loop."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -106,9 +107,14 @@ def test_empty_set_decides_like_the_full_set(rng):
   seg = np.asarray(conformal.prefix_segregativity(order, labels, sub, conf))
   np.testing.assert_array_equal(seg[..., 0], seg[..., -1])
   model_correct = np.asarray(order[:, 0]) == labels
+  correct, total = conformal.prefix_counts(order, labels, sub, conf)
+  lcb = deferral.posterior_lcb(correct, total)
+  lcb = jnp.where(jnp.asarray(sub.mask)[..., None], lcb, -jnp.inf)
+  np.testing.assert_array_equal(lcb[..., 0], lcb[..., -1])
   for strategy in deferral.STRATEGIES:
     out = deferral.strategy_outcomes(seg, model_correct, sub, labels,
-                                     strategy=strategy, key=rng)
+                                     strategy=strategy, key=rng,
+                                     lcb_table=lcb)
     np.testing.assert_array_equal(out.agent[:, 0], out.agent[:, -1])
     np.testing.assert_array_equal(out.correct[:, 0], out.correct[:, -1])
     assert (np.asarray(out.agent)[:, [0, 2]] >= 1).all()

@@ -72,13 +72,73 @@ def _tiny_pool():
   return ann, labels, conf, order
 
 
+def _lcb_table(order, labels, ann, conf, **kw):
+  correct, total = conformal.prefix_counts(order, labels, ann, conf)
+  lcb = deferral.posterior_lcb(correct, total, **kw)
+  return jnp.where(jnp.asarray(ann.mask)[..., None], lcb, -jnp.inf)
+
+
+def test_prefix_counts_are_the_segregativity_fraction():
+  ann, labels, conf, order = _tiny_pool()
+  correct, total = conformal.prefix_counts(order, labels, ann, conf)
+  seg = conformal.prefix_segregativity(order, labels, ann, conf)
+  # Point 0, expert 0 (own answer 0 on label 0 left out) over {0, 1}: 10/10.
+  assert float(correct[0, 0, 2]) == 10 and float(total[0, 0, 2]) == 10
+  valid = np.asarray(ann.mask)[..., None] & (np.asarray(total) > 0)
+  np.testing.assert_allclose(np.asarray(seg)[valid],
+                             (np.asarray(correct) / np.asarray(total))[valid],
+                             rtol=1e-6)
+
+
+def test_posterior_lcb_hand_values_and_ranking():
+  correct = np.array([3.0, 30.0, 0.0, 2.0])
+  total = np.array([3.0, 30.0, 0.0, 4.0])
+  for lam, a0, b0 in ((1.0, 1.0, 1.0), (0.0, 1.0, 1.0), (2.0, 3.0, 0.5)):
+    got = np.asarray(deferral.posterior_lcb(correct, total, lcb_lambda=lam,
+                                            prior_a=a0, prior_b=b0))
+    a, b = a0 + correct, b0 + total - correct
+    want = a / (a + b) - lam * np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+  # Right on 30 of 30 beats right on 3 of 3 (segregativity ties them at 1).
+  s = np.asarray(deferral.posterior_lcb(correct, total))
+  assert s[1] > s[0]
+  # lambda = 0: the posterior mean (uniform prior: (c + 1) / (t + 2)).
+  np.testing.assert_allclose(
+      deferral.posterior_lcb(correct, total, lcb_lambda=0.0),
+      (correct + 1) / (total + 2), rtol=1e-6)
+  with pytest.raises(ValueError, match="lcb_lambda"):
+    deferral.posterior_lcb(correct, total, lcb_lambda=-1.0)
+  with pytest.raises(ValueError, match="prior_a"):
+    deferral.posterior_lcb(correct, total, prior_a=0.0)
+  with pytest.raises(ValueError, match="correct"):
+    deferral.posterior_lcb(np.array([5.0]), np.array([4.0]))
+
+
+def test_segregativity_lcb_needs_its_table(rng):
+  ann, labels, conf, order = _tiny_pool()
+  seg = conformal.prefix_segregativity(order, labels, ann, conf)
+  with pytest.raises(ValueError, match="lcb_table"):
+    deferral.strategy_outcomes(seg, np.array([True, False]), ann, labels,
+                               strategy="segregativity_lcb", key=rng)
+  with pytest.raises(ValueError, match="lcb_table"):
+    deferral.strategy_scores(seg, "segregativity_lcb", lcb_table=seg[:1])
+  # With every prefix of equal counts the LCB and plain segregativity rank
+  # alike where the totals are equal; here: the table is what is used.
+  lcb = _lcb_table(order, labels, ann, conf)
+  np.testing.assert_array_equal(
+      deferral.strategy_scores(seg, "segregativity_lcb", lcb_table=lcb),
+      np.swapaxes(np.asarray(lcb), 1, 2))
+
+
 def test_strategy_outcomes_agent_encoding_and_model_at_size_one(rng):
   ann, labels, conf, order = _tiny_pool()
   seg = conformal.prefix_segregativity(order, labels, ann, conf)
+  lcb = _lcb_table(order, labels, ann, conf)
   model_correct = np.array([True, False])
   for strategy in deferral.STRATEGIES:
     out = deferral.strategy_outcomes(seg, model_correct, ann, labels,
-                                     strategy=strategy, key=rng)
+                                     strategy=strategy, key=rng,
+                                     lcb_table=lcb)
     np.testing.assert_array_equal(out.agent[:, 1], deferral.MODEL)
     np.testing.assert_array_equal(out.correct[:, 1], model_correct)
     # 1 + expert id, and only the point's own annotators.

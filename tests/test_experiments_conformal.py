@@ -51,10 +51,11 @@ def _check_results(out, scores, n_alphas):
       assert t["alpha_opt"] in e["alphas"]
       assert 0.0 <= t["p_value_vs_strongest_baseline"] <= 1.0
   table = (out / "table1.md").read_text()
-  assert table.count("Segregativity-Based") == len(scores)
+  assert table.count("| Segregativity-Based |") == len(scores)
+  assert table.count("| Segregativity-LCB |") == len(scores)
   assert "Acc. cross-fitted [%]" in table and "  |" not in table
   for line in table.splitlines():
-    if "Segregativity-Based" in line:  # A number in the cross-fitted column.
+    if "| Segregativity-Based |" in line:  # A number in the cross-fitted column.
       assert re.match(r"\d+\.\d\d ± \d+\.\d\d$", line.split("|")[5].strip())
   for s in scores:
     assert (out / f"accuracy_vs_alpha_{s}.png").stat().st_size > 1000
@@ -78,7 +79,14 @@ def test_synthetic_run_writes_schema(tmp_path, capsys):
   assert details["command"] == ("python -m experiments.conformal_deferral "
                                 + shlex.join(argv))
   assert details["args"]["cal_size"] == 300
+  assert details["lcb"] == {"lambda": 1.0, "prior_a": 1.0, "prior_b": 1.0}
+  for sc in ("lac", "aps", "raps"):
+    vs = details["scores"][sc]["lcb_vs"]
+    assert set(vs) == {"segregativity", "naive_most_accurate"}
+    for d in vs.values():
+      assert 0.0 <= d["p_value"] <= 1.0 and abs(d["mean_difference"]) < 1
   printed = capsys.readouterr().out
+  assert "Segregativity-LCB vs each strategy" in printed
   assert "| LAC | Segregativity-Based |" in printed and "wrote" in printed
   # No float noise such as 0.9059999999999999: at most 12 significant digits.
   floats = _floats(json.loads((out / "results.json").read_text()))
@@ -135,7 +143,7 @@ def test_ablation_f_kept_and_n_shots(tmp_path, capsys, small):
     assert (out / f"ablation_{name}.png").stat().st_size > 1000
     table = (out / f"ablation_{name}.md").read_text()
     assert capsys.readouterr().out.startswith(table)  # Printed like Table 1.
-    assert f"| {name} | Segregativity-Based |" in table
+    assert f"| {name} | Segregativity-LCB | Segregativity-Based |" in table
     assert abl["command"].startswith("python -m experiments.conformal_deferral")
   assert (out / "ablation_f_kept.json").exists()  # Kept by the second run.
 
@@ -176,6 +184,9 @@ def _bad_cases(tmp_path):
       (["--cal-size", "5000"], "--cal-size must be <= 1999 for --dataset "
        "synthetic"),
       (["--splits", "0"], "--splits must be >= 1, got 0"),
+      (["--lcb-lambda", "-1"], "--lcb-lambda must lie in [0, inf), got -1"),
+      (["--lcb-prior-a", "0"], "--lcb-prior-a must lie in (0, inf), got 0"),
+      (["--lcb-prior-b", "nan"], "--lcb-prior-b must lie in (0, inf)"),
       (["--n-shots", "1.5"], "--n-shots must be an integer, got '1.5'"),
       (["--dataset", "nope"], "--dataset: invalid choice: 'nope'"),
       (["--ablation", "f_kept", "--ablation-grid", "1.0,1.5"],
@@ -291,7 +302,7 @@ def test_report_reads_the_cross_fitted_accuracy():
     acc = np.array(per["strategies"]["lac"][t]["accuracy"])
     assert r["alpha_opt"] == [0.01, 0.1, 0.2, 0.3][acc.mean(0).argmax()]
   table = report.table1(res, det)
-  assert table.count("92.00 ± 2.00") == 3
+  assert table.count("92.00 ± 2.00") == len(config.STRATEGIES)
   res2, _ = report.summarise(_fake_per(3, 4, cross=False),
                              pool=_names("c", "m"), alphas=np.arange(1, 5) / 10,
                              scores=["lac"])
@@ -324,7 +335,7 @@ def test_plots_can_be_read_alone(dataset, simulated):
   assert any("± 1 std over 3 splits" in t for t in legend)
   stars = [ln for ln in acc_ax.get_lines() if ln.get_marker() == "*"
            and len(ln.get_xdata())]
-  assert len(stars) == 3
+  assert len(stars) == len(config.STRATEGIES)
   queries_ax = figs["workload_vs_alpha_lac.png"].axes[0]
   legend = [t.get_text() for t in queries_ax.get_legend().get_texts()]
   assert "Segregativity-Based (same as Naive Random)" in legend
@@ -352,9 +363,9 @@ def test_ablation_plot_and_table_can_be_read_alone():
   legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
   assert "± 1 std over 3 splits" in legend
   table = report.ablation_table(ablation)
-  assert table.splitlines()[2] == ("| f_kept | Segregativity-Based | Naive Most "
-                                   "Accurate | Naive Random | Best Expert | "
-                                   "Model |")
+  assert table.splitlines()[2] == (
+      "| f_kept | Segregativity-LCB | Segregativity-Based | Naive Most "
+      "Accurate | Naive Random | Best Expert | Model |")
   assert table.splitlines()[4].startswith("| 1 | ")
   assert "(92.00 ± 2.00)" in table  # cross-fitted beside the hindsight figure
 

@@ -40,8 +40,10 @@ def _priorities(key, p, shape):
   return list(np.asarray(prios))
 
 
-@pytest.mark.parametrize("score", ["lac", "aps", "raps"])
-def test_sweep_matches_loop_reference(score):
+@pytest.mark.parametrize("score,lcb", [("lac", (1.0, 1.0, 1.0)),
+                                       ("aps", (0.0, 1.0, 1.0)),
+                                       ("raps", (2.0, 3.0, 0.5))])
+def test_sweep_matches_loop_reference(score, lcb):
   ds, has = _pool()
   probs, labels, ann = ds.probs, ds.labels, ds.annotations
   cal, test, tune = _splits(has, ds.probs.shape[0], 2, 40, 60, 30)
@@ -52,10 +54,12 @@ def test_sweep_matches_loop_reference(score):
   groups = (np.arange(40)[None, :] % 2).repeat(2, 0)
   out = conformal.deferral_sweep(
       probs, labels, ann, cal, test, ALPHAS, key=key, scores=(score,),
-      tune_idx=tune, groups=groups, tie_break="cost", costs=costs)
-  chex.assert_shape(out.strategies.accuracy, (2, 1, 3, ALPHAS.size))
+      tune_idx=tune, groups=groups, tie_break="cost", costs=costs,
+      lcb_lambda=lcb[0], lcb_prior_a=lcb[1], lcb_prior_b=lcb[2])
+  num_s = len(deferral.STRATEGIES)
+  chex.assert_shape(out.strategies.accuracy, (2, 1, num_s, ALPHAS.size))
   chex.assert_shape(out.baselines.accuracy, (2, 3))
-  chex.assert_shape(out.group_accuracy, (2, 1, 3, 2, ALPHAS.size))
+  chex.assert_shape(out.group_accuracy, (2, 1, num_s, 2, ALPHAS.size))
   conf = np.asarray(experts.confusion_matrices(ann, labels))
   hindsight = np.asarray(experts.expert_accuracy(conf)[0])
   a_all, m_all, v_all = (np.asarray(x) for x in (ann.annotator, ann.answer,
@@ -77,7 +81,7 @@ def test_sweep_matches_loop_reference(score):
       want = ref.deferral_loop(
           probs[c], labels[c], probs[t], labels[t], a, m, v, conf, ALPHAS,
           score=score, costs=costs, strategy=strategy, priority=prio[s_i],
-          **kw)
+          lcb=lcb, **kw)
       got = jax.tree.map(lambda x: np.asarray(x[p, 0, s_i]), out.strategies)
       np.testing.assert_allclose(got.accuracy, want["accuracy"], atol=1e-6)
       np.testing.assert_array_equal(got.queries, want["queries"])
@@ -96,7 +100,7 @@ def test_sweep_matches_loop_reference(score):
                                atol=1e-6)
     base = ref.baselines_loop(
         np.asarray(probs[t].argmax(1) == labels[t]), a, m, labels[t], v,
-        hindsight, prio[3], prio[4])
+        hindsight, prio[num_s], prio[num_s + 1])
     for b_i, b in enumerate(conformal.BASELINES):
       got = [np.asarray(f[p, b_i]) for f in out.baselines]
       np.testing.assert_allclose(got, base[b], rtol=1e-6)
@@ -135,8 +139,8 @@ def test_sweep_compiles_once_for_all_splits():
   traced = chex.assert_max_traces(_sweep._deferral_sweep.__wrapped__, n=1)  # pylint: disable=protected-access
   fn = jax.jit(traced, static_argnames=("scores", "tie_break", "n_shots",
                                         "lam_grid", "batch_size"))
-  # All splits, scores and alphas in one program: new splits, keys and
-  # alphas of the same shapes do not trace again.
+  # All splits, scores and alphas in one program: new splits, keys,
+  # alphas and LCB settings of the same shapes do not trace again.
   for seed in (0, 1):
     cal, test, tune = _splits(has, ds.probs.shape[0], 3, 30, 40, 10,
                               seed=seed)
@@ -144,6 +148,8 @@ def test_sweep_compiles_once_for_all_splits():
              jnp.asarray(cal), jnp.asarray(test),
              jnp.asarray(ALPHAS + seed / 100),
              jax.random.key(seed), jnp.asarray(tune), None, None,
+             # A new LCB lambda and prior do not trace again either.
+             tuple(jnp.float32(v + seed) for v in (1.0, 1.0, 2.0)),
              scores=("lac", "aps", "raps"), tie_break="random", n_shots=None,
              lam_grid=(0.01, 0.1), batch_size=16)
     chex.assert_shape(out.coverage, (3, 3, ALPHAS.size))
@@ -251,47 +257,98 @@ def test_cross_fitted_accuracy_from_sweep_is_at_most_the_hindsight_optimum():
                              out.strategies.accuracy, atol=1e-6)
 
 
-def test_run_events_equal_the_direct_histogram():
-  rng = np.random.default_rng(0)
-  n, num_a, num_s, num_j = 50, 30, 6, 7
-  # Piecewise-constant sizes in any direction (as RAPS's can be).
-  steps = rng.random((n, num_a)) < 0.2
-  sizes = np.where(steps, rng.integers(0, num_s, (n, num_a)), -1)
-  sizes[:, 0] = rng.integers(0, num_s, n)
-  for a in range(1, num_a):
-    sizes[:, a] = np.where(sizes[:, a] < 0, sizes[:, a - 1], sizes[:, a])
-  sizes = jnp.asarray(sizes, jnp.int32)
-  agent = jnp.asarray(rng.integers(-1, num_j + 1, (n, num_s)), jnp.int32)
-  weights = jnp.asarray(rng.random((n, num_s, 2)) < 0.5)
-  want = _sweep._read_alphas_gather(sizes, agent, weights, num_j)  # pylint: disable=protected-access
-  start, end, size, overflow = _sweep._runs(sizes, num_a)  # pylint: disable=protected-access
-  assert not overflow
-  got = _sweep._read_alphas_runs((start, end, size), agent, weights, num_a,  # pylint: disable=protected-access
-                                 num_j)
-  chex.assert_trees_all_equal(got, want)
-  # Direct numpy check of one alpha's histogram.
-  a = 7
-  who = np.asarray(agent)[np.arange(n), np.asarray(sizes)[:, a]]
-  hist = np.bincount(who[(who >= 1)] - 1, minlength=num_j)
-  np.testing.assert_array_equal(got[0][a], hist)
-  assert bool(_sweep._runs(sizes, 2)[3])  # pylint: disable=protected-access
+def _walk_runs(sizes):
+  """Starts and sizes of the runs of each row, the plain way."""
+  out = []
+  for row in sizes:
+    starts = [a for a in range(row.size) if a == 0 or row[a] != row[a - 1]]
+    out.append((starts, [int(row[a]) for a in starts]))
+  return out
 
 
-def test_runs_match_a_numpy_walk():
+def test_compact_runs_match_a_numpy_walk():
   rng = np.random.default_rng(3)
   n, num_a = 40, 9
   sizes = np.cumsum(rng.random((n, num_a)) < 0.3, axis=1) % 4
   for num_runs in (2, num_a, num_a + 3):  # fewer, as many as, more than A
-    start, end, size, overflow = _sweep._runs(  # pylint: disable=protected-access
+    start, size, overflow = _sweep._compact_runs(  # pylint: disable=protected-access
         jnp.asarray(sizes, jnp.int32), num_runs)
     want_overflow = False
-    for i in range(n):
-      starts = [a for a in range(num_a)
-                if a == 0 or sizes[i, a] != sizes[i, a - 1]]
+    for i, (starts, vals) in enumerate(_walk_runs(sizes)):
       want_overflow |= len(starts) > num_runs
       kept = (starts + [num_a] * num_runs)[:num_runs]
       np.testing.assert_array_equal(start[i], kept)
-      np.testing.assert_array_equal(end[i], kept[1:] + [num_a])
-      np.testing.assert_array_equal(
-          size[i], sizes[i, np.minimum(kept, num_a - 1)])
+      m = min(len(starts), num_runs)
+      np.testing.assert_array_equal(size[i, :m], vals[:m])
     assert bool(overflow) == want_overflow
+
+
+def test_run_events_equal_a_direct_histogram():
+  rng = np.random.default_rng(0)
+  n, num_a, num_k, num_j, num_s = 50, 30, 5, 7, 2
+  # Piecewise-constant sizes in any direction (as RAPS's can be).
+  steps = rng.random((n, num_a)) < 0.2
+  sizes = np.where(steps, rng.integers(0, num_k + 1, (n, num_a)), -1)
+  sizes[:, 0] = rng.integers(0, num_k + 1, n)
+  for a in range(1, num_a):
+    sizes[:, a] = np.where(sizes[:, a] < 0, sizes[:, a - 1], sizes[:, a])
+  agent = rng.integers(-1, num_j + 1, (num_s, n, num_k + 1))
+  weights = rng.integers(0, 2, (num_s, n, num_k + 1, 2))
+  shared = rng.integers(0, 4, (n, num_k + 1, 2))
+  start, size, overflow = _sweep._compact_runs(  # pylint: disable=protected-access
+      jnp.asarray(sizes, jnp.int32), num_a)
+  assert not overflow
+  block = num_s * (num_j + 2) + 2
+  who, w, sh = _sweep._per_run(  # pylint: disable=protected-access
+      size, jnp.asarray(agent, jnp.int32), jnp.asarray(weights, jnp.int32),
+      jnp.asarray(shared, jnp.int32))
+  idx, val = _sweep._run_events(  # pylint: disable=protected-access
+      start, who, w, sh, row_width=block, offset=0, num_experts=num_j)
+  got = _sweep._read_events(  # pylint: disable=protected-access
+      idx, val, num_a=num_a, num_c=1, num_s=num_s, num_experts=num_j,
+      num_g=2, num_h=2)
+  queries, n_q, max_q, counts, sh = (np.asarray(x)[:, 0] for x in got)
+  for a in range(num_a):
+    s = sizes[:, a]
+    np.testing.assert_array_equal(sh[a], shared[np.arange(n), s].sum(0))
+    for t in range(num_s):
+      who = agent[t, np.arange(n), s]
+      hist = np.bincount(who[who >= 1] - 1, minlength=num_j)
+      assert queries[a, t] == hist.sum()
+      assert n_q[a, t] == (hist > 0).sum()
+      assert max_q[a, t] == hist.max()
+      np.testing.assert_array_equal(
+          counts[a, t], weights[t, np.arange(n), s].sum(0))
+
+
+def test_size_boundaries_equal_split_set_sizes():
+  from l2d_jax.conformal import _set_sizes  # pylint: disable=import-outside-toplevel
+  ds, _ = _pool(seed=8)
+  order, sp = conformal.sort_probs(ds.probs)
+  rank = np.argsort(np.asarray(order), axis=1)
+  label_rank = rank[np.arange(ds.labels.size), ds.labels]
+  alphas = np.sort(np.concatenate([ALPHAS, [0.001, 0.999, 0.5, 0.5]]))
+  for score in ("lac", "aps"):
+    want = np.asarray(conformal.split_set_sizes(
+        sp[:60], label_rank[:60], sp[60:], alphas, score=score))
+    conf = conformal.sorted_conformity(sp, score=score)
+    low = conformal.quantile_rank(60, alphas)
+    low = 61 - np.asarray(low)  # floor(61 alpha)
+    t = _set_sizes._thresholds(  # pylint: disable=protected-access
+        conf[np.arange(60), label_rank[:60]], jnp.asarray(low))
+    b = np.asarray(_set_sizes.size_boundaries(
+        conf[60:], t, include_crossing=score != "lac"))
+    got = np.stack([(b[:, 1:] > a).sum(1) for a in range(alphas.size)], 1)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_priority_draws_pack_exactly():
+  # The slot picker packs float32 uniforms as multiples of 2**-23.
+  prios, _ = _sweep._split_randomness(jax.random.key(0), 3, (500, 64))  # pylint: disable=protected-access
+  q = np.asarray(prios, np.float64) * 2.0**23
+  np.testing.assert_array_equal(q, np.floor(q))
+  tied = jax.random.bernoulli(jax.random.key(1), 0.3, (500, 7, 64))
+  got = _sweep._slot_picker(prios[0])(tied)  # pylint: disable=protected-access
+  want = np.where(np.asarray(tied).any(-1), np.argmax(np.where(
+      tied, np.asarray(prios[0])[:, None, :], -1.0), axis=-1), -1)
+  np.testing.assert_array_equal(got, want)

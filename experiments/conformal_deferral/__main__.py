@@ -12,6 +12,7 @@ traceback). Documented runs and their expected results: ``config.EXPERIMENTS``.
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 import time
@@ -92,6 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--costs", default=d.costs,
                  help="a .npy of J per-annotator costs, for --tie-break cost "
                  "(default: none).")
+  p.add_argument("--lcb-lambda", type=_cli.fraction(0.0, math.inf,
+                                                     low_open=False,
+                                                     high_open=True),
+                 default=d.lcb_lambda,
+                 help="Segregativity-LCB (Bayesian segregativity) ranks "
+                 "annotators by the Beta posterior of their accuracy inside "
+                 "the set: mean minus this many standard deviations (0: the "
+                 "posterior mean).")
+  p.add_argument("--lcb-prior-a", type=_cli.fraction(0.0, math.inf,
+                                                      high_open=True),
+                 default=d.lcb_prior_a,
+                 help="Beta prior a0 > 0 of Segregativity-LCB (pseudo-counts "
+                 "of right answers).")
+  p.add_argument("--lcb-prior-b", type=_cli.fraction(0.0, math.inf,
+                                                      high_open=True),
+                 default=d.lcb_prior_b,
+                 help="Beta prior b0 > 0 of Segregativity-LCB (pseudo-counts "
+                 "of wrong answers).")
   p.add_argument("--raw-csv", default=d.raw_csv,
                  help="CIFAR-10H per-annotator file cifar10h-raw.csv (default: "
                  "DATA_DIR/cifar10h/cifar10h-raw.csv).")
@@ -221,6 +240,7 @@ def execute(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
   command = " ".join([PROG, shlex.join(argv)]).strip()
   common = dict(alphas=alphas, n_splits=args.splits, cal_size=args.cal_size,
                 seed=args.seed, tie_break=args.tie_break, costs=costs,
+                lcb=(args.lcb_lambda, args.lcb_prior_a, args.lcb_prior_b),
                 progress=not args.no_progress)
   t0 = time.perf_counter()
   if args.ablation:
@@ -234,6 +254,9 @@ def execute(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
                   "args": {k: v for k, v in vars(args).items()},
                   "f_kept": args.f_kept, "n_shots": args.n_shots,
                   "seed": args.seed, "tie_break": args.tie_break,
+                  "lcb": {"lambda": args.lcb_lambda,
+                          "prior_a": args.lcb_prior_a,
+                          "prior_b": args.lcb_prior_b},
                   "model_accuracy_pool": per["model_accuracy_pool"]})
   table = report.table1(results, details)
   with _io.OutputSet(out, owns=MAIN_OUTPUTS) as outputs:

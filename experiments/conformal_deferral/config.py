@@ -46,7 +46,8 @@ SCORES = ("lac", "aps", "raps")
 STRATEGIES = deferral.STRATEGIES  # the order of the library sweep's outputs
 STRATEGY_NAMES = {"segregativity": "Segregativity-Based",
                   "naive_most_accurate": "Naive Most Accurate",
-                  "naive_random": "Naive Random"}
+                  "naive_random": "Naive Random",
+                  "segregativity_lcb": "Segregativity-LCB"}
 TIE_BREAKS = deferral.TIE_BREAKS
 ABLATIONS = ("f_kept", "n_shots")
 F_KEPT_GRID = tuple(float(v) for v in np.round(np.arange(1.0, 0.2, -0.05), 2))
@@ -75,6 +76,9 @@ class Config:
   ablation_grid: str | None = None
   tie_break: str = "random"
   costs: str | None = None
+  lcb_lambda: float = 1.0
+  lcb_prior_a: float = 1.0
+  lcb_prior_b: float = 1.0
   raw_csv: str | None = None
   human_csv: str | None = None
   byo_dir: str | None = None

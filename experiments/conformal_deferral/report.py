@@ -18,13 +18,18 @@ from l2d_jax import metrics
 
 STRATEGIES = config.STRATEGIES
 STRATEGY_NAMES = config.STRATEGY_NAMES
-TABLE_ORDER = ("naive_random", "naive_most_accurate", "segregativity")
+TABLE_ORDER = ("naive_random", "naive_most_accurate", "segregativity",
+               "segregativity_lcb")
+# Bayesian segregativity is compared with these two directly (issue 9).
+LCB = "segregativity_lcb"
+LCB_VERSUS = ("segregativity", "naive_most_accurate")
 CROSS_FITTED = "accuracy_cross_fitted"
 # Drawn in this order: thick solid first, thinner dashed/dotted on top, so a
 # curve equal to an earlier one stays visible (and its label says so).
 _STYLE = {"naive_random": dict(color="tab:blue", ls="-", lw=2.4),
           "naive_most_accurate": dict(color="tab:orange", ls="--", lw=1.8),
-          "segregativity": dict(color="tab:green", ls=":", lw=1.6)}
+          "segregativity": dict(color="tab:green", ls=":", lw=1.6),
+          "segregativity_lcb": dict(color="tab:red", ls="-.", lw=1.3)}
 
 
 def _ms(x) -> dict[str, float]:
@@ -105,6 +110,21 @@ def summarise(per: dict[str, Any], *, pool: Any, alphas: np.ndarray,
               m["avg_queries_per_queried_expert"][:, opt]),
           "queries_std": m["queries"].std(axis=0),
       }
+    # The paper's paired one-tailed test, each strategy at its own α_opt:
+    # is Segregativity-LCB more accurate than segregativity / naive most
+    # accurate over the same splits?
+    acc_of = {t: np.asarray(per["strategies"][s][t]["accuracy"], np.float64)
+              for t in (LCB,) + LCB_VERSUS}
+    at_opt = {t: a[:, int(np.argmax(a.mean(axis=0)))]
+              for t, a in acc_of.items()}
+    det["lcb_vs"] = {}
+    for t in LCB_VERSUS:
+      test = metrics.paired_one_tailed_test(at_opt[LCB], at_opt[t])
+      det["lcb_vs"][t] = {
+          "p_value": test.p_value, "test": test.test,
+          "shapiro_p": test.shapiro_p,
+          "marks": metrics.significance_marks(test),
+          "mean_difference": float((at_opt[LCB] - at_opt[t]).mean())}
     if s == "raps" and per.get("raps_params"):
       det["raps_k_reg_mean"] = np.mean(
           [p["k_reg"] for p in per["raps_params"]], axis=0)
@@ -170,6 +190,17 @@ def table1(results: dict, details: dict) -> str:
     lines.append(
         f"| | {name} | - | {_pct(d['accuracy'])} | - | {_num(d['queries'])} "
         f"| {_num(d['max_queries_per_expert'], 2)} | {avg} |")
+  vs = [(s, t, d) for s in results["scores"]
+        for t, d in details["scores"][s].get("lcb_vs", {}).items()]
+  if vs:
+    lines += ["", f"{STRATEGY_NAMES[LCB]} vs each strategy at its own α_opt "
+              "(paired one-tailed test over splits, the paper's test; "
+              "difference in points of %):", ""]
+    for s, t, d in vs:
+      lines.append(
+          f"- {s.upper()}, vs {STRATEGY_NAMES[t]}: "
+          f"{100 * d['mean_difference']:+.2f}, p = {d['p_value']:.3g} "
+          f"({d['test']}){(' ' + d['marks']) if d['marks'] else ''}")
   return "\n".join(lines) + "\n"
 
 

@@ -173,6 +173,7 @@ def sweep(pool: Pool, *, scores: Sequence[str], alphas: np.ndarray,
           n_splits: int, cal_size: int, seed: int,
           n_shots: int | None = None, f_kept: float | None = None,
           tie_break: str = "random", costs: np.ndarray | None = None,
+          lcb: tuple[float, float, float] = (1.0, 1.0, 1.0),
           raps_tune_fraction: float = config.RAPS_TUNE_FRACTION, progress: bool = True
           ) -> dict[str, Any]:
   """Runs every split (``conformal.deferral_sweep``) and returns raw arrays.
@@ -180,7 +181,9 @@ def sweep(pool: Pool, *, scores: Sequence[str], alphas: np.ndarray,
   The splits are drawn here with ``np.random.default_rng(seed)``; tie-breaks
   and random choices come from ``jax.random.key(seed)`` inside the library
   (the same key for every score, so a split's random choices are shared by
-  the scores). Cross-fitting splits each split's test points into two random
+  the scores). ``lcb`` is ``(lambda, prior_a, prior_b)`` of the
+  ``segregativity_lcb`` strategy (``deferral.posterior_lcb``).
+  Cross-fitting splits each split's test points into two random
   halves (``np.random.default_rng([seed, 1])``).
 
   Returns:
@@ -242,7 +245,8 @@ def sweep(pool: Pool, *, scores: Sequence[str], alphas: np.ndarray,
       scores=tuple(scores), tune_idx=idx["raps_tune"], groups=groups,
       tie_break="cost" if use_costs else "random",
       costs=np.asarray(costs, np.float32) if use_costs else None,
-      n_shots=n_shots)
+      n_shots=n_shots, lcb_lambda=lcb[0], lcb_prior_a=lcb[1],
+      lcb_prior_b=lcb[2])
   out = jax.tree.map(np.asarray, out)
   n_test = idx["test"].shape[1]
   n_group = np.stack([(groups == g).sum(axis=1) for g in (0, 1)], axis=-1)

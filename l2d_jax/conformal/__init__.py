@@ -1,6 +1,7 @@
 """Conformal prediction sets and training-free deferral by segregativity."""
 
 from l2d_jax.conformal._deferral import SweepMetrics
+from l2d_jax.conformal._deferral import prefix_counts
 from l2d_jax.conformal._deferral import prefix_segregativity
 from l2d_jax.conformal._deferral import sweep_metrics
 from l2d_jax.conformal._sweep import BASELINES
@@ -51,6 +52,7 @@ __all__ = (
     "mean_set_size",
     "paper_alpha_grid",
     "prediction_sets",
+    "prefix_counts",
     "prefix_segregativity",
     "quantile_rank",
     "raps_conformity",

@@ -22,9 +22,15 @@ from jax.typing import ArrayLike
 from l2d_jax import _validation
 
 
-def _prefix_batch(order, labels, annotator, answer, valid, exclude, conf_flat,
-                  diag_flat, undefined_value):
-  """Prefix segregativities ``[b, M, K + 1]`` of a batch of b points.
+def _prefix_counts_batch(order, labels, annotator, answer, exclude, conf_flat,
+                         diag_flat):
+  """Prefix counts ``(correct, total, ok)`` of a batch of b points.
+
+  ``correct``/``total`` are ``[b, M, K + 1]``: the annotator's correct and
+  total assessment pairs inside the top-s prefix (entry 0, the empty set,
+  uses the whole matrix), with its own answer removed where ``exclude``;
+  ``ok`` ``[b, M]`` says whether the slot's expert id, answer and the point's
+  label are in range.
 
   An assessment pair (y, m) lies inside the top-s prefix iff both ranks are
   below s, i.e. ``max(rank y, rank m) < s``: the prefix sums of every
@@ -54,9 +60,73 @@ def _prefix_batch(order, labels, annotator, answer, valid, exclude, conf_flat,
   den = den - ex * (jnp.maximum(ry, rm)[:, :, None] < sizes)
   num = jnp.concatenate([num[..., -1:], num], axis=-1)
   den = jnp.concatenate([den[..., -1:], den], axis=-1)
-  seg = jnp.where(den > 0, num / jnp.where(den > 0, den, 1), undefined_value)
-  seg = jnp.where(valid[:, :, None], seg, -jnp.inf)
-  return jnp.where((valid & ~ok)[:, :, None], jnp.nan, seg)
+  return num, den, ok
+
+
+def segregativity_from_counts(correct, total, valid, ok, undefined_value=-1.0):
+  """Segregativity ``correct / total`` with the masks of ``prefix_segregativity``.
+
+  ``-inf`` where the slot is not ``valid``, NaN where it is valid but not
+  ``ok`` (out-of-range id, answer or label), ``undefined_value`` where
+  ``total`` is 0. Shapes: counts ``[..., M, S]``, masks ``[..., M]``.
+  """
+  seg = jnp.where(total > 0, correct / jnp.where(total > 0, total, 1),
+                  undefined_value)
+  seg = jnp.where(valid[..., None], seg, -jnp.inf)
+  return jnp.where((valid & ~ok)[..., None], jnp.nan, seg)
+
+
+def _batched_prefix_counts(order, labels, annotations, confusion, exclude,
+                           batch_size):
+  """``_prefix_counts_batch`` over all n points in ``lax.map`` batches."""
+  n, num_k = order.shape
+  num_j = confusion.shape[0]
+  dtype = jnp.result_type(float)
+  conf_flat = confusion.astype(dtype).reshape(num_j, num_k * num_k)
+  diag_flat = jnp.diagonal(confusion, axis1=1, axis2=2).astype(dtype)
+  batch_size = max(1, min(int(batch_size), n))
+  pad = (-n) % batch_size
+  args = (order, labels, annotations.annotator, annotations.answer, exclude)
+  args = tuple(jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)) for a in args)
+  args = tuple(a.reshape((-1, batch_size) + a.shape[1:]) for a in args)
+  out = jax.lax.map(
+      lambda xs: _prefix_counts_batch(*xs, conf_flat, diag_flat), args)
+  return tuple(x.reshape((-1,) + x.shape[2:])[:n] for x in out)
+
+
+def _check_prefix_args(order, labels, annotations, confusion, exclude_own):
+  """Shared checks of ``prefix_segregativity`` and ``prefix_counts``."""
+  order = jnp.asarray(order)
+  labels = jnp.asarray(labels)
+  annotator = annotations.annotator
+  answer = annotations.answer
+  valid = jnp.asarray(annotations.mask, bool)
+  exclude = valid if exclude_own is None else jnp.asarray(exclude_own, bool)
+  _validation.check_ndim(order, 2, "order", "[n, K]")
+  n, num_k = order.shape
+  if labels.shape != (n,):
+    raise ValueError(f"`labels` must have shape [n]=[{n}], got {labels.shape}.")
+  if annotator.ndim != 2 or annotator.shape[0] != n:
+    raise ValueError(f"`annotations` must hold [n, M] arrays with n={n}, got "
+                     f"{annotator.shape}.")
+  if exclude.shape != annotator.shape:
+    raise ValueError(f"`exclude_own` must have shape [n, M]={annotator.shape}, "
+                     f"got {exclude.shape}.")
+  confusion = jnp.asarray(confusion)
+  if confusion.ndim != 3 or confusion.shape[1:] != (num_k, num_k):
+    raise ValueError(f"`confusion` must have shape [J, {num_k}, {num_k}], got "
+                     f"{confusion.shape}.")
+  num_j = confusion.shape[0]
+  _validation.check_labels(labels, num_k, "labels")
+  _validation.check_index_range(annotator, num_j, "annotations.annotator",
+                                where=valid)
+  _validation.check_index_range(answer, num_k, "annotations.answer",
+                                where=valid)
+  if _validation.is_concrete(confusion):
+    c = np.asarray(confusion)
+    if np.isnan(c).any() or (c < 0).any():
+      raise ValueError("`confusion` must hold counts >= 0.")
+  return order, labels, valid, exclude, confusion
 
 
 def prefix_segregativity(
@@ -111,48 +181,69 @@ def prefix_segregativity(
     [[0.789 1.    0.789]
      [0.474 1.    0.474]]
   """
-  order = jnp.asarray(order)
-  labels = jnp.asarray(labels)
-  annotator = annotations.annotator
-  answer = annotations.answer
-  valid = jnp.asarray(annotations.mask, bool)
-  exclude = valid if exclude_own is None else jnp.asarray(exclude_own, bool)
-  _validation.check_ndim(order, 2, "order", "[n, K]")
-  n, num_k = order.shape
-  if labels.shape != (n,):
-    raise ValueError(f"`labels` must have shape [n]=[{n}], got {labels.shape}.")
-  if annotator.ndim != 2 or annotator.shape[0] != n:
-    raise ValueError(f"`annotations` must hold [n, M] arrays with n={n}, got "
-                     f"{annotator.shape}.")
-  if exclude.shape != annotator.shape:
-    raise ValueError(f"`exclude_own` must have shape [n, M]={annotator.shape}, "
-                     f"got {exclude.shape}.")
-  confusion = jnp.asarray(confusion)
-  if confusion.ndim != 3 or confusion.shape[1:] != (num_k, num_k):
-    raise ValueError(f"`confusion` must have shape [J, {num_k}, {num_k}], got "
-                     f"{confusion.shape}.")
-  num_j = confusion.shape[0]
-  _validation.check_labels(labels, num_k, "labels")
-  _validation.check_index_range(annotator, num_j, "annotations.annotator",
-                                where=valid)
-  _validation.check_index_range(answer, num_k, "annotations.answer",
-                                where=valid)
-  if _validation.is_concrete(confusion):
-    c = np.asarray(confusion)
-    if np.isnan(c).any() or (c < 0).any():
-      raise ValueError("`confusion` must hold counts >= 0.")
-  dtype = jnp.result_type(float)
-  conf_flat = confusion.astype(dtype).reshape(num_j, num_k * num_k)
-  diag_flat = jnp.diagonal(confusion, axis1=1, axis2=2).astype(dtype)
-  batch_size = max(1, min(int(batch_size), n))
-  pad = (-n) % batch_size
-  args = (order, labels, annotator, answer, valid, exclude)
-  args = tuple(jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)) for a in args)
-  args = tuple(a.reshape((-1, batch_size) + a.shape[1:]) for a in args)
-  out = jax.lax.map(
-      lambda xs: _prefix_batch(*xs, conf_flat, diag_flat, undefined_value),
-      args)
-  return out.reshape((-1,) + out.shape[2:])[:n]
+  order, labels, valid, exclude, confusion = _check_prefix_args(
+      order, labels, annotations, confusion, exclude_own)
+  num, den, ok = _batched_prefix_counts(order, labels, annotations, confusion,
+                                        exclude, batch_size)
+  return segregativity_from_counts(num, den, valid, ok, undefined_value)
+
+
+def prefix_counts(
+    order: ArrayLike,
+    labels: ArrayLike,
+    annotations,
+    confusion: ArrayLike,
+    *,
+    exclude_own: ArrayLike | None = None,
+    batch_size: int = 256,
+) -> tuple[jax.Array, jax.Array]:
+  """Correct and total assessment answers of every annotator in every prefix set.
+
+  The counts behind ``prefix_segregativity`` (segregativity is
+  ``correct / total``): for annotator slot m of point i and prefix size s,
+  the number of the expert's assessment pairs (true label, answer) with both
+  labels among the point's top-s labels (``total``) and those on the
+  diagonal (``correct``), with the annotator's own answer on the point left
+  out where ``exclude_own``. Entry ``s = 0`` (the empty set) counts the whole
+  matrix. Feed them to ``l2d_jax.experts.beta_posterior`` for a Bayesian
+  score (``l2d_jax.deferral.posterior_lcb``).
+
+  Args:
+    order: ``[n, K]`` labels by decreasing model probability (``sort_probs``).
+    labels: ``[n]`` true labels (used only for the leave-one-out correction).
+    annotations: ``l2d_jax.experts.Annotations`` of the n points (M slots).
+    confusion: ``[J, K, K]`` assessment counts (rows truth, columns answer).
+    exclude_own: ``[n, M]`` bool, as in ``prefix_segregativity`` (default
+      ``annotations.mask``).
+    batch_size: points per step of ``lax.map``.
+
+  Returns:
+    ``(correct, total)``, both ``[n, M, K + 1]`` float. Slots that are not
+    valid (``annotations.mask`` False) hold 0; under jit, a valid slot whose
+    expert id, answer or point label is out of range holds NaN.
+
+  Raises:
+    ValueError: as ``prefix_segregativity``.
+
+  Example:
+    >>> import numpy as np
+    >>> from l2d_jax import conformal, experts
+    >>> ann = experts.Annotations.from_long(
+    ...     np.array([0]), np.array([0]), np.array([1]), num_images=1,
+    ...     num_experts=1, num_classes=2)
+    >>> confusion = np.array([[[5, 5], [0, 10]]])
+    >>> correct, total = conformal.prefix_counts(
+    ...     np.array([[1, 0]]), np.array([0]), ann, confusion)
+    >>> print(np.asarray(correct[0, 0]), np.asarray(total[0, 0]))  # sizes 0-2
+    [15. 10. 15.] [19. 10. 19.]
+  """
+  order, labels, valid, exclude, confusion = _check_prefix_args(
+      order, labels, annotations, confusion, exclude_own)
+  num, den, ok = _batched_prefix_counts(order, labels, annotations, confusion,
+                                        exclude, batch_size)
+  keep = lambda x: jnp.where((valid & ~ok)[..., None], jnp.nan,
+                             jnp.where(valid[..., None], x, 0.0))
+  return keep(num), keep(den)
 
 
 class SweepMetrics(NamedTuple):

@@ -12,6 +12,68 @@ from l2d_jax.conformal import _quantile
 from l2d_jax.conformal import _scores
 
 
+def _thresholds(cal_c: jax.Array, j: jax.Array) -> jax.Array:
+  """Thresholds ``[A]``: the ``j``-th smallest calibration conformity.
+
+  ``cal_c`` is ``[n]`` (shared by every alpha) or ``[A, n]``; ``j`` ``[A]``
+  holds 1-based order statistics (``alpha_floor(n + 1, alphas)``); rank 0
+  gives ``-inf`` (every label is in the set).
+  """
+  n = cal_c.shape[-1]
+  c = jnp.sort(cal_c, axis=-1)
+  pos = jnp.clip(j - 1, 0, n - 1)
+  at = (c[pos] if c.ndim == 1
+        else jnp.take_along_axis(c, pos[:, None], axis=-1)[:, 0])
+  return jnp.where(j == 0, -jnp.inf, at)
+
+
+def _count_at_most(t: jax.Array, x: jax.Array) -> jax.Array:
+  """``#{a : t[a] <= x}`` for sorted ``t`` ``[A]``, elementwise over ``x``.
+
+  An unrolled binary search (``ceil(log2(A + 1))`` gathers from ``t``): the
+  same comparisons ``x >= t[a]`` as a direct count, so the result is exact.
+  """
+  num_a = t.shape[0]
+  pos = jnp.zeros(x.shape, jnp.int32)
+  step = 1 << max(0, num_a.bit_length() - 1)
+  while step:
+    cand = pos + step
+    ok = (cand <= num_a) & (t[jnp.minimum(cand, num_a) - 1] <= x)
+    pos = jnp.where(ok, cand, pos)
+    step >>= 1
+  return pos
+
+
+def size_boundaries(sorted_conf_test: jax.Array, t: jax.Array, *,
+                    include_crossing: bool) -> jax.Array:
+  """Where each test set shrinks along sorted alphas, ``[m, K + 2]`` int32.
+
+  For thresholds ``t`` ``[A]`` sorted in increasing order (alphas sorted in
+  increasing order give non-decreasing thresholds), LAC and APS set sizes are
+  non-increasing along the alphas. Entry ``v`` is the number of alphas at
+  which the set has at least ``v`` labels, so the set has exactly ``s``
+  labels for alphas ``b[s + 1] <= a < b[s]`` (entry 0 is A, entry ``K + 1``
+  is 0). Equal to counting ``split_set_sizes`` rows, without the ``[m, A]``
+  sizes.
+
+  Args:
+    sorted_conf_test: ``[m, K]`` non-increasing conformities of the test
+      points (``sorted_conformity`` of LAC or APS).
+    t: ``[A]`` non-decreasing thresholds.
+    include_crossing: APS/RAPS sets keep the threshold-crossing label (sizes
+      ``min(count + 1, K)``); LAC sets do not.
+  """
+  m, k = sorted_conf_test.shape
+  num_a = t.shape[0]
+  # Rank r is in the set for the first cnt[r] alphas (c_r >= t_a).
+  cnt = _count_at_most(t, sorted_conf_test)
+  full = jnp.full((m, 1), num_a, jnp.int32)
+  zero = jnp.zeros((m, 1), jnp.int32)
+  if include_crossing:
+    return jnp.concatenate([full, full, cnt[:, :k - 1], zero], axis=1)
+  return jnp.concatenate([full, cnt, zero], axis=1)
+
+
 def split_set_sizes(
     sorted_probs_cal: ArrayLike,
     label_rank_cal: ArrayLike,
@@ -101,14 +163,7 @@ def split_set_sizes(
   rank_ok = jnp.all((ranks >= 0) & (ranks < k))
   idx = jnp.clip(ranks, 0, k - 1)[:, None]
 
-  def thresholds(cal_c, j):
-    # cal_c: [n] (shared by every alpha) or [A, n] label conformities; j:
-    # [A] 1-based order statistics.
-    c = jnp.sort(cal_c, axis=-1)
-    pos = jnp.clip(j - 1, 0, n - 1)
-    at = (c[pos] if c.ndim == 1
-          else jnp.take_along_axis(c, pos[:, None], axis=-1)[:, 0])
-    return jnp.where(j == 0, -jnp.inf, at)
+  thresholds = _thresholds
 
   def count(c, t):
     # Non-increasing rows c [m, K] (or [m, A, K]) against t [A]: the prefix

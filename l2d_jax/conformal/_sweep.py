@@ -20,6 +20,7 @@ most K + 1 runs for LAC/APS), so the per-alpha histograms over experts cost
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import NamedTuple, Sequence
 
 import jax
@@ -29,6 +30,7 @@ from jax.typing import ArrayLike
 
 from l2d_jax import _validation
 from l2d_jax.conformal import _deferral
+from l2d_jax.conformal import _quantile
 from l2d_jax.conformal import _raps_tuning
 from l2d_jax.conformal import _scores
 from l2d_jax.conformal import _set_sizes
@@ -37,6 +39,17 @@ from l2d_jax.deferral import _strategies
 from l2d_jax.experts import _annotations
 
 BASELINES = ("model", "random_expert", "best_expert")
+
+# XLA CPU options for the sweep: the classic (non-MLIR) loop emitters and
+# LLVM -O1 compile the ~300 small kernels of the sweep in about half the time
+# at the same run time (benchmarks/conformal_sweep.py). Integer and IEEE
+# float results do not depend on them (XLA CPU does not reassociate floats
+# without fast-math). Probed once per process; if this jaxlib rejects them,
+# one warning and XLA's defaults.
+CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False,
+                        "xla_backend_optimization_level": 1}
+_STATIC = ("scores", "tie_break", "n_shots", "lam_grid", "batch_size")
+_COMPILED: dict[str, object] = {}
 
 
 class DeferralSweep(NamedTuple):
@@ -73,111 +86,211 @@ def _split_randomness(key: jax.Array, split: ArrayLike,
                       shape: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
   """The random draws of one split: ``(priorities, n_shots_key)``.
 
-  ``priorities`` is ``[S + 2, n_test, M]`` uniforms from
-  ``fold_in(key, split)``: rows ``0..S-1`` are each strategy's tie-break
-  priorities (one per test point and annotation slot, shared by all set
-  sizes and scores), row ``S`` the random-expert baseline's and row ``S + 1``
-  the best-expert baseline's tie-break priorities. ``n_shots_key`` is
-  ``fold_in(fold_in(key, split), 1)``. Exposed so that a reference can
-  reproduce the draws (one generator call per split keeps compilation short).
+  ``priorities`` is ``[S + 2, n_test, M]`` uniforms: rows ``0..S-1`` are
+  each strategy's tie-break priorities (one per test point and annotation
+  slot, shared by all set sizes and scores), row ``S`` the random-expert
+  baseline's and row ``S + 1`` the best-expert baseline's. They are the rows
+  of one ``uniform(fold_in(key, split), (6, n, M))`` draw: rows 0-2 the first
+  three strategies, rows 3-4 the baselines, row 5 ``segregativity_lcb``
+  (added last, so that adding it changed no earlier draw). ``n_shots_key``
+  is ``fold_in(fold_in(key, split), 1)``. Exposed so that a reference can
+  reproduce the draws (one generator call per split keeps compilation
+  short).
   """
   k = jax.random.fold_in(key, split)
-  num = len(_strategies.STRATEGIES) + 2
-  return (jax.random.uniform(k, (num,) + tuple(shape)),
-          jax.random.fold_in(k, 1))
+  u = jax.random.uniform(k, (6,) + tuple(shape))
+  return u[jnp.array([0, 1, 2, 5, 3, 4])], jax.random.fold_in(k, 1)
 
 
-def _select(scores, valid, priority, costs):
-  """``select_expert(tie_break='cost')`` over axis 1 of ``[n, M, ...]``.
+def _top_slots(scores, ok, costs):
+  """The slots ``[..., M]`` a ``select_expert(tie_break='cost')`` may pick.
 
-  Same rule (highest score, then lowest cost, then highest priority; NaN
-  scores invalid; -1 where nothing is valid) with the candidates on axis 1,
-  so that the ``[n, M, K + 1]`` table needs no transposed copy; ``costs``
-  None skips the cost stage (all equal).
+  The valid, non-NaN slots with the highest score, then (``costs`` not None)
+  the lowest cost among those; the random priority decides among what is
+  left (``_slot_picker``). No slot where nothing is valid.
   """
-  extra = (1,) * (scores.ndim - 2)
-  ok = valid.reshape(valid.shape + extra) & ~jnp.isnan(scores)
+  ok = ok & ~jnp.isnan(scores)
   s = jnp.where(ok, scores, -jnp.inf)
-  best = s.max(axis=1, keepdims=True)
-  tied = ok & (s == best)
+  tied = ok & (s == s.max(axis=-1, keepdims=True))
   if costs is not None:
-    c = jnp.where(tied, costs.reshape(costs.shape + extra), jnp.inf)
-    tied = tied & (c == c.min(axis=1, keepdims=True))
-  slot = jnp.argmax(jnp.where(tied, priority.reshape(priority.shape + extra),
-                              -1.0), axis=1)
-  return jnp.where(ok.any(axis=1), slot, -1).astype(jnp.int32)
+    c = jnp.where(tied, costs, jnp.inf)
+    tied = tied & (c == c.min(axis=-1, keepdims=True))
+  return tied
 
 
-def _runs(sizes, num_runs):
-  """Runs of equal set size along the alpha axis, at most ``num_runs`` each.
+def _slot_picker(priority):
+  """``pick(tied [n, ..., M]) -> [n, ...]``: the tied slot of highest priority.
 
-  Args:
-    sizes: ``[n, A]`` set sizes.
-    num_runs: R, the static number of runs kept per point.
+  Same answer as ``argmax(where(tied, priority, -1))`` (ties to the lowest
+  slot) and -1 where nothing is tied. ``jax.random.uniform`` float32 draws
+  are multiples of 2**-23, so priority and slot pack exactly into one int32
+  key and one integer max does the work (a float argmax is several times
+  slower on CPU); other dtypes or more than 256 slots take two integer-free
+  passes.
+  """
+  num_m = priority.shape[-1]
+  mpad = 1 << max(0, (num_m - 1).bit_length())
+  # Priorities [..., n, M] against tied [..., n, (K + 1,) M].
+  extra = lambda x, t: x.reshape(x.shape[:-1] + (1,) * (t.ndim - x.ndim)
+                                 + x.shape[-1:])
+  if priority.dtype == jnp.float32 and mpad <= 256:
+    slots = jnp.arange(num_m, dtype=jnp.int32)
+    keys = ((priority * 2.0**23).astype(jnp.int32) * mpad
+            + (mpad - 1 - slots))
 
-  Returns:
-    ``(start, end, size, overflow)``: ``[n, R]`` first alpha, one past the
-    last alpha and set size of each run (runs a point does not have are
-    empty, ``start = end = A``), and whether some point has more than R runs.
+    def pick(tied):
+      best = jnp.max(jnp.where(tied, extra(keys, tied), -1), axis=-1)
+      return jnp.where(best >= 0, mpad - 1 - (best & (mpad - 1)),
+                       -1).astype(jnp.int32)
+    return pick
+
+  def pick_general(tied):
+    p = extra(priority, tied)
+    best = jnp.max(jnp.where(tied, p, -1.0), axis=-1, keepdims=True)
+    slot = jnp.min(jnp.where(tied & (p == best), jnp.arange(num_m), num_m),
+                   axis=-1)
+    return jnp.where(slot < num_m, slot, -1).astype(jnp.int32)
+  return pick_general
+
+
+def _strategy_tables(correct, total, ok, valid, slot_costs, lcb):
+  """Which slots each strategy may pick: ``(sized, flat)``.
+
+  ``sized`` ``[2, n, K + 1, M]`` for segregativity and its LCB (per prefix
+  size), ``flat`` ``[2, n, M]`` for naive most accurate and naive random (the
+  same at every size). Ties on the score go to the lowest cost with
+  ``slot_costs``, then to the random priority (``_slot_picker``).
+  """
+  seg = _deferral.segregativity_from_counts(correct, total, valid, ok)
+  lcb_lambda, prior_a, prior_b = lcb
+  post = _strategies.posterior_lcb(correct, total, lcb_lambda=lcb_lambda,
+                                   prior_a=prior_a, prior_b=prior_b)
+  post = jnp.where(valid[..., None], post, -jnp.inf)
+  post = jnp.where((valid & ~ok)[..., None], jnp.nan, post)
+  c3 = None if slot_costs is None else slot_costs[:, None, :]
+  sized = jnp.stack([_top_slots(jnp.swapaxes(t, 1, 2), valid[:, None, :], c3)
+                     for t in (seg, post)])
+  flat = jnp.stack([_top_slots(seg[:, :, 0], valid, slot_costs),
+                    _top_slots(jnp.zeros(valid.shape), valid, None)])
+  return sized, flat
+
+
+def _compact_runs(sizes, num_runs):
+  """Runs of equal size along alphas ``[n, A]`` -> ``(start, size, overflow)``.
+
+  ``start`` ``[n, R]`` is the first alpha of each run in order (A for runs a
+  point does not have), ``size`` its set size; runs are contiguous (run r
+  ends where run r + 1 starts). ``overflow``: some point has more than R.
+  The run index is a running count of changes (a scan along alphas) and the
+  starts land with one scatter: no sort.
   """
   n, num_a = sizes.shape
   change = jnp.concatenate(
       [jnp.ones((n, 1), bool), sizes[:, 1:] != sizes[:, :-1]], axis=1)
-  # The alphas where runs start, in order, then A for runs that do not exist
-  # (one row sort: no running sum or search, which compile to many steps).
-  pos = jnp.where(change, jnp.arange(num_a, dtype=jnp.int32), num_a)
-  if num_a < num_runs:
-    pos = jnp.concatenate(
-        [pos, jnp.full((n, num_runs - num_a), num_a, jnp.int32)], axis=1)
-  start = jnp.sort(pos, axis=1)[:, :num_runs]
-  end = jnp.concatenate([start[:, 1:], jnp.full((n, 1), num_a, jnp.int32)],
-                        axis=1)
+  rid = _cumsum0(change.T.astype(jnp.int32)).T - 1  # [n, A]
+  overflow = jnp.any(rid[:, -1] >= num_runs)
+  keep = change & (rid < num_runs)
+  flat = jnp.where(keep, jnp.arange(n)[:, None] * num_runs + rid,
+                   n * num_runs)
+  start = jnp.full(n * num_runs, num_a, jnp.int32).at[flat.ravel()].set(
+      jnp.broadcast_to(jnp.arange(num_a, dtype=jnp.int32),
+                       (n, num_a)).ravel(), mode="drop").reshape(n, num_runs)
   size = jnp.take_along_axis(sizes, jnp.minimum(start, num_a - 1), axis=1)
-  overflow = jnp.any(change.sum(axis=1, dtype=jnp.int32) > num_runs)
-  return start, end, size, overflow
+  return start, size, overflow
 
 
-def _read_alphas_runs(runs, agent, weights, num_a, num_experts):
-  """Per-alpha expert histograms and weighted counts from run events.
+def _cumsum0(x):
+  """Inclusive running sum along axis 0 (a scan: XLA CPU's cumsum is slow)."""
+  def step(c, row):
+    c = c + row
+    return c, c
+  return jax.lax.scan(step, jnp.zeros(x.shape[1:], x.dtype), x)[1]
 
-  Point i keeps set size ``size[i, r]`` for alphas ``start <= a < end`` of
-  run r: a +1 event at the start and a -1 event at the end, summed up along
-  alphas, give every alpha's histogram with ``points x runs`` updates instead
-  of ``points x alphas``. Exact when no point has more runs than kept.
+
+def _per_run(size, agent, weights, shared):
+  """Per-run values ``(who [S, n, R], w [S, n, R, G], sh [n, R, H])``."""
+  num_s = agent.shape[0]
+  who = jnp.take_along_axis(agent, jnp.broadcast_to(size, (num_s,)
+                                                    + size.shape), axis=2)
+  w = jnp.take_along_axis(
+      weights, jnp.broadcast_to(size[..., None], (num_s,) + size.shape
+                                + (1,)), axis=2)
+  sh = jnp.take_along_axis(shared, size[..., None], axis=1)
+  return who, w, sh
+
+
+def _run_events(start, who, w, sh, *, row_width, offset, num_experts):
+  """Flat ``(index, value)`` events of one score's runs (telescoped).
+
+  Runs are contiguous along the alphas, so at ``start[i, r]`` point i's
+  contribution changes from run r - 1's to run r's: one event per run and
+  column (two for the expert histogram, whose value moves between columns).
+  Summed up along the alphas, the events give every alpha's per-expert
+  histogram and weighted counts with ``points x runs`` updates.
 
   Args:
-    runs: ``(start, end, size)`` ``[n, R]`` from ``_runs``.
-    agent: ``[n, K + 1]`` who answers at each size (0 model, -1 nobody).
-    weights: ``[n, K + 1, G]`` per-size weights (e.g. correct in group g).
-    num_a: A.
+    start: ``[n, R]`` non-decreasing run starts (A = no run).
+    who: ``[S, n, R]`` who answers in each run (0 model, -1 nobody).
+    w: ``[S, n, R, G]`` int counts of each strategy in each run.
+    sh: ``[n, R, H]`` int counts shared by the strategies in each run.
+    row_width: width of one alpha's row of the event table.
+    offset: where this score's block starts in a row.
     num_experts: J.
-
-  Returns:
-    ``(hist [A, J], counts [A, G])``.
   """
-  start, end, size = runs
-  n, num_r = size.shape
-  num_g = weights.shape[-1]
-  width = num_experts + num_g
-  who = jnp.take_along_axis(agent, size, axis=1)  # [n, R]
-  w = jnp.take_along_axis(weights, size[:, :, None], axis=1)  # [n, R, G]
-  is_expert = (who >= 1) & (who <= num_experts)
-  col = jnp.where(is_expert, who - 1, 0)
-  cols = jnp.concatenate(
-      [col[:, :, None], num_experts + jnp.broadcast_to(
-          jnp.arange(num_g), (n, num_r, num_g))], axis=-1)  # [n, R, 1 + G]
-  vals = jnp.concatenate([is_expert[:, :, None], w], axis=-1).astype(jnp.int32)
-  idx = jnp.stack([start[:, :, None] * width + cols,
-                   end[:, :, None] * width + cols])
-  upd = jnp.stack([vals, -vals])
-  delta = jnp.zeros((num_a + 1) * width, jnp.int32).at[idx.ravel()].add(
-      upd.ravel()).reshape(num_a + 1, width)
-  total = jnp.cumsum(delta, axis=0)[:num_a]
-  return total[:, :num_experts], total[:, num_experts:]
+  num_s = who.shape[0]
+  num_g = w.shape[-1]
+  num_h = sh.shape[-1]
+  jg = num_experts + num_g
+  prev = lambda x, ax: jnp.concatenate(
+      [jnp.zeros_like(jax.lax.slice_in_dim(x, 0, 1, axis=ax)),
+       jax.lax.slice_in_dim(x, 0, x.shape[ax] - 1, axis=ax)], axis=ax)
+  is_e = (who >= 1) & (who <= num_experts)
+  col = jnp.where(is_e, who - 1, 0)
+  row = start * row_width + offset  # [n, R]
+  t_off = (jnp.arange(num_s) * jg)[:, None, None]
+  idx = [row + t_off + col, row + t_off + prev(col, 2),
+         (row + t_off)[..., None] + num_experts + jnp.arange(num_g),
+         row[..., None] + num_s * jg + jnp.arange(num_h)]
+  val = [is_e.astype(jnp.int32), -prev(is_e, 2).astype(jnp.int32),
+         w - prev(w, 2), sh - prev(sh, 1)]
+  return (jnp.concatenate([x.ravel() for x in idx]),
+          jnp.concatenate([x.ravel() for x in val]))
+
+
+def _read_events(idx, val, *, num_a, num_c, num_s, num_experts, num_g, num_h):
+  """Sums the events up along the alphas; per-alpha metrics per score.
+
+  Returns ``(queries, n_queried, max_queries, counts, shared)`` with shapes
+  ``[A, C, S]`` (x3), ``[A, C, S, G]`` and ``[A, C, H]``; the per-expert
+  histograms live only one alpha at a time (in the scan carry).
+  """
+  jg = num_experts + num_g
+  width = num_c * (num_s * jg + num_h)
+  delta = jnp.zeros((num_a + 1) * width, jnp.int32).at[idx].add(
+      val, mode="drop").reshape(num_a + 1, width)[:num_a]
+
+  def step(carry, d):
+    carry = carry + d
+    blk = carry.reshape(num_c, num_s * jg + num_h)
+    h = blk[:, :num_s * jg].reshape(num_c, num_s, jg)
+    hist = h[..., :num_experts]
+    # One packed row per alpha: [C, S, 3 + G] then [C, H].
+    per_s = jnp.concatenate(
+        [hist.sum(axis=-1, keepdims=True),
+         (hist > 0).sum(axis=-1, keepdims=True, dtype=jnp.int32),
+         hist.max(axis=-1, keepdims=True), h[..., num_experts:]], axis=-1)
+    return carry, jnp.concatenate([per_s.reshape(-1),
+                                   blk[:, num_s * jg:].reshape(-1)])
+  out = jax.lax.scan(step, jnp.zeros(width, jnp.int32), delta)[1]
+  per_s = out[:, :num_c * num_s * (3 + num_g)].reshape(
+      num_a, num_c, num_s, 3 + num_g)
+  shared = out[:, num_c * num_s * (3 + num_g):].reshape(num_a, num_c, num_h)
+  return (per_s[..., 0], per_s[..., 1], per_s[..., 2], per_s[..., 3:],
+          shared)
 
 
 def _read_alphas_gather(sizes, agent, weights, num_experts):
-  """The same as ``_read_alphas_runs`` for any number of runs (slower)."""
+  """Per-alpha ``(hist [A, J], counts [A, G])`` from ``[n, A]`` sizes (any runs)."""
   num_a = sizes.shape[1]
   who = jnp.take_along_axis(agent, sizes, axis=1)  # [n, A]
   w = jnp.take_along_axis(weights, sizes[:, :, None], axis=1)  # [n, A, G]
@@ -189,75 +302,87 @@ def _read_alphas_gather(sizes, agent, weights, num_experts):
   return hist, w.astype(jnp.int32).sum(axis=0)
 
 
-def _metrics_from_hist(hist, correct_count, n):
-  queries = hist.sum(axis=-1)
-  n_queried = (hist > 0).sum(axis=-1)
+def _metrics(queries, n_queried, max_queries, correct_count, n):
   avg = jnp.where(n_queried > 0, queries / jnp.maximum(n_queried, 1), 0.0)
   return _deferral.SweepMetrics(
       accuracy=correct_count / n, queries=queries,
-      max_queries_per_expert=hist.max(axis=-1),
+      max_queries_per_expert=max_queries,
       avg_queries_per_queried_expert=avg.astype(jnp.result_type(float)))
 
 
-def _baseline_metrics(slots, model_correct, annotations, labels, num_experts):
-  """Metrics ``[3]`` of the model, and of one chosen slot per point (x2)."""
-  n = model_correct.shape[0]
-  rows = []
-  for s in slots:
-    ok = s >= 0
-    safe = jnp.where(ok, s, 0)[:, None]
-    agent = jnp.where(ok, jnp.take_along_axis(annotations.annotator, safe,
-                                              axis=1)[:, 0] + 1, -1)
-    right = ok & (jnp.take_along_axis(annotations.answer, safe,
-                                      axis=1)[:, 0] == labels)
-    deferred = (agent >= 1) & (agent <= num_experts)
-    hist = jnp.zeros(num_experts, jnp.int32).at[
-        jnp.where(deferred, agent - 1, 0)].add(deferred.astype(jnp.int32))
-    rows.append(_metrics_from_hist(hist, right.sum(), n))
-  model = _deferral.SweepMetrics(
-      accuracy=model_correct.mean(), queries=jnp.zeros((), jnp.int32),
-      max_queries_per_expert=jnp.zeros((), jnp.int32),
-      avg_queries_per_queried_expert=jnp.zeros((), jnp.result_type(float)))
-  return jax.tree.map(lambda *x: jnp.stack(x), model, *rows)
+def _baseline_counts(slots, annotations, labels, num_experts):
+  """``[B, 4]`` int (right, queries, experts queried, most queries) per row.
+
+  Row b consults annotation slot ``slots[b, i]`` on every point i (-1:
+  nobody, counted wrong and not queried).
+  """
+  num_b = slots.shape[0]
+  ok = slots >= 0
+  safe = jnp.where(ok, slots, 0)
+  pick = lambda x: jnp.take_along_axis(x, safe.T, axis=1).T  # [B, n]
+  agent = jnp.where(ok, pick(annotations.annotator) + 1, -1)
+  right = ok & (pick(annotations.answer) == labels)
+  deferred = (agent >= 1) & (agent <= num_experts)
+  flat = (jnp.arange(num_b)[:, None] * num_experts
+          + jnp.where(deferred, agent - 1, 0))
+  hist = jnp.zeros(num_b * num_experts, jnp.int32).at[flat.ravel()].add(
+      deferred.ravel().astype(jnp.int32)).reshape(num_b, num_experts)
+  return jnp.stack([right.sum(axis=1, dtype=jnp.int32), hist.sum(axis=1),
+                    (hist > 0).sum(axis=1, dtype=jnp.int32),
+                    hist.max(axis=1)], axis=1)
 
 
-def _set_sizes_of_split(sp_cal, rank_cal, sp_test, alphas, score, k_reg, lam):
-  """``[n_test, A]`` set sizes of one split (one place to swap the rule)."""
-  return _set_sizes.split_set_sizes(
-      sp_cal, rank_cal, sp_test, alphas, score=score,
-      k_reg=k_reg if score == "raps" else None,
-      lam=lam if score == "raps" else None)
-
-
-@functools.partial(jax.jit, static_argnames=(
-    "scores", "tie_break", "n_shots", "lam_grid", "batch_size"))
+@functools.partial(jax.jit, static_argnames=_STATIC)
 def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
-                    tune_idx, groups, costs, *, scores, tie_break, n_shots,
-                    lam_grid, batch_size):
-  """The sweep without argument checks: one ``lax.map`` over splits."""
+                    tune_idx, groups, costs, lcb, *, scores, tie_break,
+                    n_shots, lam_grid, batch_size):
+  """The sweep without argument checks: one ``lax.map`` over splits.
+
+  Per split: each strategy picks one slot per point and prefix size from
+  tie tables built once for the pool; LAC/APS sets give each point's runs of
+  equal size along the sorted alphas straight from the thresholds
+  (``size_boundaries``), RAPS sets (whose per-alpha ``k_reg, lam`` break
+  monotonicity) from their ``[n, A]`` sizes; every score and strategy is then
+  read from one table of run events summed along the alphas.
+  """
   num_j = annotations.num_experts
   num_k = annotations.num_classes
   num_strat = len(_strategies.STRATEGIES)
   num_a = alphas.shape[0]
+  num_c = len(scores)
   order, sp = _scores.sort_probs(probs)
   rank = jnp.argsort(order, axis=-1)
   label_rank = jnp.take_along_axis(rank, labels[:, None], axis=1)[:, 0]
   model_correct = order[:, 0] == labels
   confusion = _annotations.confusion_matrices(annotations, labels)
   hindsight, _ = _annotations.expert_accuracy(confusion)
-  if n_shots is None:
-    table = _deferral.prefix_segregativity(order, labels, annotations,
-                                           confusion, batch_size=batch_size)
   use_costs = tie_break == "cost"
+  pool_costs = jnp.asarray(costs)[annotations.annotator] if use_costs else None
+  valid_pool = jnp.asarray(annotations.mask, bool)
+  if n_shots is None:
+    counts = _deferral._batched_prefix_counts(  # pylint: disable=protected-access
+        order, labels, annotations, confusion, valid_pool, batch_size)
+    tables = _strategy_tables(*counts, valid_pool, pool_costs, lcb)
+  # Conformities of the pool for the scores without tuning (non-increasing
+  # along ranks; the label's entry is its calibration conformity).
+  conf_pool = {s: _scores.sorted_conformity(sp, score=s)
+               for s in scores if s != "raps"}
   # Sorted alphas: LAC/APS sizes are non-increasing along the alpha axis.
   perm = jnp.argsort(alphas)
   inv = jnp.argsort(perm)
   alphas_sorted = alphas[perm]
+  bad_alpha = ~((alphas > 0) & (alphas < 1))
   unsort = lambda x: jnp.take(x, inv, axis=-1)
   num_p = test_idx.shape[0]
   if tune_idx is None:
     tune_idx = jnp.zeros((num_p, 0), jnp.int32)
   grp = jnp.zeros((num_p, 0), jnp.int32) if groups is None else groups
+  num_g = 1 if groups is None else 2
+  num_h = 2  # shared columns: set size, label covered
+  raps_runs = 2 * (num_k + 1)
+  block = num_strat * (num_j + num_g) + num_h
+  order_t = {"segregativity": ("sized", 0), "segregativity_lcb": ("sized", 1),
+             "naive_most_accurate": ("flat", 0), "naive_random": ("flat", 1)}
 
   def one_split(xs):
     p, cal, test, tune, g = xs
@@ -267,40 +392,47 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
     n = test.shape[0]
     prios, shots_key = _split_randomness(key, p, valid.shape)
     if n_shots is None:
-      seg = table[test]
+      sized, flat = (t[:, test] for t in tables)
     else:
       kept = _annotations.subsample_n_shots(shots_key, annotations, labels,
                                             n_shots=n_shots)
       conf = _annotations.confusion_matrices(kept, labels)
-      seg = _deferral.prefix_segregativity(
-          order[test], y, sub, conf, exclude_own=kept.mask[test],
-          batch_size=batch_size)
-    slot_costs = jnp.asarray(costs)[sub.annotator] if use_costs else None
-    # Who answers at each prefix size: decided once for every score.
-    agents, corrects = [], []
-    for t, strategy in enumerate(_strategies.STRATEGIES):
-      if strategy == "segregativity":
-        slot = _select(seg, valid, prios[t], slot_costs)  # [n, K + 1]
-      else:
-        # One choice per point, the same at every size: decide once.
-        s1 = (seg[:, :, 0] if strategy == "naive_most_accurate"
-              else jnp.zeros(valid.shape))
-        c1 = slot_costs if strategy == "naive_most_accurate" else None
-        slot = jnp.broadcast_to(_select(s1, valid, prios[t], c1)[:, None],
-                                (n, num_k + 1))
-      out = _strategies.outcomes_from_slots(slot, model_correct[test], sub, y)
-      agents.append(out.agent)
-      corrects.append(out.correct)
-    agent = jnp.stack(agents)  # [S, n, K + 1]
+      cnt = _deferral._batched_prefix_counts(  # pylint: disable=protected-access
+          order[test], y, sub, conf, kept.mask[test], batch_size)
+      sized, flat = _strategy_tables(
+          *cnt, valid, None if pool_costs is None else pool_costs[test], lcb)
+    # Who answers at each prefix size, decided once for every score: the
+    # size-dependent strategies in one reduction; the choices made once per
+    # point (naive strategies, then the random and best-expert baselines)
+    # in another.
+    best = _top_slots(hindsight[sub.annotator], valid, None)
+    once = jnp.concatenate([flat, valid[None], best[None]])  # [4, n, M]
+    s_of = {t: i for i, t in enumerate(_strategies.STRATEGIES)}
+    sized_rows = [s_of["segregativity"], s_of["segregativity_lcb"]]
+    once_rows = [s_of["naive_most_accurate"], s_of["naive_random"],
+                 num_strat, num_strat + 1]
+    sized_slot = _slot_picker(prios[jnp.array(sized_rows)])(sized)
+    once_slot = _slot_picker(prios[jnp.array(once_rows)])(once)  # [4, n]
+    by_name = {
+        "segregativity": sized_slot[0], "segregativity_lcb": sized_slot[1],
+        "naive_most_accurate": jnp.broadcast_to(once_slot[0][:, None],
+                                                (n, num_k + 1)),
+        "naive_random": jnp.broadcast_to(once_slot[1][:, None],
+                                         (n, num_k + 1))}
+    slots = jnp.stack([by_name[t] for t in _strategies.STRATEGIES])
+    mc = model_correct[test]
+    out = jax.vmap(_strategies.outcomes_from_slots,
+                   in_axes=(0, None, None, None))(slots, mc, sub, y)
+    agent = out.agent  # [S, n, K + 1]
     gw = (jnp.ones((n, 1), bool) if groups is None
           else jnp.stack([g == 0, g == 1], axis=-1))
-    weights = jnp.stack(corrects)[..., None] & gw[None, :, None, :]
-    # Baselines: a random valid annotator; the best in hindsight (ties random).
-    rand_slot = _select(jnp.zeros(valid.shape), valid, prios[num_strat], None)
-    best_slot = _select(hindsight[sub.annotator], valid, prios[num_strat + 1],
-                        None)
-    base = _baseline_metrics((rand_slot, best_slot), model_correct[test], sub,
-                             y, num_j)
+    weights = (out.correct[..., None]
+               & gw[None, :, None, :]).astype(jnp.int32)
+    size_axis = jnp.arange(num_k + 1, dtype=jnp.int32)
+    shared = jnp.stack([jnp.broadcast_to(size_axis, (n, num_k + 1)),
+                        (label_rank[test][:, None] < size_axis).astype(
+                            jnp.int32)], axis=-1)  # [n, K + 1, 2]
+    base = _baseline_counts(once_slot[2:], sub, y, num_j)  # [2, 4]
     if "raps" in scores:
       k_reg, lam = _raps_tuning.tune_raps(probs[tune], labels[tune],
                                           alphas_sorted, lam_grid=lam_grid)
@@ -309,43 +441,98 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
       lam = jnp.zeros(num_a, probs.dtype)
     # LAC and APS need no tuning: they calibrate on the tuning points too.
     cal_all = jnp.concatenate([cal, tune])
-    per_score = []
-    for score in scores:
-      c = cal if score == "raps" else cal_all
-      sizes = _set_sizes_of_split(sp[c], label_rank[c], sp[test],
-                                  alphas_sorted, score, k_reg, lam)
-      covered = label_rank[test][:, None] < sizes
-      # LAC/APS sizes are non-increasing in alpha (the threshold grows with
-      # it): at most K + 1 runs. RAPS's per-alpha (k_reg, lam) can add runs.
-      num_runs = num_k + 1 if score != "raps" else 2 * (num_k + 1)
-      start, end, run_size, overflow = _runs(sizes, num_runs)
-      fast = jax.vmap(lambda a, w, r=(start, end, run_size): _read_alphas_runs(
-          r, a, w, num_a, num_j))
+    events, raps_dense = [], None
+    for c_i, score in enumerate(scores):
       if score == "raps":
-        slow = jax.vmap(lambda a, w, sz=sizes: _read_alphas_gather(
-            sz, a, w, num_j))
-        hist, counts = jax.lax.cond(overflow, slow, fast, agent, weights)
-        ok = True
+        sizes = _set_sizes.split_set_sizes(
+            sp[cal], label_rank[cal], sp[test], alphas_sorted, score="raps",
+            k_reg=k_reg, lam=lam)
+        start, run_size, overflow = _compact_runs(sizes, raps_runs)
+        who, w, sh = _per_run(run_size, agent, weights, shared)
+        raps_dense = (c_i, sizes, overflow)
       else:
-        hist, counts = fast(agent, weights)
-        ok = ~overflow  # impossible by construction; visible if it happens
-      metrics = _metrics_from_hist(hist, counts.sum(axis=-1), n)
-      metrics = metrics._replace(accuracy=jnp.where(ok, metrics.accuracy,
-                                                    jnp.nan))
-      group_acc = jnp.swapaxes(counts / jnp.maximum(gw.sum(axis=0), 1), 1, 2)
-      per_score.append((jax.tree.map(unsort, metrics),
-                        unsort(covered.mean(axis=0)),
-                        unsort(sizes.mean(axis=0)), unsort(group_acc)))
-    stacked = jax.tree.map(lambda *x: jnp.stack(x), *per_score)
-    return stacked + (base, unsort(k_reg), unsort(lam))
+        low = _quantile.alpha_floor(cal_all.shape[0] + 1, alphas_sorted)
+        cp = conf_pool[score]
+        t = _set_sizes._thresholds(  # pylint: disable=protected-access
+            cp[cal_all, label_rank[cal_all]], low)
+        bounds = _set_sizes.size_boundaries(cp[test], t,
+                                            include_crossing=score != "lac")
+        # Runs in alpha order: sizes K, K - 1, ..., 0 (empty ones included).
+        start = bounds[:, :0:-1]
+        who, w, sh = agent[..., ::-1], weights[:, :, ::-1], shared[:, ::-1]
+      events.append(_run_events(start, who, w, sh, row_width=num_c * block,
+                                offset=c_i * block, num_experts=num_j))
+    read = _read_events(
+        jnp.concatenate([e[0] for e in events]),
+        jnp.concatenate([e[1] for e in events]), num_a=num_a, num_c=num_c,
+        num_s=num_strat, num_experts=num_j, num_g=num_g, num_h=num_h)
+    if raps_dense is not None:
+      # More runs than kept (possible only with RAPS): read RAPS directly.
+      c_i, sizes, overflow = raps_dense
+
+      def direct(_):
+        hist, cnt = jax.vmap(lambda a, w: _read_alphas_gather(
+            sizes, a, w, num_j))(agent, weights)
+        sh = jnp.stack([sizes.sum(axis=0),
+                        (label_rank[test][:, None] < sizes).sum(axis=0)],
+                       axis=-1).astype(jnp.int32)
+        return (hist.sum(axis=-1).T, (hist > 0).sum(axis=-1).T.astype(
+            jnp.int32), hist.max(axis=-1).T, jnp.swapaxes(cnt, 0, 1), sh)
+
+      raps_out = jax.lax.cond(overflow, direct,
+                              lambda _: tuple(x[:, c_i] for x in read), None)
+      read = tuple(x.at[:, c_i].set(r) for x, r in zip(read, raps_out))
+    return (read, base, mc.sum(), gw.sum(axis=0), k_reg, lam)
 
   res = jax.lax.map(one_split, (jnp.arange(num_p), cal_idx, test_idx,
                                 tune_idx, grp))
-  metrics, cov, msz, group_acc, base, k_reg, lam = res
+  read, base, model_right, group_n, k_reg, lam = res
+  n = test_idx.shape[1]
+  # [P, A, C, ...] -> [P, C, ..., A] in the caller's alpha order.
+  to_c = lambda x: unsort(jnp.moveaxis(x, 1, -1))
+  queries, n_q, max_q, counts, shared = read
+  metrics = _metrics(to_c(queries), to_c(n_q), to_c(max_q),
+                     to_c(counts.sum(axis=-1)), n)
+  metrics = metrics._replace(
+      accuracy=jnp.where(bad_alpha, jnp.nan, metrics.accuracy))
+  group_acc = to_c(counts / jnp.maximum(group_n, 1)[:, None, None, None, :])
+  base_m = _metrics(base[..., 1], base[..., 2], base[..., 3], base[..., 0], n)
+  zero_i = jnp.zeros((num_p, 1), jnp.int32)
+  model = _deferral.SweepMetrics(
+      accuracy=(model_right / n)[:, None], queries=zero_i,
+      max_queries_per_expert=zero_i,
+      avg_queries_per_queried_expert=jnp.zeros((num_p, 1),
+                                               jnp.result_type(float)))
+  baselines = jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=1),
+                           model, base_m)
   return DeferralSweep(
-      strategies=metrics, baselines=base, coverage=cov, mean_set_size=msz,
-      group_accuracy=None if groups is None else group_acc, k_reg=k_reg,
-      lam=lam)
+      strategies=metrics, baselines=baselines,
+      coverage=to_c(shared[..., 1]) / n, mean_set_size=to_c(shared[..., 0]) / n,
+      group_accuracy=None if groups is None else group_acc,
+      k_reg=unsort(k_reg), lam=unsort(lam))
+
+
+def _sweep_program():
+  """``_deferral_sweep``, jitted with ``CPU_COMPILER_OPTIONS`` on CPU."""
+  platform = jax.default_backend()
+  if platform not in _COMPILED:
+    fn = _deferral_sweep
+    if platform == "cpu":
+      try:
+        x = jnp.zeros(2)
+        jax.jit(lambda v: v + 1).lower(x).compile(dict(CPU_COMPILER_OPTIONS))
+        fn = jax.jit(_deferral_sweep.__wrapped__, static_argnames=_STATIC,
+                     compiler_options=dict(CPU_COMPILER_OPTIONS))
+      except Exception as e:  # pylint: disable=broad-exception-caught
+        # Unknown options are an error whose type varies across jaxlibs.
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        warnings.warn(
+            f"this jaxlib ({jax.__version__}) does not accept the sweep's CPU "
+            f"compile options {sorted(CPU_COMPILER_OPTIONS)} ({first[:200]});"
+            " compiling with XLA's defaults instead.", RuntimeWarning,
+            stacklevel=3)
+    _COMPILED[platform] = fn
+  return _COMPILED[platform]
 
 
 def _check_index_matrix(x, name, n_pool, num_p=None):
@@ -372,6 +559,9 @@ def deferral_sweep(
     costs: ArrayLike | None = None,
     n_shots: int | None = None,
     lam_grid: Sequence[float] = _raps_tuning.DEFAULT_LAM_GRID,
+    lcb_lambda: float = 1.0,
+    lcb_prior_a: float = 1.0,
+    lcb_prior_b: float = 1.0,
     batch_size: int = 256,
 ) -> DeferralSweep:
   """Accuracy and workload of every strategy and baseline, per split and alpha.
@@ -415,6 +605,12 @@ def deferral_sweep(
     costs: ``[J]`` expert costs for ``tie_break='cost'``.
     n_shots: know each expert from ``n_shots`` answers per true label.
     lam_grid: RAPS penalties tried by ``tune_raps``.
+    lcb_lambda: ``'segregativity_lcb'`` ranks annotators by the Beta
+      posterior of their accuracy inside the set, mean minus ``lcb_lambda``
+      standard deviations (``deferral.posterior_lcb``; 0: the mean). Traced:
+      a new value does not compile again.
+    lcb_prior_a: its Beta prior ``a0 > 0``.
+    lcb_prior_b: its Beta prior ``b0 > 0``.
     batch_size: points per step when computing segregativities.
 
   Returns:
@@ -439,7 +635,7 @@ def deferral_sweep(
     ...     splits[:, 50:], np.array([0.05, 0.1, 0.2]),
     ...     key=jax.random.key(0), tune_idx=splits[:, 40:50])
     >>> out.strategies.accuracy.shape  # splits, scores, strategies, alphas
-    (3, 3, 3, 3)
+    (3, 3, 4, 3)
   """
   if isinstance(scores, str):
     raise TypeError(f"`scores` must be a tuple of score names, got the "
@@ -498,6 +694,20 @@ def deferral_sweep(
     _validation.check_finite(costs, "costs")
   if n_shots is not None:
     n_shots = _validation.check_static_int(n_shots, "n_shots", minimum=1)
+  for name, v, low in (("lcb_lambda", lcb_lambda, 0.0),
+                       ("lcb_prior_a", lcb_prior_a, None),
+                       ("lcb_prior_b", lcb_prior_b, None)):
+    if np.ndim(v) != 0:
+      raise ValueError(f"`{name}` must be a scalar, got shape "
+                       f"{tuple(np.shape(v))}.")
+    if _validation.is_concrete(v):
+      x = float(v)
+      if not np.isfinite(x) or (x < low if low is not None else x <= 0):
+        raise ValueError(f"`{name}` must be finite and "
+                         f"{'>= 0' if low is not None else '> 0'}, got {x}.")
+  fdtype = jnp.result_type(float)
+  lcb = tuple(jnp.asarray(v, fdtype) for v in (lcb_lambda, lcb_prior_a,
+                                               lcb_prior_b))
   batch_size = _validation.check_static_int(batch_size, "batch_size",
                                             minimum=1)
   if (_validation.is_concrete(test_idx)
@@ -509,12 +719,12 @@ def deferral_sweep(
       raise ValueError(
           f"{int(bad.sum())} test points have no valid annotator (first: "
           f"point {int(t[bad][0])}); every test point needs one.")
-  return _deferral_sweep(
+  return _sweep_program()(
       jnp.asarray(probs), jnp.asarray(labels), annotations,
       jnp.asarray(cal_idx), jnp.asarray(test_idx), jnp.asarray(alphas),
       key, None if tune_idx is None else jnp.asarray(tune_idx),
       None if groups is None else jnp.asarray(groups),
-      None if costs is None else jnp.asarray(costs), scores=scores,
+      None if costs is None else jnp.asarray(costs), lcb, scores=scores,
       tie_break=tie_break, n_shots=n_shots,
       lam_grid=tuple(float(x) for x in lam_grid), batch_size=batch_size)
 

@@ -24,8 +24,10 @@ from jax.typing import ArrayLike
 from l2d_jax import _validation
 from l2d_jax.deferral import _selection
 from l2d_jax.deferral._argmax import MODEL
+from l2d_jax.experts import _beta
 
-STRATEGIES = ("segregativity", "naive_most_accurate", "naive_random")
+STRATEGIES = ("segregativity", "naive_most_accurate", "naive_random",
+              "segregativity_lcb")
 NO_ANNOTATOR = -1  # agent recorded where no valid annotator can answer
 
 
@@ -44,7 +46,62 @@ class Outcomes(NamedTuple):
   agent: jax.Array
 
 
-def strategy_scores(seg_table: ArrayLike, strategy: str) -> jax.Array:
+def posterior_lcb(
+    correct: ArrayLike,
+    total: ArrayLike,
+    *,
+    lcb_lambda: ArrayLike = 1.0,
+    prior_a: ArrayLike = 1.0,
+    prior_b: ArrayLike = 1.0,
+) -> jax.Array:
+  """Lower confidence bound ``mu - lcb_lambda * sigma`` of a Beta posterior.
+
+  Bayesian segregativity: an annotator right on ``correct`` of ``total``
+  assessment answers inside a prediction set (``conformal.prefix_counts``)
+  gets the posterior ``Beta(prior_a + correct, prior_b + total - correct)``
+  of its accuracy there (``l2d_jax.experts.beta_posterior``); ranking by its
+  mean minus ``lcb_lambda`` standard deviations prefers one right on 30 of
+  30 to one right on 3 of 3, which plain segregativity ties (both 1).
+  ``lcb_lambda = 0`` ranks by the posterior mean. With no answer inside the
+  set the prior alone decides.
+
+  Args:
+    correct: ``[...]`` correct answers (``0 <= correct <= total``).
+    total: ``[...]`` answers.
+    lcb_lambda: standard deviations subtracted, ``>= 0``.
+    prior_a: Beta prior ``a0 > 0`` (default 1: uniform prior).
+    prior_b: Beta prior ``b0 > 0``.
+
+  Returns:
+    ``[...]`` float scores (higher is better); NaN where the counts or prior
+    are invalid (under jit, as ``beta_posterior``).
+
+  Raises:
+    ValueError: (concrete) a negative ``lcb_lambda`` or invalid counts/priors.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> s = posterior_lcb(jnp.array([3.0, 30.0]), jnp.array([3.0, 30.0]))
+    >>> bool(s[1] > s[0])
+    True
+  """
+  if _validation.is_concrete(lcb_lambda):
+    lam = np.asarray(lcb_lambda, np.float64)
+    if not np.all(np.isfinite(lam)) or lam.min(initial=0.0) < 0:
+      raise ValueError(f"`lcb_lambda` must be finite and >= 0, got "
+                       f"{lam.tolist()}.")
+  post = _beta.beta_posterior(correct, total, prior_a=prior_a,
+                              prior_b=prior_b)
+  lam = jnp.asarray(lcb_lambda, post.mean.dtype)
+  return post.mean - lam * jnp.sqrt(post.var)
+
+
+def strategy_scores(
+    seg_table: ArrayLike,
+    strategy: str,
+    *,
+    lcb_table: ArrayLike | None = None,
+) -> jax.Array:
   """Selection scores ``[n, K + 1, M]`` of each annotator under a strategy.
 
   Args:
@@ -53,19 +110,33 @@ def strategy_scores(seg_table: ArrayLike, strategy: str) -> jax.Array:
     strategy: ``'segregativity'`` scores by segregativity over each prefix
       set, ``'naive_most_accurate'`` by whole-matrix (leave-one-out) accuracy
       at every size, ``'naive_random'`` gives every annotator the same score
-      (a random valid annotator is then drawn by the tie-break).
+      (a random valid annotator is then drawn by the tie-break),
+      ``'segregativity_lcb'`` by ``lcb_table`` (Bayesian segregativity).
+    lcb_table: ``[n, M, K + 1]`` ``posterior_lcb`` of the prefix counts
+      (``conformal.prefix_counts``), ``-inf`` where a slot is not valid;
+      required by ``'segregativity_lcb'`` only.
 
   Returns:
     ``[n, K + 1, M]`` scores (higher is better).
 
   Raises:
-    ValueError: unknown ``strategy`` or a ``seg_table`` that is not 3-D.
+    ValueError: unknown ``strategy``, a table that is not 3-D, or a missing
+      ``lcb_table``.
   """
   if strategy not in STRATEGIES:
     raise ValueError(f"`strategy` must be one of {STRATEGIES}, got "
                      f"{strategy!r}.")
   _validation.check_ndim(seg_table, 3, "seg_table", "[n, M, K + 1]")
   seg = jnp.swapaxes(jnp.asarray(seg_table), 1, 2)  # [n, S, M]
+  if strategy == "segregativity_lcb":
+    if lcb_table is None:
+      raise ValueError("`lcb_table` [n, M, K + 1] is required with "
+                       "strategy 'segregativity_lcb'.")
+    if np.shape(lcb_table) != np.shape(seg_table):
+      raise ValueError(f"`lcb_table` must have the shape "
+                       f"{tuple(np.shape(seg_table))} of `seg_table`, got "
+                       f"{tuple(np.shape(lcb_table))}.")
+    return jnp.swapaxes(jnp.asarray(lcb_table), 1, 2)
   if strategy == "segregativity":
     return seg
   if strategy == "naive_most_accurate":
@@ -124,12 +195,14 @@ def strategy_outcomes(
     key: jax.Array,
     tie_break: str = "random",
     costs: ArrayLike | None = None,
+    lcb_table: ArrayLike | None = None,
 ) -> Outcomes:
   """Outcome of a deferral strategy for every point and prefix size.
 
   ``|set| = 1`` lets the model answer. Otherwise ``'segregativity'`` consults
   the valid annotator (``annotations.mask``) with the highest segregativity
-  over the set, ``'naive_most_accurate'`` the one with the highest overall
+  over the set, ``'segregativity_lcb'`` the one with the highest
+  ``lcb_table`` value over the set, ``'naive_most_accurate'`` the one with the highest overall
   (leave-one-out) accuracy, and ``'naive_random'`` a uniformly random
   annotator of the point. Random tie-breaks draw one priority per (point,
   annotator), shared by all set sizes.
@@ -148,6 +221,8 @@ def strategy_outcomes(
     tie_break: ``'random'`` or ``'cost'`` (cheapest tied annotator, then
       random); ``'naive_random'`` ignores costs.
     costs: ``[J]`` expert costs for ``tie_break='cost'``.
+    lcb_table: ``[n, M, K + 1]`` Bayesian segregativity (``posterior_lcb``
+      of ``conformal.prefix_counts``), for ``'segregativity_lcb'``.
 
   Returns:
     ``Outcomes`` with ``[n, K + 1]`` arrays.
@@ -157,7 +232,7 @@ def strategy_outcomes(
       mismatched shapes, or (concrete input) a point without a valid
       annotator.
   """
-  scores = strategy_scores(seg_table, strategy)
+  scores = strategy_scores(seg_table, strategy, lcb_table=lcb_table)
   annotator = annotations.annotator
   valid = annotations.mask
   n, _, num_m = scores.shape
