@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from l2d_jax import _validation
+from l2d_jax.deferral import _ranking
 
 SET_RULES = ("majority_vote", "weighted_vote", "weighted_average",
              "uniform_average")
@@ -35,50 +36,6 @@ SET_METRICS = ("top_k", "majority_vote", "weighted_vote", "best_agent",
 REGRESSION_LOSSES = ("squared", "absolute")
 
 _CLASSIFICATION = ("top_k", "majority_vote", "weighted_vote")
-
-
-def _check_scores(scores: Any, name: str) -> int:
-  """Checks floating ``[..., A]`` scores without NaN (concrete); returns A."""
-  _validation.check_floating(scores, name)
-  if jnp.ndim(scores) < 1 or jnp.shape(scores)[-1] < 1:
-    raise ValueError(f"`{name}` must have shape [..., A] with A >= 1 agents, "
-                     f"got shape {tuple(jnp.shape(scores))}.")
-  if _validation.is_concrete(scores) and np.isnan(np.asarray(scores)).any():
-    raise ValueError(f"`{name}` contains NaN: no ranking can be made there.")
-  return jnp.shape(scores)[-1]
-
-
-def _check_k(k: Any, num_agents: int) -> int:
-  k = _validation.check_static_int(k, "k", minimum=1)
-  if k > num_agents:
-    raise ValueError(f"`k` must lie in [1, A] = [1, {num_agents}], got {k}.")
-  return k
-
-
-# Up to this many agents, ranks come from pairwise comparisons (O(A²) per
-# row, ~10x faster than XLA's sort on CPU for A = 16); beyond, lax.top_k.
-_PAIRWISE_MAX_AGENTS = 32
-
-
-def _ranked(scores: jax.Array, k: int) -> jax.Array:
-  """Top-k indices, ties to the lower index, -1 on rows with a NaN score."""
-  n = scores.shape[-1]
-  if n <= _PAIRWISE_MAX_AGENTS:
-    idx = jnp.arange(n)
-    s_i, s_j = scores[..., :, None], scores[..., None, :]
-    # Agent j ranks before agent i: a higher score, or equal and j < i
-    # (== treats -0.0 and 0.0 as equal).
-    before = (s_j > s_i) | ((s_j == s_i) & (idx[None, :] < idx[:, None]))
-    rank = jnp.sum(before, axis=-1, dtype=jnp.int32)  # [..., A], a permutation
-    at = rank[..., None, :] == jnp.arange(k)[:, None]  # [..., k, A]
-    out = jnp.sum(jnp.where(at, idx, 0), axis=-1, dtype=jnp.int32)
-  else:
-    # lax.top_k puts equal values in index order (documented) but orders
-    # -0.0 below 0.0.
-    scores = jnp.where(scores == 0, jnp.zeros_like(scores), scores)
-    out = jax.lax.top_k(scores, k)[1]
-  nan_row = jnp.any(jnp.isnan(scores), axis=-1, keepdims=True)
-  return jnp.where(nan_row, -1, out).astype(jnp.int32)
 
 
 def top_k_agents(
@@ -113,9 +70,9 @@ def top_k_agents(
     Montreuil, Carlier, Ng & Ooi, Why Ask One When You Can Ask k? Two-Stage
     Learning-to-Defer to a Set of Experts, 2025.
   """
-  num_agents = _check_scores(rejector_scores, "rejector_scores")
-  k = _check_k(k, num_agents)
-  return _ranked(jnp.asarray(rejector_scores), k)
+  num_agents = _ranking.check_scores(rejector_scores, "rejector_scores")
+  k = _ranking.check_k(k, num_agents)
+  return _ranking.ranked(jnp.asarray(rejector_scores), k)
 
 
 def bayes_optimal_agents(
@@ -144,9 +101,9 @@ def bayes_optimal_agents(
     >>> print(deferral.bayes_optimal_agents(jnp.array([0.3, 0.1, 0.3]), k=2))
     [1 0]
   """
-  num_agents = _check_scores(expected_costs, "expected_costs")
-  k = _check_k(k, num_agents)
-  return _ranked(-jnp.asarray(expected_costs), k)
+  num_agents = _ranking.check_scores(expected_costs, "expected_costs")
+  k = _ranking.check_k(k, num_agents)
+  return _ranking.ranked(-jnp.asarray(expected_costs), k)
 
 
 def select_cardinality(
@@ -175,7 +132,7 @@ def select_cardinality(
     ...                                              [5.0, 1.0, 0.0]])))
     [2 1]
   """
-  width = _check_scores(selector_scores, "selector_scores")
+  width = _ranking.check_scores(selector_scores, "selector_scores")
   if num_agents is not None:
     num_agents = _validation.check_static_int(num_agents, "num_agents",
                                               minimum=1)
@@ -220,8 +177,8 @@ def top_kx_agents(
     Montreuil, Carlier, Ng & Ooi, Why Ask One When You Can Ask k? Two-Stage
     Learning-to-Defer to a Set of Experts, 2025.
   """
-  num_agents = _check_scores(rejector_scores, "rejector_scores")
-  _check_scores(selector_scores, "selector_scores")
+  num_agents = _ranking.check_scores(rejector_scores, "rejector_scores")
+  _ranking.check_scores(selector_scores, "selector_scores")
   if jnp.shape(selector_scores)[:-1] != jnp.shape(rejector_scores)[:-1]:
     raise ValueError(
         f"`selector_scores` [..., K] must have the batch shape of "
@@ -229,7 +186,7 @@ def top_kx_agents(
         f"{tuple(jnp.shape(selector_scores))} and "
         f"{tuple(jnp.shape(rejector_scores))}.")
   k = select_cardinality(selector_scores, num_agents=num_agents)
-  ranked = _ranked(jnp.asarray(rejector_scores), num_agents)
+  ranked = _ranking.ranked(jnp.asarray(rejector_scores), num_agents)
   keep = jnp.arange(num_agents) < k[..., None]
   agents = jnp.where(keep & (ranked >= 0), ranked, -1)
   k = jnp.where(ranked[..., 0] < 0, -1, k)
@@ -284,7 +241,7 @@ def at_cardinality(
 
 
 def _check_set_inputs(agent_predictions, rejector_scores):
-  num_agents = _check_scores(rejector_scores, "rejector_scores")
+  num_agents = _ranking.check_scores(rejector_scores, "rejector_scores")
   if tuple(jnp.shape(agent_predictions)) != tuple(jnp.shape(rejector_scores)):
     raise ValueError(
         f"`agent_predictions` must have the shape [..., A] of "
@@ -296,7 +253,7 @@ def _check_set_inputs(agent_predictions, rejector_scores):
 def _in_rank_order(agent_predictions, rejector_scores):
   """Predictions and scores sorted by rank (highest score first)."""
   scores = jnp.asarray(rejector_scores)
-  order = _ranked(scores, scores.shape[-1])
+  order = _ranking.ranked(scores, scores.shape[-1])
   safe = jnp.maximum(order, 0)
   preds = jnp.take_along_axis(jnp.asarray(agent_predictions), safe, axis=-1)
   ranked_scores = jnp.take_along_axis(scores, safe, axis=-1)
@@ -540,13 +497,13 @@ def set_budgets(
     >>> print(deferral.set_budgets(scores, jnp.array([0.5, 0.25, 0.125])))
     [0.25  0.375 0.875]
   """
-  num_agents = _check_scores(rejector_scores, "rejector_scores")
+  num_agents = _ranking.check_scores(rejector_scores, "rejector_scores")
   _check_beta(beta, num_agents)
   scores = jnp.asarray(rejector_scores)
   beta = jnp.broadcast_to(jnp.asarray(beta, scores.dtype), (num_agents,))
   if not count_model:
     beta = beta.at[0].set(0)
-  order = _ranked(scores, num_agents)
+  order = _ranking.ranked(scores, num_agents)
   costs = jnp.take_along_axis(
       jnp.broadcast_to(beta, scores.shape), jnp.maximum(order, 0), axis=-1)
   return jnp.where(order[..., :1] >= 0, jnp.cumsum(costs, axis=-1), jnp.nan)
@@ -586,7 +543,7 @@ def expected_budget(
   """
   budgets = set_budgets(rejector_scores, beta, count_model=count_model)
   if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
-    k = _check_k(k, budgets.shape[-1])
+    k = _ranking.check_k(k, budgets.shape[-1])
     return jnp.mean(budgets[..., k - 1])
   return jnp.mean(at_cardinality(budgets, k))
 
