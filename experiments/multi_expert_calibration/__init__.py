@@ -29,9 +29,12 @@ authors' simulators. The package follows the flax examples' layout:
 - ``__main__``: the command line (``python -m
   experiments.multi_expert_calibration --help``).
 - ``config``: the documented configs (paper, command, expected result).
-- ``run``: data, simulated experts, training (the runs of a setting at once
-  with ``training.SeedTrainer``, or one at a time with ``training.Trainer``)
-  and test metrics; resumable sweeps.
+- ``data``: the data splits of a seed and the simulated experts.
+- ``train``: models, training (the runs of a setting at once with
+  ``training.SeedTrainer``, or one at a time with ``training.Trainer``) and
+  test metrics.
+- ``run``: resumable sweeps (re-exports the names of ``data`` and
+  ``train``).
 - ``report``: ``results.json`` (exactly ``{"dataset", "experiment",
   "results": [{"parameterisation", "setting", "seed", "ece_mean",
   "ece_per_expert", "system_accuracy"}, ...]}``), ``details.json``,
@@ -43,13 +46,13 @@ from experiments.multi_expert_calibration.config import get_config
 from experiments.multi_expert_calibration.report import RESULT_KEYS
 from experiments.multi_expert_calibration.report import summarise
 from experiments.multi_expert_calibration.report import table
-from experiments.multi_expert_calibration.run import EXPERIMENTS
-from experiments.multi_expert_calibration.run import Split
-from experiments.multi_expert_calibration.run import evaluate_logits
-from experiments.multi_expert_calibration.run import expert_knowledge
-from experiments.multi_expert_calibration.run import simulate_experts
-from experiments.multi_expert_calibration.run import train_and_evaluate
-from experiments.multi_expert_calibration.run import train_together
+from experiments.multi_expert_calibration.data import EXPERIMENTS
+from experiments.multi_expert_calibration.data import Split
+from experiments.multi_expert_calibration.data import expert_knowledge
+from experiments.multi_expert_calibration.data import simulate_experts
+from experiments.multi_expert_calibration.train import evaluate_logits
+from experiments.multi_expert_calibration.train import train_and_evaluate
+from experiments.multi_expert_calibration.train import train_together
 
 
 def main(argv=None) -> int:
