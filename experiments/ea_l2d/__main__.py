@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help="number of seeds (experts, contexts, models).")
   p.add_argument("--first-seed", type=_cli.seed, default=d.first_seed,
                  help="the seeds are first-seed, first-seed + 1, ...")
+  p.add_argument("--steps", type=_cli.positive_int, default=None,
+                 help="training steps of every model (default: the "
+                 "--config budget's, 400 for cpu and 20000 for gpu).")
   p.add_argument("--cache-dir", default=d.cache_dir,
                  help="CIFAR-10: folder of the cached frozen embedding "
                  "(shared with experiments.population_l2d).")
@@ -92,6 +95,8 @@ def execute(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
   out = check_args(args)
   from experiments.ea_l2d import run as run_lib  # pylint: disable=g-import-not-at-top
   budget = config.BUDGETS[args.config]
+  if args.steps is not None:
+    budget = dataclasses.replace(budget, steps=args.steps)
   progress = not args.no_progress
   command = " ".join([PROG, shlex.join(argv)]).strip()
   t0 = time.perf_counter()

@@ -165,6 +165,7 @@ class Config:
   config: str = "cpu"
   seeds: int = 3
   first_seed: int = 0
+  steps: int | None = None
   cache_dir: str = "results/.cache/population_l2d"
   out: str = "results/ea_l2d"
 

@@ -156,8 +156,9 @@ def _band(ax, x, runs, label, color=None):
   line, = ax.plot(x, mean, label=label, color=color)
   if arr.shape[0] > 1:
     sd = arr.std(0, ddof=1)
-    ax.fill_between(x, mean - sd, mean + sd, alpha=0.2,
-                    color=line.get_color())
+    # Accuracies: the band is clipped to [0, 1].
+    ax.fill_between(x, np.clip(mean - sd, 0, 1), np.clip(mean + sd, 0, 1),
+                    alpha=0.2, color=line.get_color())
 
 
 def plot(study: str, rows, curves, save: Callable, *, dataset: str,
