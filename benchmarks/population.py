@@ -15,6 +15,11 @@ Measures, in one run:
      outputs must agree within 1e-5 and their gradients within 1e-4
      (relative) / 1e-5 (absolute).
 
+Between the two, the forward cost per query when all B queries share one
+context set of C = 50 points (``features [1, C, D]``: embedded and
+self-attended once, only the cross-attention per query), checked equal to the
+per-query path with the set repeated B times (JAX only; not in the ratio).
+
 The PyTorch twin copies the architecture exactly: padding zeroed, point
 embedding ``MLP([φ(x_c), Emb_y(y_c), Emb_m(m_c)])`` (two layers, ReLU),
 post-LayerNorm self-attention blocks (eps 1e-6, as Flax), then cross-attention
@@ -356,6 +361,31 @@ def main(argv=None) -> int:
       print(f"{kind:9s} C={size:4d}: jax {ms:8.3f} ms per batch of {b} = "
             f"{ms * 1e3 / b:8.3f} µs per query; torch {t_ms * 1e3 / b:8.3f} "
             "µs per query")
+
+  # 1b. One context set shared by every query (the encoder's shared path:
+  # embedded and self-attended once, cross-attention per query), against
+  # the same set repeated per query. JAX only (no twin: not in the ratio).
+  for kind, enc in encoders.items():
+    graphdef, state = nnx.split(enc)
+    forward = jax.jit(lambda s, q, c, g=graphdef: nnx.merge(g, s)(q, c))
+    _, arrays = make_batch(rng, 1, STEP_CONTEXT, d, k)
+    q = jnp.asarray(rng.normal(size=(b, d)).astype(np.float32))
+    one, repeated = _context(arrays), experts.Context(
+        *(jnp.repeat(jnp.asarray(a), b, axis=0) for a in arrays))
+    got = jax.block_until_ready(forward(state, q, one))
+    want = jax.block_until_ready(forward(state, q, repeated))
+    err = float(np.max(np.abs(np.asarray(got) - np.asarray(want))))
+    if err > 1e-5:
+      raise SystemExit(f"{kind}: the shared-context path differs from the "
+                       f"per-query path by {err:.2e} > 1e-5")
+    times = {}
+    for name, ctx in (("shared", one), ("repeated", repeated)):
+      times[name] = statistics.median(
+          _time(lambda c=ctx: jax.block_until_ready(forward(state, q, c)))
+          for _ in range(args.repeats)) * 1e3 / b
+    print(f"{kind:9s} C={STEP_CONTEXT:4d}, one context shared by {b} "
+          f"queries: jax {times['shared']:8.3f} µs per query (the set "
+          f"repeated per query: {times['repeated']:8.3f})")
 
   # 2. Forward + backward of the attention encoder, JAX against PyTorch.
   enc = encoders["attention"]
