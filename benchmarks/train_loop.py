@@ -80,9 +80,10 @@ def _load(cfg, seeds, num_experts):
   return out
 
 
-def jax_run(cfg, data, seed, num_experts) -> tuple[float, float, float]:
-  """One Trainer run; returns (seconds, final val loss, first-epoch s)."""
-  t0 = time.perf_counter()
+def jax_run(cfg, data, seed, num_experts
+            ) -> tuple[float, float, float, float]:
+  """One Trainer run; returns (s, final val loss, first-epoch s, CPU s)."""
+  t0, c0 = time.perf_counter(), time.process_time()
   model = run_lib.build_model(cfg, K, num_experts, seed)
   steps = data["train"]["label"].size // cfg["batch_size"]
   tx = run_lib.build_optimizer(cfg, steps * cfg["epochs"])
@@ -95,12 +96,14 @@ def jax_run(cfg, data, seed, num_experts) -> tuple[float, float, float]:
       cfg["epochs"], eval_fn=lambda: trainer.evaluate([data["val"]], val_fn),
       monitor="loss", mode="min",
       on_epoch_end=lambda r: first.append(time.perf_counter() - t0))
-  return time.perf_counter() - t0, history[-1]["eval/loss"], first[0]
+  return (time.perf_counter() - t0, history[-1]["eval/loss"], first[0],
+          time.process_time() - c0)
 
 
-def vmap_run(cfg, data, seeds, num_experts) -> tuple[float, list[float]]:
-  """One SeedTrainer run of all seeds; returns (seconds, final val losses)."""
-  t0 = time.perf_counter()
+def vmap_run(cfg, data, seeds, num_experts
+             ) -> tuple[float, list[float], float]:
+  """One SeedTrainer run of all seeds; returns (s, final val losses, CPU s)."""
+  t0, c0 = time.perf_counter(), time.process_time()
   models = [run_lib.build_model(cfg, K, num_experts, s) for s in seeds]
   steps = data[seeds[0]]["train"]["label"].size // cfg["batch_size"]
   tx = run_lib.build_optimizer(cfg, steps * cfg["epochs"])
@@ -116,15 +119,16 @@ def vmap_run(cfg, data, seeds, num_experts) -> tuple[float, list[float]]:
       eval_batch_size=run_lib._eval_chunk(cfg, n_val),  # noqa  pylint: disable=protected-access
       monitor="loss", mode="min")
   jax.block_until_ready(trainer._state)  # pylint: disable=protected-access
-  return time.perf_counter() - t0, [h[-1]["eval/loss"] for h in histories]
+  return (time.perf_counter() - t0, [h[-1]["eval/loss"] for h in histories],
+          time.process_time() - c0)
 
 
-def torch_run(cfg, data, seed, num_experts) -> tuple[float, float]:
-  """The same run in PyTorch; returns (seconds, final val loss)."""
+def torch_run(cfg, data, seed, num_experts) -> tuple[float, float, float]:
+  """The same run in PyTorch; returns (seconds, final val loss, CPU s)."""
   import copy  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   from benchmarks import _torch_models  # pylint: disable=g-import-not-at-top
-  t0 = time.perf_counter()
+  t0, c0 = time.perf_counter(), time.process_time()
   torch.manual_seed(seed)
   x = torch.from_numpy(data["train"]["x"])
   y = torch.from_numpy(data["train"]["label"].astype(np.int64))
@@ -159,7 +163,7 @@ def torch_run(cfg, data, seed, num_experts) -> tuple[float, float]:
     if val < best:
       best, best_state = val, copy.deepcopy(net.state_dict())
   net.load_state_dict(best_state)
-  return time.perf_counter() - t0, val
+  return time.perf_counter() - t0, val, time.process_time() - c0
 
 
 def main(argv=None) -> str:
@@ -195,24 +199,25 @@ def main(argv=None) -> str:
         f"{data[0]['val']['label'].size} val points, J={args.num_experts}, "
         f"{cfg['epochs']} epochs, batch {cfg['batch_size']}")
 
-  seq, firsts = [], []
+  seq, firsts, seq_cpu = [], [], []
   for seed in seeds:
-    s, val, first = jax_run(cfg, data[seed], seed, args.num_experts)
+    s, val, first, cpu = jax_run(cfg, data[seed], seed, args.num_experts)
     seq.append(s)
     firsts.append(first)
+    seq_cpu.append(cpu)
     print(f"jax Trainer+DeviceEpochs seed {seed}: {s:.2f} s (first epoch, "
           f"with compile: {first:.2f} s), final val loss {val:.4f}")
-  vmap_s, vals = vmap_run(cfg, data, seeds, args.num_experts)
+  vmap_s, vals, vmap_cpu = vmap_run(cfg, data, seeds, args.num_experts)
   print(f"jax SeedTrainer {len(seeds)} seeds at once: {vmap_s:.2f} s, final "
         f"val losses {np.round(vals, 4).tolist()}")
   try:
     import torch  # pylint: disable=g-import-not-at-top
     torch.set_num_threads(args.torch_threads)
-    torch_s, tval = torch_run(cfg, data[0], 0, args.num_experts)
+    torch_s, tval, torch_cpu = torch_run(cfg, data[0], 0, args.num_experts)
     print(f"torch {torch.__version__} ({args.torch_threads} thread) seed 0: "
           f"{torch_s:.2f} s, final val loss {tval:.4f}")
   except ImportError:
-    torch_s = float("nan")
+    torch_s = torch_cpu = float("nan")
     print("PyTorch is not installed: the torch column is skipped. Install it "
           "with `pip install -e '.[bench]'` (torch==2.13.0, CPU build).")
   jax_s = statistics.median(seq)
@@ -223,6 +228,12 @@ def main(argv=None) -> str:
         f"{1e3 * torch_s / cfg['epochs']:.1f} ms per epoch "
         f"(ratio {torch_s / cfg['epochs'] / steady:.2f})")
   print(f"load average after: {os.getloadavg()}")
+  # CPU seconds of this process (all its threads; the run is pinned to one
+  # core or not): unlike wall times, barely moved by other jobs' load.
+  print(f"cpu: jax_cpu_s={statistics.median(seq_cpu):.3f} "
+        f"torch_cpu_s={torch_cpu:.3f} vmap_cpu_s={vmap_cpu:.3f} "
+        f"ratio_vs_torch_cpu={torch_cpu / statistics.median(seq_cpu):.2f} "
+        f"vmap5_speedup_cpu={sum(seq_cpu) / vmap_cpu:.2f}")
   line = (f"jax_run_s={jax_s:.3f} torch_run_s={torch_s:.3f} "
           f"ratio_vs_torch={torch_s / jax_s:.2f} "
           f"vmap5_speedup={sum(seq) / vmap_s:.2f}")
