@@ -32,7 +32,10 @@ The last line is machine-readable:
 
 ``jax_run_s``: median of the 5 sequential JAX runs; ``ratio_vs_torch`` =
 torch s / jax s for one seed (above 1: JAX is faster); ``vmap5_speedup`` =
-the 5 sequential JAX runs / the one vmapped 5-seed run.
+the 5 sequential JAX runs / the one vmapped 5-seed run. The line before it
+(``cpu: ...``) gives the same quantities in CPU seconds of the process
+(``time.process_time``), which other jobs on a shared machine move far less
+than wall times.
 
 Usage (from the repository root):
   .venv/bin/python benchmarks/train_loop.py
