@@ -401,7 +401,13 @@ def labelled_indices(data: Data, k: int, *, seed: int) -> np.ndarray:
 
 
 def _gen_apply(graphdef, params, feats, ctx):
-  return nnx.merge(graphdef, params)(feats, ctx.broadcast(feats.shape[0]))
+  """``[B, 2]`` logits of queries ``feats`` sharing one context ``[C, D]``.
+
+  The context is passed with a leading axis of 1: encoded once for all
+  queries (the encoder's shared-context path).
+  """
+  return nnx.merge(graphdef, params)(feats, jax.tree.map(lambda a: a[None],
+                                                         ctx))
 
 
 @functools.partial(jax.jit, static_argnames=(
@@ -617,15 +623,13 @@ def make_downstream(data: Data, budget: config.Budget, variant: str, key):
 def _pop_logits(graphdef, params, x, ctx):
   """Logits ``[B, K+1]`` of queries ``x`` sharing one raw context ``[C, ...]``.
 
-  The context is embedded once (``context_features``) and broadcast.
+  The context is passed with a leading axis of 1: its points are embedded
+  and self-attended once for all queries (the encoder's shared-context path).
   """
   m = nnx.merge(graphdef, params)
   if m.encoder is None:
     return m(x)
-  one = jax.tree.map(lambda a: a[None], ctx)
-  feats = m.context_features(x[:1], one)
-  return m(x, jax.tree.map(lambda a: jnp.broadcast_to(
-      a, (x.shape[0],) + a.shape[1:]), feats))
+  return m(x, jax.tree.map(lambda a: a[None], ctx))
 
 
 @functools.partial(jax.jit, static_argnames=(
