@@ -201,7 +201,7 @@ def test_tune_raps_matches_reference_rules():
   rng = np.random.default_rng(5)
   p = _probs(rng, 300, 10)
   y = rng.integers(0, 10, 300)
-  alphas = np.array([0.05, 0.1, 0.2])
+  alphas = np.array([0.01, 0.03, 0.05, 0.1, 0.2, 0.35, 0.5, 0.8])
   k_reg, lam = conformal.tune_raps(p, y, alphas)
   ranks = np.array([1 + (row > row[t]).sum() for row, t in zip(p, y)])
   for i, a in enumerate(alphas):

@@ -96,16 +96,36 @@ def tune_raps(
   r1 = _scores._tie_group_start(sp) + 1
   pick = lambda x: jnp.take_along_axis(x, pos[:, None], axis=-1)[:, 0]
   aps_y, r1_y = pick(aps), pick(r1)
+  num_k = sp.shape[-1]
+  num_l = lam_grid.shape[0]
+  # k_reg is a rank in [1, K]: the calibration conformities of every (k, lam)
+  # pair are sorted once ([K, L, n]) instead of once per (alpha, lam).
+  k_all = jnp.arange(1, num_k + 1)[:, None, None]  # [K, 1, 1]
   lam_b = lam_grid[None, :, None]  # [1, L, 1]
-  k_b = k_reg[:, None, None]  # [A, 1, 1]
-  cal = jnp.sort(aps_y - lam_b * jnp.maximum(0, r1_y - k_b), axis=-1)
-  j = low_q[:, None, None]
-  t = jnp.take_along_axis(cal, jnp.broadcast_to(
-      jnp.clip(j - 1, 0, n - 1), cal.shape[:-1] + (1,)), axis=-1)
-  t = jnp.where(j == 0, -jnp.inf, t)  # [A, L, 1]
-  pen = lam_b[..., None] * jnp.maximum(0, r1 - k_b[..., None])  # [A, L, n, K]
-  count = (aps - pen >= t[..., None]).sum(axis=-1, dtype=jnp.int32)
-  sizes = jnp.minimum(count + 1, sp.shape[-1]).mean(axis=-1)  # [A, L]
+  cal = jnp.sort(aps_y - lam_b * jnp.maximum(0, r1_y - k_all), axis=-1)
+  k_row = jnp.clip(k_reg - 1, 0, num_k - 1)[:, None]  # [A, 1]
+  l_col = jnp.arange(num_l)[None, :]  # [1, L]
+  j = low_q[:, None]
+  t = cal[k_row, l_col, jnp.clip(j - 1, 0, n - 1)]
+  t = jnp.where(j == 0, -jnp.inf, t)  # [A, L]
+  # Mean set size min(count + 1, K) with count = #{r : c_r >= t}: the RAPS
+  # conformity is non-increasing along the ranks (see ``split_set_sizes``),
+  # so sum_i min(count_i + 1, K) = n + #{(i, r <= K - 2) : c_r(i) >= t}, a
+  # count in the sorted conformities of every (k, lam) pair.
+  c = aps[:, None, None, :num_k - 1] - lam_grid[None, None, :, None] * (
+      jnp.maximum(0, r1[:, None, None, :num_k - 1]
+                  - jnp.arange(1, num_k + 1)[None, :, None, None]))
+  vals = jnp.sort(jnp.moveaxis(c, 0, 2).reshape(num_k, num_l, -1), axis=-1)
+  m = vals.shape[-1]
+  below = jnp.zeros(t.shape, jnp.int32)  # #{v < t}, by binary search
+  step = (1 << (m.bit_length() - 1)) if m else 0
+  while step:
+    cand = below + step
+    ok = (cand <= m) & (vals[k_row, l_col, jnp.clip(cand - 1, 0, m - 1)] < t)
+    below = jnp.where(ok, cand, below)
+    step >>= 1
+  total = n + (m - below)
+  sizes = total / n  # [A, L], the mean set size, exactly as a mean would be
   lam = lam_grid[jnp.argmin(sizes, axis=-1)]
   invalid = (low_k < 0) | (low_q < 0)
   k_reg = jnp.where(invalid, -1, k_reg).astype(jnp.int32)
