@@ -4,6 +4,11 @@
       --data-dir ../shared/data --config cpu --seeds 3 \\
       --out results/topk_california_housing_cpu
 
+``--num-processes N`` shares the seeds out over N local processes (process
+p runs seeds p, p + N, ...; each builds the same pool of agents) and
+process 0 writes the outputs, identical to one process's; ``--cluster``
+does the same across hosts.
+
 Every argument, the data files and the output folder are checked before any
 work; a bad one ends with one line naming the option (exit code 2;
 ``--debug`` shows the traceback). Documented runs: ``config.EXPERIMENTS``.
@@ -96,8 +101,11 @@ def execute(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
   out = check_args(args)
   from experiments.topk_l2d import pools as pools_lib  # pylint: disable=g-import-not-at-top
   from experiments.topk_l2d import run as run_lib  # pylint: disable=g-import-not-at-top
+  from l2d_jax import distributed  # pylint: disable=g-import-not-at-top
   budget = config.BUDGETS[args.config]
-  progress = not args.no_progress
+  # Several processes: each builds the pool, runs its share of the seeds
+  # (process p: seeds p, p + N, ...); process 0 shows progress and writes.
+  progress = not args.no_progress and distributed.is_main_process()
   command = " ".join([PROG, shlex.join(argv)]).strip()
   t0 = time.perf_counter()
   pool = pools_lib.load_pool(args.dataset, data_dir=args.data_dir,
@@ -148,7 +156,9 @@ def write(out, pool, out_run, *, args, command, seconds, pool_seconds):
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs the command line; returns the exit code (2 on a bad argument)."""
   argv = list(sys.argv[1:] if argv is None else argv)
-  return _cli.run_main(build_parser(), lambda args: execute(args, argv), argv)
+  return _cli.run_distributed_main(
+      build_parser(), lambda args: execute(args, argv), argv,
+      module="experiments.topk_l2d")
 
 
 if __name__ == "__main__":

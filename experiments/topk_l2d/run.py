@@ -5,8 +5,9 @@ a fixed pool of agents (``pools.load_pool``) and evaluates Top-k, Top-k(x),
 Top-1 L2D, random allocation and the oracle; ``run`` does every seed. Every
 deferral quantity (costs, surrogates, rejector sets, cardinality losses,
 aggregation metrics, budgets) comes from ``l2d_jax``; this module only trains
-small MLPs (``pools.fit``, ``jax.vmap`` over λ) and bookkeeps. The
-conventions are those of ``config``.
+small MLPs (``pools.fit``, ``jax.vmap`` over λ) and bookkeeps; with several
+processes ``run`` shares the seeds out over them. The conventions are those
+of ``config``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from experiments.topk_l2d import pools
 from experiments.topk_l2d.pools import SPLITS
 from experiments.topk_l2d.pools import Pool
 from l2d_jax import deferral
+from l2d_jax import distributed
 from l2d_jax import losses
 
 
@@ -302,11 +304,27 @@ def run_seed(pool: Pool, *, seed: int, budget: config.Budget,
 def run(pool: Pool, *, seeds, budget: config.Budget, lambdas=config.LAMBDAS,
         selector_scale: str = "quantile", progress: bool = True
         ) -> dict[str, Any]:
-  """``run_seed`` for every seed; entries concatenated in seed order."""
-  entries, histories = [], {}
-  for seed in tqdm(list(seeds), desc="seeds", disable=not progress):
+  """``run_seed`` for every seed; entries concatenated in seed order.
+
+  In a multi-process job (``l2d_jax.distributed``) the seeds are shared out:
+  process ``p`` of ``N`` runs seeds ``p, p + N, ...`` of the list and the
+  results are gathered (``distributed.map_sharded``), so every process
+  returns what one process would (a seed's run depends on its seed only).
+  """
+  seeds = list(seeds)
+  bar = tqdm(total=len(distributed.shard_items(seeds)), desc="seeds",
+             disable=not progress)
+
+  def one(seed):
     r = run_seed(pool, seed=seed, budget=budget, lambdas=lambdas,
                  selector_scale=selector_scale, progress=progress)
+    bar.update()
+    return r
+
+  with bar:
+    per_seed = distributed.map_sharded(one, seeds)
+  entries, histories = [], {}
+  for seed, r in zip(seeds, per_seed):
     entries += r["entries"]
     histories[seed] = {"rejector": r["rejector_history"],
                        "selectors": r["selector_history"]}

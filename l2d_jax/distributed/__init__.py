@@ -5,9 +5,12 @@
 with gloo collectives on CPU and errors that name the coordinator. ``spawn``
 starts N local workers on loopback (a free port, watched together, bounded
 in time). ``check_same_config`` stops processes started with different
-settings. ``deferral_sweep`` spreads the conformal sweep's scores over the
-processes. The ``Trainer`` (``l2d_jax.training``) runs unchanged on one or
-many processes: it uses these pieces itself.
+settings. ``map_sharded`` shares independent work items (seeds, settings)
+out over the processes and gathers the results in order (``shard_items``,
+``interleave``, ``allgather_objects``). ``deferral_sweep`` spreads the
+conformal sweep's scores over the processes. The ``Trainer``
+(``l2d_jax.training``) runs unchanged on one or many processes: it uses
+these pieces itself.
 """
 
 __all__ = [
@@ -27,6 +30,10 @@ __all__ = [
     "worker_env",
     "WorkerError",
     # Sharded computations
+    "shard_items",
+    "interleave",
+    "allgather_objects",
+    "map_sharded",
     "deferral_sweep",
     "assign_scores",
 ]
@@ -39,6 +46,10 @@ from l2d_jax.distributed._runtime import check_same_config
 from l2d_jax.distributed._runtime import config_hash
 from l2d_jax.distributed._runtime import initialize
 from l2d_jax.distributed._runtime import is_main_process
+from l2d_jax.distributed._share import allgather_objects
+from l2d_jax.distributed._share import interleave
+from l2d_jax.distributed._share import map_sharded
+from l2d_jax.distributed._share import shard_items
 from l2d_jax.distributed._spawn import WorkerError
 from l2d_jax.distributed._spawn import free_port
 from l2d_jax.distributed._spawn import spawn

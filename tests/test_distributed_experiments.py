@@ -1,0 +1,231 @@
+"""Experiments on several processes: their work shared out, one's results.
+
+``distributed.map_sharded`` (and ``shard_items`` / ``interleave`` /
+``allgather_objects``) shares independent work (seeds, settings) out over
+the processes; the experiments use it so that ``--num-processes N`` writes
+the ``results.json`` of one process. The multi-process tests start real
+workers with ``distributed.spawn`` (loopback, one CPU device each, bounded
+by ``WORKER_TIMEOUT_S``); the workers are this file run as a module:
+``python -m tests.test_distributed_experiments <role> <dir> [args]``.
+"""
+
+import json
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+from l2d_jax import distributed
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+WORKER_TIMEOUT_S = 240  # a hung job fails the test instead of the suite
+ITEMS = list(range(7))  # 2 processes: 4 and 3 items
+
+
+def _item_result(x):
+  """A result with the types the experiments return (floats, arrays, dicts)."""
+  rng = np.random.default_rng(x)
+  return {"seed": x, "value": float(rng.normal()),
+          "history": rng.normal(size=(x + 1, 2)).astype(np.float32)}
+
+
+def _check_results(got):
+  expected = [_item_result(x) for x in ITEMS]
+  assert [r["seed"] for r in got] == ITEMS
+  for g, e in zip(got, expected):
+    assert g["value"] == e["value"]
+    np.testing.assert_array_equal(g["history"], e["history"])
+    assert g["history"].dtype == np.float32
+
+
+# ------------------------------------------------------------ the workers --
+
+
+def worker_map(out):
+  """map_sharded on every process: results, who computed what, errors."""
+  import jax  # pylint: disable=g-import-not-at-top
+  p = jax.process_index()
+  seen = []
+
+  def fn(x):
+    seen.append(x)
+    return _item_result(x)
+
+  res = distributed.map_sharded(fn, ITEMS)
+  lines = []
+
+  def fail(x):
+    if x == 3:  # item 3 belongs to process 1
+      raise ValueError("bad item three")
+    return x
+
+  try:
+    distributed.map_sharded(fail, ITEMS)
+  except (ValueError, RuntimeError) as e:
+    lines.append(f"{type(e).__name__}: {e}")
+  try:
+    distributed.map_sharded(lambda x: x, ITEMS[:5 + p])
+  except ValueError as e:
+    lines.append(f"{type(e).__name__}: {e}")
+  np.save(out / f"seen_{p}.npy", seen)
+  (out / f"results_{p}.json").write_text(json.dumps(
+      [{**r, "history": r["history"].tolist()} for r in res]))
+  np.savez(out / f"histories_{p}.npz", *[r["history"] for r in res])
+  (out / f"errors_{p}.txt").write_text("\n".join(lines))
+
+
+def _topk_budget():
+  from experiments.topk_l2d import config  # pylint: disable=g-import-not-at-top
+  return config.Budget(agent_epochs=2, agent_batch=64, rejector_epochs=2,
+                       selector_epochs=2, batch=64, hidden=(8,), cnn_epochs=1,
+                       cnn_train_images=64, cnn_batch=32)
+
+
+def topk_main(argv):
+  """The topk command line with the tiny budget as its ``cpu`` config."""
+  from experiments.topk_l2d import __main__ as cli  # pylint: disable=g-import-not-at-top
+  from experiments.topk_l2d import config  # pylint: disable=g-import-not-at-top
+  saved = config.BUDGETS["cpu"]
+  config.BUDGETS["cpu"] = _topk_budget()
+  try:
+    return cli.main(argv)
+  finally:
+    config.BUDGETS["cpu"] = saved
+
+
+def _worker_main(argv):
+  role = argv[0]
+  if role == "map":
+    distributed.initialize()  # from the environment that spawn sets
+    worker_map(pathlib.Path(argv[1]))
+  elif role == "topk":
+    sys.exit(topk_main(argv[1:]))  # run_distributed_main joins the job
+  else:
+    raise SystemExit(f"unknown role {role!r}")
+
+
+def _spawn(argv, log_dir, num_processes=2):
+  return distributed.spawn(
+      [sys.executable, "-m", "tests.test_distributed_experiments", *argv],
+      num_processes, devices_per_process=1, timeout_s=WORKER_TIMEOUT_S,
+      grace_s=2.0, log_dir=log_dir, cwd=REPO, env={"JAX_PLATFORMS": "cpu"})
+
+
+# -------------------------------------------------- one process (fast) --
+
+
+def test_shard_items_and_interleave_round_trip():
+  items = list("abcdefg")
+  for n in (1, 2, 3, 7, 9):
+    shares = [distributed.shard_items(items, process_index=p,
+                                      num_processes=n) for p in range(n)]
+    assert sorted(sum(shares, [])) == items
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1
+    assert distributed.interleave(shares, len(items)) == items
+  assert distributed.shard_items(items, process_index=1, num_processes=3) == [
+      "b", "e"]
+
+
+def test_shard_items_defaults_to_this_process():
+  assert distributed.shard_items(ITEMS) == ITEMS  # one process: every item
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(process_index=2, num_processes=2), ValueError,
+     r"`process_id` must lie in \[0, 2\) for num_processes=2, got 2"),
+    (dict(process_index=0, num_processes=0), ValueError,
+     r"`num_processes` must be >= 1, got 0"),
+    (dict(process_index=0.5, num_processes=2), TypeError,
+     r"`process_id` must be an int"),
+])
+def test_shard_items_rejects_a_bad_process(kwargs, error, match):
+  with pytest.raises(error, match=match):
+    distributed.shard_items(ITEMS, **kwargs)
+
+
+def test_interleave_names_a_share_of_the_wrong_length():
+  with pytest.raises(ValueError, match=r"share 1 of 2 holds 3 results, "
+                     r"expected 2 for 5 items"):
+    distributed.interleave([[0, 2, 4], [1, 3, 5]], 5)
+
+
+def test_map_sharded_alone_is_the_list_comprehension():
+  calls = []
+
+  def fn(x):
+    calls.append(x)
+    return _item_result(x)
+
+  _check_results(distributed.map_sharded(fn, iter(ITEMS)))
+  assert calls == ITEMS  # in order, once each
+  assert distributed.allgather_objects({"a": 1}) == [{"a": 1}]
+  with pytest.raises(KeyError):  # alone, an error passes through unchanged
+    distributed.map_sharded(lambda x: {}[x], [1])
+
+
+# ---------------------------------------------------- two processes --
+
+
+def test_map_sharded_on_two_processes(tmp_path):
+  _spawn(["map", str(tmp_path)], tmp_path / "logs")
+  np.testing.assert_array_equal(np.load(tmp_path / "seen_0.npy"), [0, 2, 4, 6])
+  np.testing.assert_array_equal(np.load(tmp_path / "seen_1.npy"), [1, 3, 5])
+  for p in (0, 1):
+    got = json.loads((tmp_path / f"results_{p}.json").read_text())
+    hist = np.load(tmp_path / f"histories_{p}.npz")
+    _check_results([{**r, "history": hist[f"arr_{i}"]}
+                    for i, r in enumerate(got)])
+  errors = [(tmp_path / f"errors_{p}.txt").read_text().splitlines()
+            for p in (0, 1)]
+  # Process 1 raised on item 3: it re-raises its error, process 0 names it.
+  assert errors[1][0] == "ValueError: bad item three"
+  assert errors[0][0] == ("RuntimeError: process 1 of 2 failed on item 3 of 7:"
+                          " ValueError: bad item three")
+  for p in (0, 1):
+    assert errors[p][1] == (
+        f"ValueError: the 2 processes passed different numbers of items to "
+        f"map_sharded (this is process {p}; counts by process: [5, 6]); "
+        "every process must pass the same items.")
+
+
+def _fake_california(root, n=1500):
+  """A ``cal_housing.data`` of ``n`` plausible random block groups."""
+  rng = np.random.default_rng(0)
+  households = rng.uniform(50, 1000, n)
+  rooms = households * rng.uniform(3, 7, n)
+  table = np.stack([
+      rng.uniform(-124, -114, n), rng.uniform(32, 42, n),
+      rng.integers(1, 53, n), rooms, rooms * rng.uniform(0.15, 0.3, n),
+      households * rng.uniform(2, 4, n), households,
+      rng.uniform(0.5, 15, n), rng.uniform(15000, 500001, n)], axis=1)
+  folder = root / "california_housing"
+  folder.mkdir(parents=True)
+  np.savetxt(folder / "cal_housing.data", table, fmt="%.5f", delimiter=",")
+  return root
+
+
+@pytest.mark.slow  # a pool and 3 seeds, compiled 3 times: ~1-2 min loaded
+def test_topk_on_two_processes_writes_one_process_results(tmp_path):
+  data = _fake_california(tmp_path / "data")
+
+  def argv(out):
+    return ["--dataset", "california_housing", "--data-dir", str(data),
+            "--seeds", "3", "--lambdas", "0,1", "--no-progress",
+            "--out", str(out)]
+
+  assert topk_main(argv(tmp_path / "one")) == 0
+  _spawn(["topk", *argv(tmp_path / "two"), "--num-processes", "2"],
+         tmp_path / "logs")
+  one = json.loads((tmp_path / "one" / "results.json").read_text())
+  two = json.loads((tmp_path / "two" / "results.json").read_text())
+  assert [r["seed"] for r in two["results"]] == [
+      r["seed"] for r in one["results"]]
+  assert two == one
+  assert {r["seed"] for r in one["results"]} == {0, 1, 2}
+  details = json.loads((tmp_path / "two" / "details.json").read_text())
+  assert sorted(details["final_rejector_val_surrogate"]) == ["0", "1", "2"]
+
+
+if __name__ == "__main__":
+  _worker_main(sys.argv[1:])
