@@ -271,7 +271,15 @@ EXPERIMENTS = {
         description="digits, H ∈ {2, 5, 8}: the expert-strength table.",
         command="python -m experiments.population_l2d --dataset digits "
         "--config cpu --seeds 2 --budget-k 10 --expert-strength 2,5,8 "
-        "--variant all --labels both --out results/population_digits_strength"),
+        "--variant all --labels both --out results/population_digits_strength",
+        measured="Run as one process per H (--expert-strength 2 / 5 / 8, "
+        "15.8 / 16.0 / 4.9 min, load 3-13). System accuracy all, mean ± std "
+        "over 2 seeds, oracle (pseudo) labels, H = 2 / 5 / 8: NP+Att 82.9 "
+        "(82.1) / 84.1 (84.2) / 90.7 (89.5); NP 84.4 (84.1) / 85.7 (85.4) / "
+        "90.9 (90.5); Finetune 84.9 (84.2) / 86.5 (86.4) / 92.6 (92.6); "
+        "Single 83.0 (83.4) / 82.8 (80.8) / 87.7 (87.8); expert alone 20 / "
+        "50 / 80, classifier alone 77.8. The context pays off as experts get "
+        "stronger (NP - Single: 1.4 / 2.9 / 3.2); Finetune best at every H."),
     "cifar10_cpu": Experiment(
         description="CIFAR-10 at two budgets (small CNN embedding cached).",
         command="python -m experiments.population_l2d --dataset cifar10 "
