@@ -174,3 +174,21 @@ def test_documented_commands_parse():
     argv = shlex.split(e.command)[3:]
     args = parser.parse_args(argv)
     assert args.study in config.STUDIES
+
+
+def test_medmnist_inputs_from_a_synthetic_archive(tmp_path):
+  rng = np.random.default_rng(0)
+  arrays = {}
+  for split, n in (("train", 40), ("val", 10), ("test", 20)):
+    arrays[f"{split}_images"] = rng.integers(0, 256, (n, 28, 28),
+                                             dtype=np.uint8)
+    arrays[f"{split}_labels"] = rng.integers(0, 4, (n, 1))
+  np.savez(tmp_path / "octmnist.npz", **arrays)
+  d = run_lib.load_data("octmnist", data_dir=tmp_path, budget=TINY)
+  assert d.x.shape == (70, 49) and d.num_classes == 4
+  assert {k: v.size for k, v in d.splits.items()} == {
+      "train": 40, "val": 10, "test_ctx": 10, "test_query": 10}
+  np.testing.assert_array_equal(d.y[:40], arrays["train_labels"][:, 0])
+  np.testing.assert_allclose(d.x[d.splits["train"]].mean(0), 0, atol=1e-5)
+  test = np.concatenate([d.splits["test_ctx"], d.splits["test_query"]])
+  assert sorted(test.tolist()) == list(range(50, 70))
