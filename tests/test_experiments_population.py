@@ -1,11 +1,14 @@
 """Smoke and CLI tests of the L2D-Pop / limited-demonstrations experiment."""
 
 import argparse
+import dataclasses
 import json
 import shlex
 
+import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from experiments import _io
 from experiments import population_l2d as exp
@@ -210,3 +213,65 @@ def test_report_table_and_strength_table_from_hand_made_results():
   strength = report.strength_table({8: res})
   assert f"| NP | pseudo | 2 | 85.0 ± {std:.1f} |" in strength
   assert "| classifier alone | – | – | 70.0 |" in strength
+
+
+
+FEAT = dataclasses.replace(TINY, downstream_inputs="features")
+
+
+@pytest.fixture(scope="module")
+def feature_phi(tiny_data):
+  """An (untrained) frozen φ, its features and cached views on tiny digits."""
+  key = jax.random.key(5)
+  model = run_lib.Classifier(
+      run_lib.embedding_backbone(tiny_data, FEAT, nnx.Rngs(params=key)),
+      FEAT.feature_dim, tiny_data.num_classes,
+      rngs=nnx.Rngs(params=jax.random.fold_in(key, 1)))
+  phi_def, phi_params = nnx.split(model)
+  feats = run_lib._predict(phi_def, phi_params, tiny_data.images,
+                           method="features")
+  views = run_lib.feature_views((phi_def, phi_params, feats), tiny_data, FEAT,
+                                seed=3, views=2, progress=False)
+  answers = run_lib.population(tiny_data, seed=3, size_h=8, order="cyclic",
+                               wrong="other")[:, :config.NUM_SEEN]
+  return (phi_def, phi_params, feats), views, answers
+
+
+def test_feature_path_config_views_and_downstream(tiny_data, feature_phi):
+  # The CIFAR-10 cpu protocol: downstream models read cached φ features.
+  assert config.budget_for("cifar10", "cpu").downstream_inputs == "features"
+  assert config.budget_for("digits", "cpu").downstream_inputs == "images"
+  assert config.budget_for("cifar10", "gpu").downstream_inputs == "images"
+  (_, _, feats), (weak, strong), answers = feature_phi
+  n, d = tiny_data.labels.size, FEAT.feature_dim
+  assert weak.shape == strong.shape == (2, n, d)
+  tr = tiny_data.splits["train"]
+  rest = np.setdiff1d(np.arange(n), tr)
+  np.testing.assert_array_equal(weak[:, rest], np.stack([feats[rest]] * 2))
+  np.testing.assert_array_equal(strong[:, rest], np.stack([feats[rest]] * 2))
+  assert not np.allclose(weak[0, tr], feats[tr])  # augmented views differ
+  assert not np.allclose(weak[0, tr], weak[1, tr])
+  assert not np.allclose(strong[0, tr], weak[0, tr])
+  down = dataclasses.replace(tiny_data, images=feats)
+  model = run_lib.make_downstream(down, FEAT, "np", jax.random.key(0))
+  assert isinstance(model.backbone, run_lib.FeatureBackbone)
+  assert model.backbone.l1.kernel[...].shape == (d, FEAT.hidden_dim)
+  (m_def, m_params), info = run_lib.train_downstream(
+      down, "np", answers, seed=3, budget=FEAT, progress=False)
+  assert 0.0 <= info["val_system_accuracy"] <= 1.0
+  assert info["best_step"] in (2, 4)
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(m_params))
+
+
+def test_feature_path_label_generator_never_reads_pixels(tiny_data,
+                                                         feature_phi):
+  # NaN pixels would poison the loss and the weights if any image were read.
+  phi, views, answers = feature_phi
+  nan_pix = dataclasses.replace(tiny_data, images=np.full_like(
+      tiny_data.images, np.nan))
+  lab = run_lib.labelled_indices(tiny_data, 2, seed=3)
+  g_def, g_params, hist = run_lib.train_label_generator(
+      nan_pix, phi, answers, lab, seed=3, budget=FEAT, views=views,
+      progress=False)
+  assert hist.shape == (2, 2) and np.isfinite(hist).all()
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(g_params))

@@ -74,6 +74,23 @@ Conventions (the choices the paper leaves open, stated once):
   are trained from scratch (not shared with the label generator, whose
   encoder reads φ features; the paper reuses it): pseudo and oracle runs are
   alike in this.
+- Downstream inputs (``Budget.downstream_inputs``). ``"images"`` (digits
+  cpu, every gpu config: the paper's protocol, a fallible backbone on the
+  pixels of queries and context points). ``"features"`` (the CIFAR-10 cpu
+  config, issue 8's "frozen small CNN embedding cached once to .npy"): every
+  downstream model (NP, NP+Attention, Single, Finetune and the classifier
+  alone) reads the cached frozen φ features ``[N, D]`` of the un-augmented
+  images, for the queries AND the context points, through a small ReLU MLP
+  backbone (D → hidden → hidden); queries are not augmented (there is no
+  pixel to augment). The label generator's queries also read cached
+  features: FixMatch's weak and strong views are ``FEATURE_VIEWS`` weak and
+  strong augmentations of every training image pushed once through φ and
+  cached (``weak_views.npy``, ``strong_views.npy``), a step drawing one view
+  per point. The downstream models thus start from the same frozen φ as the
+  label generator (closer to the paper's reuse of it), and φ's errors are
+  the classifier's: the downstream "fallible" backbone is φ + an MLP. Why:
+  a step of L2D-Pop on images pushes 5 experts x up to 50 context images
+  through the CNN (3.5 s CPU per step, ~8.7 CPU-hours per seed).
 - Finetune. Every parameter of the trained Single-L2D is fine-tuned with Adam
   on the 50 context points (full batch). Steps and learning rate come from
   ``FINETUNE_STEPS`` x ``FINETUNE_LRS``, chosen on validation *context* data
@@ -166,6 +183,9 @@ class Budget:
     hidden_dim: hidden width of encoders and heads.
     train_images: cap on training images (``None``: all); CIFAR-10 cpu.
     test_images: cap on test images (``None``: all).
+    downstream_inputs: ``"images"`` (pixels of queries and context points
+      through the fallible backbone) or ``"features"`` (the cached frozen φ
+      features, an MLP backbone; see Conventions).
   """
 
   embed_epochs: int = 30
@@ -185,7 +205,12 @@ class Budget:
   hidden_dim: int = 32
   train_images: int | None = None
   test_images: int | None = None
+  downstream_inputs: str = "images"
 
+
+# Cached augmented views per training image of the "features" path.
+FEATURE_VIEWS = 2
+DOWNSTREAM_INPUTS = ("images", "features")
 
 BUDGETS = {
     # Minutes for the digits sweep on two shared CPU cores. (500 label
@@ -198,10 +223,14 @@ BUDGETS = {
                   down_steps=10000, down_batch=128, eval_every=1000,
                   embed_dim=64, hidden_dim=64),
 }
-# CIFAR-10 on the CPU: the CNN steps cost far more than digits' MLP steps.
-CIFAR_CPU = dataclasses.replace(BUDGETS["cpu"], embed_epochs=5, gen_steps=500,
-                                down_steps=1500, eval_every=250,
-                                train_images=20000, test_images=4000)
+# CIFAR-10 on the CPU: the frozen small CNN φ is trained once (5 epochs on
+# 18,000 images) and cached; the label generator and every downstream model
+# then read its cached features (``downstream_inputs="features"``), so their
+# steps cost about as much as digits' MLP steps.
+CIFAR_CPU = dataclasses.replace(BUDGETS["cpu"], embed_epochs=5, gen_steps=1000,
+                                down_steps=2000, eval_every=500,
+                                train_images=20000, test_images=4000,
+                                downstream_inputs="features")
 
 
 def budget_for(dataset: str, config_name: str) -> Budget:

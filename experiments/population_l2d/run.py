@@ -195,6 +195,18 @@ class MLPBackbone(nnx.Module):
     return nnx.relu(self.l2(nnx.relu(self.l1(x))))
 
 
+class FeatureBackbone(nnx.Module):
+  """A ReLU MLP on cached feature vectors ``[B, D]`` -> ``[B, feature_dim]``."""
+
+  def __init__(self, in_dim: int, hidden: int, feature_dim: int, *,
+               rngs: nnx.Rngs):
+    self.l1 = nnx.Linear(in_dim, hidden, rngs=rngs)
+    self.l2 = nnx.Linear(hidden, feature_dim, rngs=rngs)
+
+  def __call__(self, x):
+    return nnx.relu(self.l2(nnx.relu(self.l1(x))))
+
+
 class ConvBackbone(nnx.Module):
   """Two conv(3x3)-ReLU-maxpool blocks, global mean pool, linear: ``[B, D]``."""
 
@@ -235,7 +247,14 @@ def embedding_backbone(data: Data, budget: config.Budget, rngs):
 
 
 def fallible_backbone(data: Data, budget: config.Budget, rngs):
-  """The downstream backbone (deliberately weak, as the paper's TinyCNN)."""
+  """The downstream backbone (deliberately weak, as the paper's TinyCNN).
+
+  On cached features (``data.images`` of shape ``[N, D]``, the
+  ``downstream_inputs="features"`` path) a small MLP.
+  """
+  if len(data.image_shape) == 1:
+    return FeatureBackbone(data.image_shape[0], budget.hidden_dim,
+                           budget.hidden_dim, rngs=rngs)
   if data.dataset == "digits":
     return MLPBackbone(data.image_shape, 32, budget.hidden_dim, pool=2,
                        rngs=rngs)
@@ -244,11 +263,15 @@ def fallible_backbone(data: Data, budget: config.Budget, rngs):
 
 
 def _weak(key, x, dataset):
+  if x.ndim == 2:  # Cached features: nothing to augment.
+    return x
   a = config.AUGMENT[dataset]
   return data_lib.weak_augment(key, x, pad=a["pad"], flip=a["flip"])
 
 
 def _strong(key, x, dataset):
+  if x.ndim == 2:
+    return x
   return data_lib.strong_augment(key, x, cutout=config.AUGMENT[dataset][
       "cutout"], value_range=(0.0, 1.0))
 
@@ -355,6 +378,60 @@ def train_embedding(data: Data, budget: config.Budget, *, seed: int,
   return graphdef, params, feats, acc
 
 
+@functools.partial(jax.jit, static_argnames=("graphdef", "dataset",
+                                             "strong"))
+def _view_features(params, key, x, *, graphdef, dataset, strong):
+  aug = _strong if strong else _weak
+  return nnx.merge(graphdef, params).features(aug(key, x, dataset))
+
+
+def feature_views(phi, data: Data, budget: config.Budget, *, seed: int,
+                  views: int = config.FEATURE_VIEWS, cache_dir=None,
+                  chunk: int = 1024, progress: bool = True):
+  """Cached φ features of augmented training images (FixMatch on features).
+
+  Args:
+    phi: ``(graphdef, params, features [N, D])`` of the frozen embedding.
+    data: the data.
+    budget: the budget (names the cache folder, as ``train_embedding``).
+    seed: the seed (φ's and the augmentations').
+    views: augmented views per image.
+    cache_dir: where ``views<V>_weak.npy`` / ``views<V>_strong.npy`` are
+      cached (next to φ's files); ``None``: not cached.
+    chunk: images per φ call.
+    progress: show a progress bar.
+
+  Returns:
+    ``(weak, strong)``, each ``float32 [views, N, D]``: view v of a training
+    image is φ of its v-th weak (strong) augmentation; the other rows hold
+    the un-augmented features.
+  """
+  graphdef, params, feats = phi
+  path = _cache_path(cache_dir, data, budget, seed)
+  names = [f"views{views}_{kind}.npy" for kind in ("weak", "strong")]
+  if path is not None and all((path / n).exists() for n in names):
+    return tuple(np.load(path / n) for n in names)
+  key = jax.random.fold_in(jax.random.key(seed), 13)
+  tr = data.splits["train"]
+  out = []
+  for strong in (False, True):
+    arr = np.broadcast_to(feats, (views,) + feats.shape).copy()
+    for v in tqdm(range(views), desc=f"φ views ({'strong' if strong else 'weak'})",
+                  disable=not progress, leave=False):
+      kv = jax.random.fold_in(key, 2 * v + strong)
+      for i in range(0, tr.size, chunk):
+        ix = tr[i:i + chunk]
+        arr[v, ix] = np.asarray(_view_features(
+            params, jax.random.fold_in(kv, i), jnp.asarray(data.images[ix]),
+            graphdef=graphdef, dataset=data.dataset, strong=strong))
+    out.append(arr)
+  if path is not None:
+    path.mkdir(parents=True, exist_ok=True)
+    for n, arr in zip(names, out):
+      np.save(path / n, arr)
+  return tuple(out)
+
+
 # ---------------------------------------------------------------------------
 # Experts.
 
@@ -414,7 +491,8 @@ def _gen_apply(graphdef, params, feats, ctx):
     "graphdef", "phi_def", "tx", "steps", "batch", "mu", "ctx_size", "tau",
     "lambda_u", "ema", "dataset", "num_classes"))
 def _gen_chunk(params, opt, ema_params, key, phi_params, images, feats,
-               labels, answers, lab_idx, n_lab, unl_idx, n_unl, *, graphdef,
+               labels, answers, lab_idx, n_lab, unl_idx, n_unl, weak_views,
+               strong_views, *, graphdef,
                phi_def, tx, steps, batch, mu, ctx_size, tau, lambda_u, ema,
                dataset, num_classes):
   phi = nnx.merge(phi_def, phi_params)
@@ -428,10 +506,17 @@ def _gen_chunk(params, opt, ema_params, key, phi_params, images, feats,
     ks = jax.random.split(k, 6)
     li = lab_idx[jax.random.randint(ks[0], (batch,), 0, n_lab)]
     ui = unl_idx[jax.random.randint(ks[1], (mu * batch,), 0, n_unl)]
-    f_l = phi.features(_weak(ks[2], images[li], dataset))
-    xu = images[ui]
-    f_w = phi.features(_weak(ks[3], xu, dataset))
-    f_s = phi.features(_strong(ks[4], xu, dataset))
+    if weak_views is None:
+      f_l = phi.features(_weak(ks[2], images[li], dataset))
+      xu = images[ui]
+      f_w = phi.features(_weak(ks[3], xu, dataset))
+      f_s = phi.features(_strong(ks[4], xu, dataset))
+    else:  # Cached views [V, N, D]: one drawn per point.
+      def view(kk, ix, vs):
+        return vs[jax.random.randint(kk, ix.shape, 0, vs.shape[0]), ix]
+      f_l = view(ks[2], li, weak_views)
+      f_w = view(ks[3], ui, weak_views)
+      f_s = view(ks[4], ui, strong_views)
     target = (answers[li] == labels[li][:, None]).astype(jnp.int32)  # [b, E]
     ctxs = jax.vmap(lambda kk, a: experts.sample_context(
         kk, pool_f, pool_y, a, size=ctx_size, capacity=ctx_size,
@@ -475,7 +560,7 @@ def _gen_predict(params, key, q_feats, pool_f, pool_y, pool_a, pool_mask, *,
 def train_label_generator(data: Data, phi, answers_seen: np.ndarray,
                           lab: np.ndarray, *, seed: int,
                           budget: config.Budget, ema: float = 0.0,
-                          max_labelled: int | None = None,
+                          max_labelled: int | None = None, views=None,
                           progress: bool = True):
   """Trains the expert-correctness predictor on ``lab`` + FixMatch.
 
@@ -490,6 +575,8 @@ def train_label_generator(data: Data, phi, answers_seen: np.ndarray,
     ema: EMA decay of the weights (0: none); the EMA weights are returned.
     max_labelled: pad ``lab`` to this length (one compiled program for
       every budget).
+    views: ``None`` (φ applied to augmented images at every step) or the
+      cached ``(weak, strong)`` views of ``feature_views`` (no image read).
     progress: show a progress bar.
 
   Returns:
@@ -516,10 +603,13 @@ def train_label_generator(data: Data, phi, answers_seen: np.ndarray,
   chunks = -(-budget.gen_steps // budget.eval_every)  # ceil
   chunk = -(-budget.gen_steps // chunks)
   hist = []
-  args = (phi_params, jnp.asarray(data.images), jnp.asarray(feats),
-          jnp.asarray(data.labels), jnp.asarray(answers_seen),
-          jnp.asarray(lab_idx), jnp.asarray(lab.size), jnp.asarray(unl),
-          jnp.asarray(n_unl))
+  weak_v, strong_v = (None, None) if views is None else (
+      jnp.asarray(views[0]), jnp.asarray(views[1]))
+  args = (phi_params, None if views is not None else jnp.asarray(data.images),
+          jnp.asarray(feats), jnp.asarray(data.labels),
+          jnp.asarray(answers_seen), jnp.asarray(lab_idx),
+          jnp.asarray(lab.size), jnp.asarray(unl), jnp.asarray(n_unl),
+          weak_v, strong_v)
   for i in tqdm(range(chunks), desc=f"label generator L={lab.size}",
                 disable=not progress, leave=False):
     params, opt, ema_params, h = _gen_chunk(
@@ -926,31 +1016,44 @@ def run_seed(data: Data, *, seed: int, budget: config.Budget, budgets_k,
   """
   answers = population(data, seed=seed, size_h=size_h, order=oracle_sets,
                        wrong=wrong)
-  q = data.splits["test_query"]
-  base = {"classifier_alone": classifier_alone(data, budget, seed=seed,
-                                               progress=progress),
-          "expert_alone": float(np.mean(answers[q] == data.labels[q][:, None]))}
-  seen = answers[:, :config.NUM_SEEN]
-  results, gen_rows, info = [], [], {"budgets": {}}
-  if "oracle" in labels:
-    oracle, info["oracle"] = _downstream_entries(
-        data, answers, seen, variants=variants, labels_kind="oracle",
-        seed=seed, budget=budget, eval_context=eval_context, tag="oracle",
-        progress=progress)
-  else:
-    oracle = []
-  if "pseudo" in labels:
+  results, gen_rows = [], []
+  info = {"downstream_inputs": budget.downstream_inputs, "budgets": {}}
+  on_features = budget.downstream_inputs == "features"
+  views = None
+  if "pseudo" in labels or on_features:
     phi_def, phi_params, feats, phi_acc = train_embedding(
         data, budget, seed=seed, cache_dir=cache_dir, progress=progress)
     info["embedding_val_accuracy"] = phi_acc
     max_lab = data.num_classes * max(budgets_k)
+  down = data  # What the downstream models (and classifier alone) read.
+  if on_features:
+    down = dataclasses.replace(data, images=feats)
+    info["downstream_inputs"] = (
+        "features: the cached frozen φ features [N, D] of the un-augmented "
+        "images for queries and context points, an MLP backbone")
+    if "pseudo" in labels:
+      views = feature_views((phi_def, phi_params, feats), data, budget,
+                            seed=seed, cache_dir=cache_dir, progress=progress)
+  q = data.splits["test_query"]
+  base = {"classifier_alone": classifier_alone(down, budget, seed=seed,
+                                               progress=progress),
+          "expert_alone": float(np.mean(answers[q] == data.labels[q][:, None]))}
+  seen = answers[:, :config.NUM_SEEN]
+  if "oracle" in labels:
+    oracle, info["oracle"] = _downstream_entries(
+        down, answers, seen, variants=variants, labels_kind="oracle",
+        seed=seed, budget=budget, eval_context=eval_context, tag="oracle",
+        progress=progress)
+  else:
+    oracle = []
   for k in budgets_k:
     lab = labelled_indices(data, k, seed=seed)
     rows = [dict(e) for e in oracle]
     if "pseudo" in labels:
       g_def, g_params, hist = train_label_generator(
           data, (phi_def, phi_params, feats), seen, lab, seed=seed,
-          budget=budget, ema=ema, max_labelled=max_lab, progress=progress)
+          budget=budget, ema=ema, max_labelled=max_lab, views=views,
+          progress=progress)
       gen = (g_def, g_params)
       gen_rows.append({"budget_k": k, "seed": seed,
                        "correctness_accuracy": correctness_accuracy(
@@ -960,7 +1063,7 @@ def run_seed(data: Data, *, seed: int, budget: config.Budget, budgets_k,
       p_info["final_loss"], p_info["final_confident_share"] = (
           float(hist[-1, 0]), float(hist[-1, 1]))
       entries, d_info = _downstream_entries(
-          data, answers, pseudo, variants=variants, labels_kind="pseudo",
+          down, answers, pseudo, variants=variants, labels_kind="pseudo",
           seed=seed, budget=budget, eval_context=eval_context,
           tag=f"pseudo, k={k}", progress=progress)
       rows = entries + rows
