@@ -438,7 +438,10 @@ def run_distributed_main(parser: argparse.ArgumentParser,
   every process but 0, stdout is silenced and each option of
   ``private_options`` (a folder) points to a fresh temporary folder that is
   removed afterwards, so that process 0 alone prints and writes the outputs
-  while all take part in the computation. With N = 1 it is ``run_main``.
+  while all take part in the computation. A worker that fails (exit code
+  not 0) leaves the job at once (``os._exit``, after printing its error)
+  instead of waiting at JAX's shutdown barrier for the others, which may be
+  waiting for it. With N = 1 it is ``run_main``.
 
   Args:
     parser: the experiment's parser; the two options are added to it.
@@ -488,4 +491,37 @@ def run_distributed_main(parser: argparse.ArgumentParser,
         finally:
           sys.stdout = saved
 
-  return run_main(parser, run_or_launch, argv)
+  try:
+    code = run_main(parser, run_or_launch, argv)
+  except Exception:  # pylint: disable=broad-exception-caught
+    if not _in_job():
+      raise
+    traceback.print_exc()
+    code = 1
+  if code and _in_job():
+    _leave_job(code)
+  return code
+
+
+def _in_job() -> bool:
+  """Whether this process is one of several of a running JAX job."""
+  if "jax" not in sys.modules:
+    return False
+  import jax  # pylint: disable=import-outside-toplevel
+  return jax.distributed.is_initialized() and jax.process_count() > 1
+
+
+def _leave_job(code: int) -> None:
+  """Ends a failed worker at once, without JAX's shutdown barrier.
+
+  At exit, ``jax.distributed`` waits (minutes) for every process at a
+  shutdown barrier; the others may be waiting in a collective for this one,
+  so a failed worker would hang until the barrier times out. Leaving at
+  once lets ``spawn`` (or the cluster's heartbeat) stop the others now.
+  """
+  for stream in (sys.stdout, sys.stderr):
+    try:
+      stream.flush()
+    except (OSError, ValueError):
+      pass
+  os._exit(code)  # pylint: disable=protected-access

@@ -94,8 +94,25 @@ def topk_main(argv):
     config.BUDGETS["cpu"] = saved
 
 
+def fail_one_main(argv):
+  """A command line whose process 1 fails while process 0 waits for it."""
+  from experiments import _cli  # pylint: disable=g-import-not-at-top
+
+  def run(args):
+    del args
+    import jax  # pylint: disable=g-import-not-at-top
+    if jax.process_index() == 1:
+      raise ValueError("process 1 cannot go on")
+    distributed.barrier("never reached by process 1")
+
+  return _cli.run_distributed_main(_cli.make_parser("fail_one", "test"), run,
+                                   argv, module="tests.unused")
+
+
 def _worker_main(argv):
   role = argv[0]
+  if role == "fail_one":
+    sys.exit(fail_one_main(argv[1:]))
   if role == "map":
     distributed.initialize()  # from the environment that spawn sets
     worker_map(pathlib.Path(argv[1]))
@@ -105,10 +122,10 @@ def _worker_main(argv):
     raise SystemExit(f"unknown role {role!r}")
 
 
-def _spawn(argv, log_dir, num_processes=2):
+def _spawn(argv, log_dir, num_processes=2, timeout_s=WORKER_TIMEOUT_S):
   return distributed.spawn(
       [sys.executable, "-m", "tests.test_distributed_experiments", *argv],
-      num_processes, devices_per_process=1, timeout_s=WORKER_TIMEOUT_S,
+      num_processes, devices_per_process=1, timeout_s=timeout_s,
       grace_s=2.0, log_dir=log_dir, cwd=REPO, env={"JAX_PLATFORMS": "cpu"})
 
 
@@ -187,6 +204,17 @@ def test_map_sharded_on_two_processes(tmp_path):
         f"ValueError: the 2 processes passed different numbers of items to "
         f"map_sharded (this is process {p}; counts by process: [5, 6]); "
         "every process must pass the same items.")
+
+
+def test_a_failed_worker_leaves_the_job_at_once(tmp_path):
+  # Process 1 fails while process 0 waits in a collective for it. Had it
+  # waited at JAX's shutdown barrier (5 minutes), the job would run past
+  # the 150 s limit and end with "did not finish" instead.
+  with pytest.raises(distributed.WorkerError,
+                     match=r"^process 1 of 2 exited with code 2"):
+    _spawn(["fail_one"], tmp_path / "logs", timeout_s=150)
+  log = (tmp_path / "logs" / "process_1.log").read_text()
+  assert "error: process 1 cannot go on" in log
 
 
 def _fake_california(root, n=1500):
