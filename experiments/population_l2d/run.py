@@ -242,8 +242,8 @@ def embedding_backbone(data: Data, budget: config.Budget, rngs):
   """φ of the label generator (strong): MLP on pixels, or a small CNN."""
   if data.dataset == "digits":
     return MLPBackbone(data.image_shape, 64, budget.feature_dim, rngs=rngs)
-  return ConvBackbone(data.image_shape, budget.feature_dim, width=32,
-                      rngs=rngs)
+  return ConvBackbone(data.image_shape, budget.feature_dim,
+                      width=budget.embed_width, rngs=rngs)
 
 
 def fallible_backbone(data: Data, budget: config.Budget, rngs):
@@ -340,8 +340,8 @@ def _cache_path(cache_dir, data: Data, budget: config.Budget, seed: int):
   if cache_dir is None or data.dataset == "digits":
     return None
   tag = hashlib.sha1(repr((data.dataset, budget.embed_epochs,
-                           budget.feature_dim, data.labels.shape[0],
-                           seed)).encode()).hexdigest()[:10]
+                           budget.feature_dim, data.labels.shape[0], seed,
+                           budget.embed_width)).encode()).hexdigest()[:10]
   return pathlib.Path(cache_dir) / f"{data.dataset}_phi_{tag}"
 
 
