@@ -148,9 +148,19 @@ def _sweep_inputs():
 
 def worker_sweep(out):
   args, tune = _sweep_inputs()
-  res = distributed.deferral_sweep(*args, key=jax.random.key(0),
-                                   scores=SWEEP_SCORES, tune_idx=tune)
-  np.savez(out / f"sweep_{jax.process_index()}.npz",
+  for shard in distributed.SWEEP_SHARDS:
+    res = distributed.deferral_sweep(*args, key=jax.random.key(0),
+                                     scores=SWEEP_SCORES, tune_idx=tune,
+                                     shard=shard)
+    np.savez(out / f"sweep_{shard}_{jax.process_index()}.npz",
+             *[np.asarray(x) for x in jax.tree.leaves(res)])
+  # Fewer splits than processes: split 1 alone, with its id; process 1
+  # has none to sweep.
+  one = (*args[:3], args[3][1:2], args[4][1:2], args[5])
+  res = distributed.deferral_sweep(*one, key=jax.random.key(0),
+                                   scores=SWEEP_SCORES, tune_idx=tune[1:2],
+                                   split_ids=[1])
+  np.savez(out / f"sweep_one_{jax.process_index()}.npz",
            *[np.asarray(x) for x in jax.tree.leaves(res)])
 
 
@@ -230,11 +240,18 @@ def test_two_process_sweep_equals_one_process(tmp_path):
   expected = conformal.deferral_sweep(*args, key=jax.random.key(0),
                                       scores=SWEEP_SCORES, tune_idx=tune)
   leaves = [np.asarray(x) for x in jax.tree.leaves(expected)]
-  for pid in (0, 1):
-    got = np.load(tmp_path / f"sweep_{pid}.npz")
-    assert len(got.files) == len(leaves)
+  # By split (3 splits: process 0 sweeps 0 and 2, process 1 sweeps 1) and
+  # by score (one score each).
+  for shard in ("splits", "scores"):
+    for pid in (0, 1):
+      got = np.load(tmp_path / f"sweep_{shard}_{pid}.npz")
+      assert len(got.files) == len(leaves)
+      for i, e in enumerate(leaves):
+        np.testing.assert_array_equal(got[f"arr_{i}"], e)
+  for pid in (0, 1):  # split 1 alone: row 1 of the full sweep
+    got = np.load(tmp_path / f"sweep_one_{pid}.npz")
     for i, e in enumerate(leaves):
-      np.testing.assert_array_equal(got[f"arr_{i}"], e)
+      np.testing.assert_array_equal(got[f"arr_{i}"], e[1:2])
 
 
 def test_bad_inputs_and_device_epochs_across_processes(tmp_path):

@@ -140,7 +140,7 @@ def test_sweep_compiles_once_for_all_splits():
   fn = jax.jit(traced, static_argnames=("scores", "tie_break", "n_shots",
                                         "lam_grid", "batch_size"))
   # All splits, scores and alphas in one program: new splits, keys,
-  # alphas and LCB settings of the same shapes do not trace again.
+  # alphas, LCB settings and split ids of the same shapes do not trace again.
   for seed in (0, 1):
     cal, test, tune = _splits(has, ds.probs.shape[0], 3, 30, 40, 10,
                               seed=seed)
@@ -150,6 +150,7 @@ def test_sweep_compiles_once_for_all_splits():
              jax.random.key(seed), jnp.asarray(tune), None, None,
              # A new LCB lambda and prior do not trace again either.
              tuple(jnp.float32(v + seed) for v in (1.0, 1.0, 2.0)),
+             jnp.arange(3, dtype=jnp.uint32) + seed,
              scores=("lac", "aps", "raps"), tie_break="random", n_shots=None,
              lam_grid=(0.01, 0.1), batch_size=16)
     chex.assert_shape(out.coverage, (3, 3, ALPHAS.size))
@@ -169,6 +170,33 @@ def test_one_call_for_all_scores_equals_one_call_per_score():
         jax.tree.map(lambda x: x[:, 0], one.strategies))
     np.testing.assert_array_equal(all_three.coverage[:, c], one.coverage[:, 0])
     chex.assert_trees_all_equal(all_three.baselines, one.baselines)
+
+
+def test_a_subset_of_splits_with_their_ids_gives_their_rows():
+  ds, has = _pool(seed=9)
+  cal, test, tune = _splits(has, ds.probs.shape[0], 3, 30, 40, 10)
+  groups = (np.arange(30)[None, :] % 2).repeat(3, 0)
+  args = (ds.probs, ds.labels, ds.annotations)
+  kw = dict(key=jax.random.key(2), scores=("aps", "raps"), groups=groups)
+  full = conformal.deferral_sweep(*args, cal, test, ALPHAS, tune_idx=tune,
+                                  **kw)
+  # The default ids are the rows' positions.
+  ids = conformal.deferral_sweep(*args, cal, test, ALPHAS, tune_idx=tune,
+                                 split_ids=np.arange(3), **kw)
+  chex.assert_trees_all_equal(ids, full)
+  # Splits 2 and 0 alone (in that order), keyed by their ids.
+  rows = np.array([2, 0])
+  sub = conformal.deferral_sweep(
+      *args, cal[rows], test[rows], ALPHAS, tune_idx=tune[rows],
+      split_ids=rows, **{**kw, "groups": groups[rows]})
+  chex.assert_trees_all_equal(sub, jax.tree.map(lambda x: x[rows], full))
+  # Without the ids, row 0 of the subset would use split 0's draws: the
+  # random strategy's and baseline's choices differ from split 2's.
+  plain = conformal.deferral_sweep(
+      *args, cal[rows], test[rows], ALPHAS, tune_idx=tune[rows],
+      **{**kw, "groups": groups[rows]})
+  assert not all(np.array_equal(a[0], b[2]) for a, b in zip(
+      jax.tree.leaves(plain), jax.tree.leaves(full)))
 
 
 def test_model_answers_singletons_exactly():
@@ -215,6 +243,17 @@ def test_sweep_bad_input():
                              scores=("lac",))
   with pytest.raises(TypeError, match="n_shots"):
     conformal.deferral_sweep(*args, key=key, scores=("lac",), n_shots=1.5)
+  with pytest.raises(ValueError, match=r"`split_ids` must have shape "
+                     r"\[P\]=\[2\] \(one id per row of `cal_idx`\), got \(3,\)"):
+    conformal.deferral_sweep(*args, key=key, scores=("lac",),
+                             split_ids=np.arange(3))
+  with pytest.raises(ValueError, match=r"`split_ids` must lie in \[0, "
+                     r"2\*\*32\), got values in \[-1, 0\]"):
+    conformal.deferral_sweep(*args, key=key, scores=("lac",),
+                             split_ids=np.array([0, -1]))
+  with pytest.raises(TypeError, match="`split_ids` must hold integers"):
+    conformal.deferral_sweep(*args, key=key, scores=("lac",),
+                             split_ids=np.array([0.0, 1.0]))
   no_ann = np.flatnonzero(~np.asarray(ds.annotations.mask).any(1))
   if no_ann.size:
     bad = test.copy()

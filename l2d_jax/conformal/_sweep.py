@@ -334,7 +334,8 @@ def _baseline_counts(slots, annotations, labels, num_experts):
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
-                    tune_idx, groups, costs, lcb, *, scores, tie_break,
+                    tune_idx, groups, costs, lcb, split_ids, *, scores,
+                    tie_break,
                     n_shots, lam_grid, batch_size):
   """The sweep without argument checks: one ``lax.map`` over splits.
 
@@ -484,8 +485,8 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
       read = tuple(x.at[:, c_i].set(r) for x, r in zip(read, raps_out))
     return (read, base, mc.sum(), gw.sum(axis=0), k_reg, lam)
 
-  res = jax.lax.map(one_split, (jnp.arange(num_p), cal_idx, test_idx,
-                                tune_idx, grp))
+  res = jax.lax.map(one_split, (split_ids, cal_idx, test_idx, tune_idx,
+                                grp))
   read, base, model_right, group_n, k_reg, lam = res
   n = test_idx.shape[1]
   # [P, A, C, ...] -> [P, C, ..., A] in the caller's alpha order.
@@ -543,6 +544,24 @@ def _check_index_matrix(x, name, n_pool, num_p=None):
                      f"shape {tuple(jnp.shape(x))}.")
 
 
+def _check_split_ids(split_ids, num_p: int) -> jax.Array:
+  """``split_ids`` as ``[P]`` uint32 (default ``arange(P)``), checked."""
+  if split_ids is None:
+    return jnp.arange(num_p, dtype=jnp.uint32)
+  if tuple(jnp.shape(split_ids)) != (num_p,):
+    raise ValueError(f"`split_ids` must have shape [P]=[{num_p}] (one id per "
+                     f"row of `cal_idx`), got {tuple(jnp.shape(split_ids))}.")
+  if not jnp.issubdtype(jnp.result_type(split_ids), jnp.integer):
+    raise TypeError(f"`split_ids` must hold integers, got dtype "
+                    f"{jnp.result_type(split_ids)}.")
+  if _validation.is_concrete(split_ids):
+    ids = np.asarray(split_ids).astype(np.int64)
+    if ids.size and (ids.min() < 0 or ids.max() >= 2**32):
+      raise ValueError(f"`split_ids` must lie in [0, 2**32), got values in "
+                       f"[{ids.min()}, {ids.max()}].")
+  return jnp.asarray(split_ids).astype(jnp.uint32)
+
+
 def deferral_sweep(
     probs: ArrayLike,
     labels: ArrayLike,
@@ -562,6 +581,7 @@ def deferral_sweep(
     lcb_lambda: float = 1.0,
     lcb_prior_a: float = 1.0,
     lcb_prior_b: float = 1.0,
+    split_ids: ArrayLike | None = None,
     batch_size: int = 256,
 ) -> DeferralSweep:
   """Accuracy and workload of every strategy and baseline, per split and alpha.
@@ -581,8 +601,12 @@ def deferral_sweep(
   (expert, true label) drawn per split.
 
   Randomness (tie-breaks, the random choices, ``n_shots`` draws) comes from
-  ``fold_in(key, p)`` (``_split_randomness``) and is shared by the scores;
-  the splits themselves are the caller's draw. Everything runs in one
+  ``fold_in(key, split_ids[p])`` (``_split_randomness``; by default
+  ``split_ids[p] = p``) and is shared by the scores; the splits themselves
+  are the caller's draw. A split's results depend only on its own rows, its
+  id and the key, so a sweep over some of the splits, passed with their ids,
+  gives the matching rows of the full sweep (how ``distributed.deferral_sweep``
+  shares splits out over processes). Everything runs in one
   compiled program (``lax.map`` over splits): every split has the same
   numbers of calibration, tuning and test points.
 
@@ -611,14 +635,18 @@ def deferral_sweep(
       a new value does not compile again.
     lcb_prior_a: its Beta prior ``a0 > 0``.
     lcb_prior_b: its Beta prior ``b0 > 0``.
+    split_ids: ``[P]`` int ids in ``[0, 2**32)`` keying each split's random
+      draws (default ``arange(P)``); pass the splits' global indices when
+      sweeping a subset of them. Traced: new ids do not compile again.
     batch_size: points per step when computing segregativities.
 
   Returns:
     ``DeferralSweep`` (``[P, ...]`` arrays).
 
   Raises:
-    ValueError: shapes, indices, alphas, scores, ``tie_break``, ``groups``
-      or ``costs`` out of range (values checked when concrete), a test point
+    ValueError: shapes, indices, alphas, scores, ``tie_break``, ``groups``,
+      ``costs`` or ``split_ids`` out of range (values checked when
+      concrete), a test point
       without a valid annotator, missing ``tune_idx`` with RAPS.
     TypeError: non-integer indices, non-int ``n_shots``.
 
@@ -710,6 +738,7 @@ def deferral_sweep(
                                                lcb_prior_b))
   batch_size = _validation.check_static_int(batch_size, "batch_size",
                                             minimum=1)
+  split_ids = _check_split_ids(split_ids, num_p)
   if (_validation.is_concrete(test_idx)
       and _validation.is_concrete(annotations.mask)):
     has = np.asarray(annotations.mask).any(axis=1)
@@ -724,7 +753,8 @@ def deferral_sweep(
       jnp.asarray(cal_idx), jnp.asarray(test_idx), jnp.asarray(alphas),
       key, None if tune_idx is None else jnp.asarray(tune_idx),
       None if groups is None else jnp.asarray(groups),
-      None if costs is None else jnp.asarray(costs), lcb, scores=scores,
+      None if costs is None else jnp.asarray(costs), lcb, split_ids,
+      scores=scores,
       tie_break=tie_break, n_shots=n_shots,
       lam_grid=tuple(float(x) for x in lam_grid), batch_size=batch_size)
 

@@ -8,7 +8,7 @@ in time). ``check_same_config`` stops processes started with different
 settings. ``map_sharded`` shares independent work items (seeds, settings)
 out over the processes and gathers the results in order (``shard_items``,
 ``interleave``, ``allgather_objects``). ``deferral_sweep`` spreads the
-conformal sweep's scores over the processes. The ``Trainer``
+conformal sweep's splits (or scores) over the processes. The ``Trainer``
 (``l2d_jax.training``) runs unchanged on one or many processes: it uses
 these pieces itself.
 """
@@ -35,6 +35,7 @@ __all__ = [
     "allgather_objects",
     "map_sharded",
     "deferral_sweep",
+    "SWEEP_SHARDS",
     "assign_scores",
 ]
 
@@ -54,5 +55,6 @@ from l2d_jax.distributed._spawn import WorkerError
 from l2d_jax.distributed._spawn import free_port
 from l2d_jax.distributed._spawn import spawn
 from l2d_jax.distributed._spawn import worker_env
+from l2d_jax.distributed._sweep import SHARDS as SWEEP_SHARDS
 from l2d_jax.distributed._sweep import assign_scores
 from l2d_jax.distributed._sweep import deferral_sweep
