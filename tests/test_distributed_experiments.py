@@ -10,7 +10,9 @@ by ``WORKER_TIMEOUT_S``); the workers are this file run as a module:
 """
 
 import json
+import os
 import pathlib
+import subprocess
 import sys
 
 import numpy as np
@@ -82,16 +84,40 @@ def _topk_budget():
                        cnn_train_images=64, cnn_batch=32)
 
 
-def topk_main(argv):
-  """The topk command line with the tiny budget as its ``cpu`` config."""
-  from experiments.topk_l2d import __main__ as cli  # pylint: disable=g-import-not-at-top
-  from experiments.topk_l2d import config  # pylint: disable=g-import-not-at-top
+def _ea_budget():
+  from experiments.ea_l2d import config  # pylint: disable=g-import-not-at-top
+  return config.Budget(steps=4, batch=8, eval_every=2, hidden=8,
+                       rejector_hidden=(8,), embed_dim=8, context_size=6,
+                       max_expertise=2)
+
+
+def _population_budget():
+  from experiments.population_l2d import config  # pylint: disable=g-import-not-at-top
+  return config.Budget(embed_epochs=1, embed_batch=32, feature_dim=8,
+                       gen_steps=4, gen_batch=8, mu=2, down_steps=4,
+                       down_batch=8, eval_every=2, embed_dim=8, hidden_dim=8)
+
+
+TINY_BUDGETS = {"topk_l2d": _topk_budget, "ea_l2d": _ea_budget,
+                "population_l2d": _population_budget}
+
+
+def experiment_main(name, argv):
+  """``experiments.<name>``'s command line with a tiny ``cpu`` budget."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  cli = importlib.import_module(f"experiments.{name}.__main__")
+  config = importlib.import_module(f"experiments.{name}.config")
   saved = config.BUDGETS["cpu"]
-  config.BUDGETS["cpu"] = _topk_budget()
+  config.BUDGETS["cpu"] = TINY_BUDGETS[name]()
   try:
     return cli.main(argv)
   finally:
     config.BUDGETS["cpu"] = saved
+
+
+def topk_main(argv):
+  """The topk command line with the tiny budget as its ``cpu`` config."""
+  return experiment_main("topk_l2d", argv)
 
 
 def fail_one_main(argv):
@@ -116,8 +142,8 @@ def _worker_main(argv):
   if role == "map":
     distributed.initialize()  # from the environment that spawn sets
     worker_map(pathlib.Path(argv[1]))
-  elif role == "topk":
-    sys.exit(topk_main(argv[1:]))  # run_distributed_main joins the job
+  elif role == "experiment":  # run_distributed_main joins the job
+    sys.exit(experiment_main(argv[1], argv[2:]))
   else:
     raise SystemExit(f"unknown role {role!r}")
 
@@ -243,8 +269,8 @@ def test_topk_on_two_processes_writes_one_process_results(tmp_path):
             "--out", str(out)]
 
   assert topk_main(argv(tmp_path / "one")) == 0
-  _spawn(["topk", *argv(tmp_path / "two"), "--num-processes", "2"],
-         tmp_path / "logs")
+  _spawn(["experiment", "topk_l2d", *argv(tmp_path / "two"),
+          "--num-processes", "2"], tmp_path / "logs")
   one = json.loads((tmp_path / "one" / "results.json").read_text())
   two = json.loads((tmp_path / "two" / "results.json").read_text())
   assert [r["seed"] for r in two["results"]] == [
@@ -253,6 +279,77 @@ def test_topk_on_two_processes_writes_one_process_results(tmp_path):
   assert {r["seed"] for r in one["results"]} == {0, 1, 2}
   details = json.loads((tmp_path / "two" / "details.json").read_text())
   assert sorted(details["final_rejector_val_surrogate"]) == ["0", "1", "2"]
+
+
+def _one_and_two_processes(name, argv, tmp_path):
+  """results.json of ``argv`` run by this process and by 2 workers."""
+  assert experiment_main(name, argv + ["--out", str(tmp_path / "one")]) == 0
+  _spawn(["experiment", name, *argv, "--out", str(tmp_path / "two"),
+          "--num-processes", "2"], tmp_path / "logs")
+  return [json.loads((tmp_path / d / "results.json").read_text())
+          for d in ("one", "two")]
+
+
+@pytest.mark.slow  # 3 seeds of the digits data, compiled per process
+def test_ea_l2d_on_two_processes_writes_one_process_results(tmp_path):
+  one, two = _one_and_two_processes(
+      "ea_l2d", ["--dataset", "digits", "--data-dir", str(tmp_path),
+                 "--study", "rq1", "--overlap", "0.2",
+                 "--seeds", "3", "--no-progress"], tmp_path)
+  assert two == one
+  assert sorted({r["seed"] for r in one["results"]}) == [0, 1, 2]
+
+
+MEC_TINY = ["--dataset", "mog", "--set", "num_samples=600", "--epochs", "2",
+            "--batch-size", "64", "--seeds", "2", "--no-progress",
+            "--experiment", "increasing-experts", "--settings", "1,2"]
+
+
+def _mec(argv, out, num_processes):
+  """results.json of the calibration sweep ``argv`` on 1 or N processes."""
+  argv = MEC_TINY + argv + ["--out", str(out), "--cache-dir",
+                            str(out.parent / "cache")]
+  if num_processes == 1:
+    from experiments import multi_expert_calibration as mec  # pylint: disable=g-import-not-at-top
+    assert mec.main(argv) == 0
+  else:  # the command line launches the workers itself
+    res = subprocess.run(
+        [sys.executable, "-m", "experiments.multi_expert_calibration", *argv,
+         "--num-processes", str(num_processes)], cwd=REPO,
+        capture_output=True, text=True, timeout=WORKER_TIMEOUT_S,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"}, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+  return json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.slow  # 4 groups of 2 seeds trained, once alone and once shared
+def test_calibration_groups_shared_over_two_processes(tmp_path):
+  one = _mec([], tmp_path / "one", 1)
+  two = _mec([], tmp_path / "two", 2)
+  assert two == one
+  assert len(one["results"]) == 8
+  progress = json.loads((tmp_path / "two" / "progress.json").read_text())
+  assert len(progress["runs"]) == 8
+  # Resuming the finished sweep on 2 processes trains nothing.
+  assert _mec([], tmp_path / "two", 2) == one
+
+
+@pytest.mark.slow  # Trainer runs on 2 processes (data parallel)
+def test_calibration_runs_one_at_a_time_on_two_processes(tmp_path):
+  argv = ["--sequential", "--parameterisation", "softmax", "--settings", "2"]
+  one = _mec(argv, tmp_path / "one", 1)
+  two = _mec(argv, tmp_path / "two", 2)
+  # The gradient is all-reduced across processes: float32 sums in another
+  # order, equal to 1e-5.
+  assert len(two["results"]) == len(one["results"]) == 2
+  for a, b in zip(one["results"], two["results"]):
+    assert {k: a[k] for k in ("parameterisation", "setting", "seed")} == {
+        k: b[k] for k in ("parameterisation", "setting", "seed")}
+    np.testing.assert_allclose(b["ece_per_expert"], a["ece_per_expert"],
+                               rtol=1e-4, atol=1e-5)
+    assert b["system_accuracy"] == pytest.approx(a["system_accuracy"],
+                                                 abs=1e-3)
+  assert not (tmp_path / "two" / "checkpoints").exists()
 
 
 if __name__ == "__main__":

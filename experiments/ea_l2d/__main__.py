@@ -4,6 +4,10 @@
       --overlap 0.2,0.5,0.8 --config cpu --seeds 3 \\
       --out results/ea_l2d_digits_rq1_cpu
 
+``--num-processes N`` shares the seeds out over N local processes (process
+p runs seeds p, p + N, ...) and process 0 writes the outputs, identical to
+one process's; ``--cluster`` does the same across hosts.
+
 Every argument, the data files and the output folder are checked before any
 work; a bad one ends with one line naming the option (exit code 2;
 ``--debug`` shows the traceback). Documented runs: ``config.EXPERIMENTS``.
@@ -97,12 +101,24 @@ def execute(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
   budget = config.BUDGETS[args.config]
   if args.steps is not None:
     budget = dataclasses.replace(budget, steps=args.steps)
-  progress = not args.no_progress
+  from l2d_jax import distributed  # pylint: disable=g-import-not-at-top
+  # Several processes: each runs its share of the seeds (process p: seeds
+  # p, p + N, ...); process 0 shows progress and writes the outputs.
+  progress = not args.no_progress and distributed.is_main_process()
   command = " ".join([PROG, shlex.join(argv)]).strip()
   t0 = time.perf_counter()
-  data = run_lib.load_data(args.dataset, data_dir=args.data_dir,
-                           budget=budget, cache_dir=args.cache_dir,
-                           progress=progress)
+
+  def load():
+    return run_lib.load_data(args.dataset, data_dir=args.data_dir,
+                             budget=budget, cache_dir=args.cache_dir,
+                             progress=progress)
+
+  # Process 0 fills the caches (CIFAR-10's frozen embedding) before the
+  # others read them, so no process reads a file another is writing.
+  data = load() if distributed.is_main_process() else None
+  distributed.barrier("ea_l2d: data loaded by process 0")
+  if data is None:
+    data = load()
   seeds = range(args.first_seed, args.first_seed + args.seeds)
   out_run = run_lib.run(data, study=args.study, seeds=seeds,
                         overlaps=args.overlap, budget=budget,
@@ -139,7 +155,9 @@ def write(out, data, out_run, *, args, budget, command, seconds):
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs the command line; returns the exit code (2 on a bad argument)."""
   argv = list(sys.argv[1:] if argv is None else argv)
-  return _cli.run_main(build_parser(), lambda args: execute(args, argv), argv)
+  return _cli.run_distributed_main(
+      build_parser(), lambda args: execute(args, argv), argv,
+      module="experiments.ea_l2d")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from experiments.ea_l2d import config
 from l2d_jax import data as data_lib
 from l2d_jax import deferral
+from l2d_jax import distributed
 from l2d_jax import experts
 from l2d_jax import losses
 from l2d_jax import metrics
@@ -717,12 +718,26 @@ def run(data: Data, *, study: str, seeds, overlaps, budget,
   """Every seed of ``study``: ``{"rows", "curves", "info"}``.
 
   ``curves`` maps a setting to ``[(SysAcc, ExpAcc), ...]`` per seed on
-  ``CURVE_GRID``.
+  ``CURVE_GRID``. In a multi-process job (``l2d_jax.distributed``) the
+  seeds are shared out: process ``p`` of ``N`` runs seeds ``p, p + N, ...``
+  and the results are gathered in seed order
+  (``distributed.map_sharded``), so every process returns what one process
+  would.
   """
+  seeds = list(seeds)
+  bar = tqdm(total=len(distributed.shard_items(seeds)),
+             desc=f"{study} seeds", disable=not progress)
+
+  def one(seed):
+    out = STUDIES[study](data, seed=seed, overlaps=tuple(overlaps),
+                         budget=budget, progress=progress, **kwargs)
+    bar.update()
+    return out
+
+  with bar:
+    per_seed = distributed.map_sharded(one, seeds)
   rows, curves, info = [], {}, {}
-  for seed in tqdm(list(seeds), desc=f"{study} seeds", disable=not progress):
-    r, c, i = STUDIES[study](data, seed=seed, overlaps=tuple(overlaps),
-                             budget=budget, progress=progress, **kwargs)
+  for seed, (r, c, i) in zip(seeds, per_seed):
     rows += r
     for name, v in c.items():
       curves.setdefault(name, []).extend(v)

@@ -4,6 +4,12 @@
       --experiment increasing-experts --seeds 5 \\
       --out results/multi_expert_calibration/mog_increasing-experts
 
+``--num-processes N`` runs the sweep as N local processes (``--cluster``:
+across hosts) in the same --out, which process 0 alone writes: runs
+trained together (MLP configs) are shared out by group (setting x
+surrogate), runs trained one at a time are trained by all processes
+together (``training.Trainer``, data parallel).
+
 Every option is checked before any training; a bad one ends with one line
 naming it (exit code 2; ``--debug`` shows the traceback). Documented runs
 and their expected results: ``config.py``.
@@ -148,7 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   def go(args: argparse.Namespace) -> Any:
     run_lib.run(options_from_args(args, argv))
 
-  return _cli.run_main(build_parser(), go, argv)
+  # Every process works in the same --out (process 0 alone writes there):
+  # it holds the progress of a resumed sweep and the shared checkpoints.
+  return _cli.run_distributed_main(
+      build_parser(), go, argv, module="experiments.multi_expert_calibration",
+      private_options=())
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ from experiments.multi_expert_calibration.train import order_key  # noqa: F401
 from experiments.multi_expert_calibration.train import train_and_evaluate
 from experiments.multi_expert_calibration.train import train_together
 from experiments.multi_expert_calibration.train import _eval_chunk  # noqa: F401
+from l2d_jax import distributed
 
 PARAMETERISATIONS = report.PARAMETERISATIONS
 RESULT_KEYS = report.RESULT_KEYS
@@ -252,11 +253,28 @@ def run(options: Options) -> dict[str, Any]:
   ``progress.json`` and ``results.json`` are rewritten after each group,
   the full output set at the end. Compiled programs are kept in ``<cache_dir>/jax``
   (:func:`use_compilation_cache`).
+
+  In a multi-process job (``l2d_jax.distributed``; every process sees the
+  same ``out``) process 0 alone reads, clears and writes ``out``. Groups
+  trained together are shared out (process ``p`` of ``N`` trains groups
+  ``p, p + N, ...`` in the order above, on its own threads) and their runs
+  gathered at the end; until then ``progress.json`` holds process 0's
+  groups only. Runs trained one at a time use ``training.Trainer``, which
+  spans every process: all processes train each run together (data
+  parallel over the processes, one shared checkpoint folder).
   """
   cfg, settings, identity = resolve(options)
   use_compilation_cache(options.cache_dir)
   out = pathlib.Path(options.out)
-  runs = load_progress(out, identity, options.restart)
+  main = distributed.is_main_process()
+  if main:  # the others get process 0's list (or its error)
+    try:
+      loaded = (load_progress(out, identity, options.restart), None)
+    except ValueError as e:
+      loaded = (None, str(e))
+  runs, error = distributed.allgather_objects(loaded if main else None)[0]
+  if error is not None:
+    raise ValueError(error)
   done = {_key(r) for r in runs}
   todo = [(s, [(p, seed) for seed in options.seeds
                for p in options.parameterisations
@@ -289,15 +307,26 @@ def run(options: Options) -> dict[str, Any]:
                f"{diag['epochs']} epochs (best {diag['best_epoch']}), "
                f"{diag['train_seconds']:.1f} s")
 
-  bar = tqdm(total=count, desc="runs", disable=not options.progress)
+  def save_progress():
+    if main:
+      report.write_progress(out, options.dataset, options.experiment,
+                            identity, runs)
+
   if together:
     groups = []
     for s, group in todo:
       for p in options.parameterisations:
         seeds = [seed for q, seed in group if q == p]
         if seeds:
-          groups.append((s, p, {seed: dataset(seed) for seed in seeds}))
+          groups.append((s, p, seeds))
+    # Several processes: each trains its share of the groups.
+    groups = [(s, p, {seed: dataset(seed) for seed in seeds})
+              for s, p, seeds in distributed.shard_items(groups)]
+    count = sum(len(d) for _, _, d in groups)
+  bar = tqdm(total=count, desc="runs", disable=not (options.progress and main))
+  if together:
     workers = max(1, min(len(groups), options.workers or available_cores()))
+    mine = []
 
     def train_group(s, p, datasets):
       knowledge = expert_knowledge(
@@ -315,11 +344,17 @@ def run(options: Options) -> dict[str, Any]:
         trained = future.result()
         for seed in sorted(datasets):
           record(p, s, seed, *trained[seed])
+          mine.append(runs[-1])
         bar.set_postfix(setting=f"{s:g}", surrogate=p, seeds=len(datasets))
         bar.update(len(datasets))
         runs.sort(key=_key)
-        report.write_progress(out, options.dataset, options.experiment,
-                              identity, runs)
+        save_progress()
+    if jax.process_count() > 1:  # every process's runs, on every process
+      theirs = distributed.allgather_objects(mine)
+      runs.extend(r for q, rs in enumerate(theirs)
+                  if q != jax.process_index() for r in rs)
+      runs.sort(key=_key)
+      save_progress()
     todo = []
   for s, group in todo:  # one run at a time (CNN configs, --sequential)
     for p, seed in group:
@@ -334,12 +369,16 @@ def run(options: Options) -> dict[str, Any]:
           progress=options.epoch_progress)
       record(p, s, seed, res, diag)
       runs.sort(key=_key)
-      report.write_progress(out, options.dataset, options.experiment,
-                            identity, runs)
+      save_progress()
       if not options.keep_checkpoints:
-        shutil.rmtree(ckpt, ignore_errors=True)
+        distributed.barrier(f"run {run_name(p, s, seed)} finished")
+        if main:
+          shutil.rmtree(ckpt, ignore_errors=True)
       bar.update(1)
   bar.close()
+  if not main:
+    return {"dataset": options.dataset, "experiment": options.experiment,
+            "results": [{k: r[k] for k in RESULT_KEYS} for r in runs]}
   results = report.write_outputs(
       out, dataset=options.dataset, experiment=options.experiment,
       identity=identity, runs=runs, command=options.command)
