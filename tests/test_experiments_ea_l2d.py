@@ -117,7 +117,13 @@ def test_pop_avg_target_is_the_mode_with_lowest_class_ties():
   np.testing.assert_array_equal(run_lib._mode(answers, 4), [1, 2, 0])  # pylint: disable=protected-access
 
 
-@pytest.mark.parametrize("study", ["rq2", "rq3", "lcb-ablation"])
+# rq3 (the cheapest) runs by default; rq2 and the LCB ablation (~1 min each
+# under load) run in the CI's slow step.
+@pytest.mark.parametrize("study", [
+    pytest.param("rq2", marks=pytest.mark.slow),
+    "rq3",
+    pytest.param("lcb-ablation", marks=pytest.mark.slow),
+])
 def test_other_studies_write_their_tables_and_plots(tiny_data, tmp_path,
                                                     study, capsys):
   out_run = run_lib.run(tiny_data, study=study, seeds=[1], overlaps=(0.5,),
