@@ -316,7 +316,10 @@ EXPERIMENTS = {
         "50 / 80, classifier alone 77.8. The context pays off as experts get "
         "stronger (NP - Single: 1.4 / 2.9 / 3.2); Finetune best at every H."),
     "cifar10_cpu": Experiment(
-        description="CIFAR-10 at two budgets (small CNN embedding cached).",
+        description="CIFAR-10 at two budgets: a frozen width-16 CNN φ "
+        "cached once to .npy; the label generator and every downstream "
+        "model read its cached features (queries and context points, "
+        "downstream_inputs='features'), 1 seed.",
         command="python -m experiments.population_l2d --dataset cifar10 "
         "--data-dir ../shared/data --config cpu --seeds 1 --budget-k 2,10 "
         "--variant all --labels both --out results/population_cifar10_cpu",
