@@ -300,6 +300,18 @@ def test_ea_l2d_on_two_processes_writes_one_process_results(tmp_path):
   assert sorted({r["seed"] for r in one["results"]}) == [0, 1, 2]
 
 
+@pytest.mark.slow  # 3 seeds of the digits data, compiled per process
+def test_population_l2d_on_two_processes_writes_one_process_results(
+    tmp_path):
+  one, two = _one_and_two_processes(
+      "population_l2d", ["--dataset", "digits", "--data-dir", str(tmp_path),
+                         "--seeds", "3",
+                         "--budget-k", "2", "--variant", "np",
+                         "--no-progress"], tmp_path)
+  assert two == one
+  assert sorted({r["seed"] for r in one["results"]}) == [0, 1, 2]
+
+
 MEC_TINY = ["--dataset", "mog", "--set", "num_samples=600", "--epochs", "2",
             "--batch-size", "64", "--seeds", "2", "--no-progress",
             "--experiment", "increasing-experts", "--settings", "1,2"]

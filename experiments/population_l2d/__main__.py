@@ -4,6 +4,10 @@
       --seeds 2 --budget-k 2,10,50 --variant all --labels both \\
       --out results/population_digits_cpu
 
+``--num-processes N`` shares the seeds out over N local processes (process
+p runs seeds p, p + N, ...) and process 0 writes the outputs, identical to
+one process's; ``--cluster`` does the same across hosts.
+
 Every argument, the data files and the output folder are checked before any
 work; a bad one ends with one line naming the option (exit code 2;
 ``--debug`` shows the traceback). Documented runs: ``config.EXPERIMENTS``.
@@ -151,7 +155,10 @@ def execute(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
   out = check_args(args)
   from experiments.population_l2d import run as run_lib  # pylint: disable=g-import-not-at-top
   budget = config.budget_for(args.dataset, args.config)
-  progress = not args.no_progress
+  from l2d_jax import distributed  # pylint: disable=g-import-not-at-top
+  # Several processes: each runs its share of the seeds (process p: seeds
+  # p, p + N, ...); process 0 shows progress and writes the outputs.
+  progress = not args.no_progress and distributed.is_main_process()
   command = " ".join([PROG, shlex.join(argv)]).strip()
   t0 = time.perf_counter()
   data = run_lib.load_data(args.dataset, data_dir=args.data_dir,
@@ -213,7 +220,9 @@ def write(out, data, outs: dict[int, dict], *, args, budget, command,
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs the command line; returns the exit code (2 on a bad argument)."""
   argv = list(sys.argv[1:] if argv is None else argv)
-  return _cli.run_main(build_parser(), lambda args: execute(args, argv), argv)
+  return _cli.run_distributed_main(
+      build_parser(), lambda args: execute(args, argv), argv,
+      module="experiments.population_l2d")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from experiments.population_l2d import config
 from l2d_jax import data as data_lib
 from l2d_jax import deferral
+from l2d_jax import distributed
 from l2d_jax import experts
 from l2d_jax import losses
 from l2d_jax import models
@@ -1079,10 +1080,26 @@ def run_seed(data: Data, *, seed: int, budget: config.Budget, budgets_k,
 
 def run(data: Data, *, seeds, progress: bool = True, **kwargs
         ) -> dict[str, Any]:
-  """``run_seed`` for every seed; baselines are the means over seeds."""
-  results, gen, base, info = [], [], [], {}
-  for seed in tqdm(list(seeds), desc="seeds", disable=not progress):
+  """``run_seed`` for every seed; baselines are the means over seeds.
+
+  In a multi-process job (``l2d_jax.distributed``) the seeds are shared
+  out: process ``p`` of ``N`` runs seeds ``p, p + N, ...`` and the results
+  are gathered in seed order (``distributed.map_sharded``), so every
+  process returns what one process would.
+  """
+  seeds = list(seeds)
+  bar = tqdm(total=len(distributed.shard_items(seeds)), desc="seeds",
+             disable=not progress)
+
+  def one(seed):
     r = run_seed(data, seed=seed, progress=progress, **kwargs)
+    bar.update()
+    return r
+
+  with bar:
+    per_seed = distributed.map_sharded(one, seeds)
+  results, gen, base, info = [], [], [], {}
+  for seed, r in zip(seeds, per_seed):
     results += r["results"]
     gen += r["label_generator"]
     base.append(r["baselines"])
