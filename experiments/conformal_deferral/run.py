@@ -240,7 +240,7 @@ def sweep(pool: Pool, *, scores: Sequence[str], alphas: np.ndarray,
          "strategies": {}, "baselines": {}}
   # One program for every split and score; LAC and APS calibrate on the
   # whole calibration draw (raps_cal and raps_tune together).
-  out = distributed.deferral_sweep(  # scores spread over processes
+  out = distributed.deferral_sweep(  # splits shared out over processes
       probs, labels, ann, idx["raps_cal"], idx["test"], alphas, key=key,
       scores=tuple(scores), tune_idx=idx["raps_tune"], groups=groups,
       tie_break="cost" if use_costs else "random",
