@@ -57,7 +57,6 @@ import os
 import pathlib
 import statistics
 import sys
-import tempfile
 import time
 
 import jax
@@ -69,6 +68,7 @@ from flax import nnx
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from l2d_jax import _atomic  # noqa: E402
 from l2d_jax import deferral  # noqa: E402
 from l2d_jax import experts  # noqa: E402
 from l2d_jax import losses  # noqa: E402
@@ -279,17 +279,11 @@ def _write_plot(path: pathlib.Path, sizes, curves: dict, title: str) -> None:
   axes[0].legend(fontsize=7)
   fig.suptitle(title, fontsize=9)
   fig.tight_layout()
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                             suffix=".png")
-  os.close(fd)
   try:
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    _atomic.atomic_write(path, lambda f: fig.savefig(f, format="png",
+                                                     dpi=120))
   finally:
     plt.close(fig)
-    if os.path.exists(tmp):
-      os.unlink(tmp)
 
 
 def main(argv=None) -> int:

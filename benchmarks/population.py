@@ -52,7 +52,6 @@ import os
 import pathlib
 import statistics
 import sys
-import tempfile
 import time
 
 import jax
@@ -63,6 +62,7 @@ from flax import nnx
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from l2d_jax import _atomic  # noqa: E402
 from l2d_jax import experts  # noqa: E402
 from l2d_jax import models  # noqa: E402
 
@@ -120,17 +120,11 @@ def _write_plot(path: pathlib.Path, sizes, per_query: dict) -> None:
   ax.grid(True, which="both", alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                             suffix=".png")
-  os.close(fd)
   try:
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    _atomic.atomic_write(path, lambda f: fig.savefig(f, format="png",
+                                                     dpi=120))
   finally:
     plt.close(fig)
-    if os.path.exists(tmp):
-      os.unlink(tmp)
 
 
 # ---------------------------------------------------------------------------
