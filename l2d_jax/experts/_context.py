@@ -69,6 +69,22 @@ def _in_range(x: jax.Array, upper: int) -> jax.Array:
   return (x >= 0) & (x < upper)
 
 
+def pool_size(features: Any, labels: Any, answers: Any) -> int:
+  """N of a pool ``features [N, ...]``, ``labels [N]``, ``answers [N]``.
+
+  Raises:
+    ValueError: a scalar ``features``, or labels/answers not of shape [N].
+  """
+  if jnp.ndim(features) < 1:
+    raise ValueError("`features` must have shape [N, ...], got a scalar.")
+  n = jnp.shape(features)[0]
+  for arg, name in ((labels, "labels"), (answers, "answers")):
+    if tuple(jnp.shape(arg)) != (n,):
+      raise ValueError(f"`{name}` must have shape [N]=({n},) like the leading "
+                       f"axis of `features`, got {tuple(jnp.shape(arg))}.")
+  return n
+
+
 def sample_context(
     key: jax.Array,
     features: jax.typing.ArrayLike,
@@ -140,13 +156,7 @@ def sample_context(
   if jnp.ndim(size) != 0:
     raise ValueError(f"`size` must be a scalar, got shape "
                      f"{tuple(jnp.shape(size))}.")
-  if jnp.ndim(features) < 1:
-    raise ValueError("`features` must have shape [N, ...], got a scalar.")
-  n = jnp.shape(features)[0]
-  for arg, name in ((labels, "labels"), (answers, "answers")):
-    if tuple(jnp.shape(arg)) != (n,):
-      raise ValueError(f"`{name}` must have shape [N]=({n},) like the leading "
-                       f"axis of `features`, got {tuple(jnp.shape(arg))}.")
+  n = pool_size(features, labels, answers)
   _validation.check_mask(where, n, "where")
   if capacity > n:
     raise ValueError(f"`capacity`={capacity} exceeds the pool size N={n}.")

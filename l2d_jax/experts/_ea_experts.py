@@ -38,6 +38,7 @@ import numpy as np
 from l2d_jax import _validation
 from l2d_jax.experts._beta import prior_from_self_assessment
 from l2d_jax.experts._context import Context
+from l2d_jax.experts._context import pool_size
 from l2d_jax.experts._simulators import noisy_experts
 
 PRIOR_KINDS = ("accurate", "uninformative", "misspecified")
@@ -406,13 +407,7 @@ def sample_class_context(
   if tuple(jnp.shape(counts)) != (num_classes,):
     raise ValueError(f"`counts` must have shape [K]=({num_classes},), got "
                      f"{tuple(jnp.shape(counts))}.")
-  if jnp.ndim(features) < 1:
-    raise ValueError("`features` must have shape [N, ...], got a scalar.")
-  n = jnp.shape(features)[0]
-  for arg, name in ((labels, "labels"), (answers, "answers")):
-    if tuple(jnp.shape(arg)) != (n,):
-      raise ValueError(f"`{name}` must have shape [N]=({n},), got "
-                       f"{tuple(jnp.shape(arg))}.")
+  n = pool_size(features, labels, answers)
   if capacity > n:
     raise ValueError(f"`capacity`={capacity} exceeds the pool size N={n}.")
   _validation.check_labels(labels, num_classes, "labels")
