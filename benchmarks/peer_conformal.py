@@ -99,9 +99,9 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from l2d_jax import _atomic  # noqa: E402
 from l2d_jax import conformal  # noqa: E402
 from l2d_jax import data  # noqa: E402
+from l2d_jax import io  # noqa: E402
 
 MODEL = "densenet-bc-L190-k40"
 ALPHAS = (0.01, 0.02, 0.05, 0.1, 0.2)
@@ -520,7 +520,7 @@ def main(argv=None) -> int:
         "wall_s": wall,
     }
     text = json.dumps(result, indent=2).encode()
-    _atomic.atomic_write(args.out, lambda f: f.write(text))
+    io.atomic_write(args.out, lambda f: f.write(text))
     print(f"wrote {args.out}")
   print(f"qhat_max_abs_diff={qmax:.6g} lac_sets_differ_pct={pct['lac']:.4f} "
         f"aps_sets_differ_pct={pct['aps']:.4f} "

@@ -1,7 +1,8 @@
 """Result writing shared by the experiments.
 
 ``write_json`` / ``write_text`` / ``save_figure`` replace one file atomically
-(for files a resumable run rewrites as it goes, e.g. ``progress.json``).
+(for files a resumable run rewrites as it goes, e.g. ``progress.json``); they
+are ``l2d_jax.io``'s, re-exported here with ``to_json`` and ``round_floats``.
 ``OutputSet`` writes a run's whole output set -- results, details, tables,
 plots -- so that a run killed at any moment never leaves a new ``results.json``
 beside an old ``details.json``, table or plot, nor stale temporaries::
@@ -18,16 +19,19 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import math
 import os
 import pathlib
 import secrets
 import shutil
 from typing import Any, Callable, Iterable
 
-import numpy as np
-
-from l2d_jax import _atomic
+from l2d_jax.io import SIGNIFICANT_DIGITS  # noqa: F401  (re-exported)
+from l2d_jax.io import atomic_write
+from l2d_jax.io import round_floats
+from l2d_jax.io import save_figure
+from l2d_jax.io import to_json
+from l2d_jax.io import write_json
+from l2d_jax.io import write_text
 
 __all__ = [
     "OutputSet",
@@ -38,70 +42,6 @@ __all__ = [
     "write_json",
     "write_text",
 ]
-
-SIGNIFICANT_DIGITS = 12
-
-
-def round_floats(x: float, digits: int = SIGNIFICANT_DIGITS) -> float:
-  """``x`` rounded to ``digits`` significant digits (0.9059999999999999 -> 0.906)."""
-  return float(f"{x:.{digits}g}")
-
-
-def _clean(obj: Any, digits: int | None) -> Any:
-  """JSON-ready copy: numpy/jax types to Python, non-finite floats to None."""
-  if isinstance(obj, dict):
-    return {str(k): _clean(v, digits) for k, v in obj.items()}
-  if isinstance(obj, (list, tuple)):
-    return [_clean(v, digits) for v in obj]
-  if isinstance(obj, (bool, np.bool_)):
-    return bool(obj)
-  if isinstance(obj, (int, np.integer)):
-    return int(obj)
-  if isinstance(obj, (float, np.floating)):
-    f = float(obj)
-    if not math.isfinite(f):
-      return None
-    if isinstance(obj, np.floating) and obj.dtype.itemsize < 8:
-      # float32 0.1 is 0.10000000149011612 as a double: keep its own digits.
-      f = float(np.format_float_scientific(obj, unique=True))
-    return round_floats(f, digits) if digits else f
-  if isinstance(obj, os.PathLike):
-    return os.fspath(obj)
-  if isinstance(obj, np.ndarray) or hasattr(obj, "__array__"):
-    a = np.asarray(obj)
-    if a.dtype.kind == "f" and a.dtype.itemsize < 8:
-      return _clean(list(a) if a.ndim else a[()], digits)
-    return _clean(a.tolist(), digits)
-  return obj
-
-
-def to_json(obj: Any, *, digits: int | None = SIGNIFICANT_DIGITS) -> str:
-  """``obj`` as indented JSON; floats rounded to ``digits`` significant digits.
-
-  Integers are never changed; NaN and inf become ``null``; numpy and JAX
-  arrays become lists. ``digits=None`` keeps every float digit.
-  """
-  return json.dumps(_clean(obj, digits), indent=2, allow_nan=False) + "\n"
-
-
-def write_json(path: str | os.PathLike, obj: Any, *,
-               digits: int | None = SIGNIFICANT_DIGITS) -> None:
-  """Writes ``obj`` as JSON (see ``to_json``) atomically (temp file + rename)."""
-  data = to_json(obj, digits=digits).encode()
-  _atomic.atomic_write(pathlib.Path(path), lambda f: f.write(data))
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-  """Writes text atomically."""
-  _atomic.atomic_write(pathlib.Path(path), lambda f: f.write(text.encode()))
-
-
-def save_figure(fig, path: str | os.PathLike) -> None:
-  """Saves a matplotlib figure as PNG atomically."""
-  _atomic.atomic_write(pathlib.Path(path),
-                       lambda f: fig.savefig(f, format="png", dpi=120,
-                                             bbox_inches="tight"))
-
 
 # ---------------------------------------------------------------------------
 # Output sets.
@@ -268,7 +208,7 @@ class OutputSet:
     _fsync_tree(self.staging)
     journal = _sibling(self.out, "swap", self._token)
     data = json.dumps({"carry": carry}).encode()
-    _atomic.atomic_write(journal, lambda f: f.write(data))
+    atomic_write(journal, lambda f: f.write(data))
     try:
       _finish_swap(self.out, self._token, carry)
     except Exception:  # pylint: disable=broad-except

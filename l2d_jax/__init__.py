@@ -22,6 +22,9 @@ Subpackages (import them directly, e.g. ``from l2d_jax import conformal``):
   loopback workers, the conformal sweep over processes.
 - ``data``: loaders for real annotation data sets, image and tabular sets,
   and simulated data.
+- ``io``: atomic file writes (``atomic_write``, ``write_json``,
+  ``write_text``, ``save_figure``): a reader or a killed run never sees half
+  a file.
 """
 
 __version__ = "0.1.0"
