@@ -42,26 +42,42 @@ def assign_scores(scores: Sequence[str], num_processes: int
           for p in range(num_processes)]
 
 
-def _gather(compute):
-  """Every process's ``compute()`` (numpy leaves), errors raised on all.
+def _as_dict(out) -> dict[str, Any]:
+  """A ``DeferralSweep`` as nested dicts of numpy arrays (to send it)."""
+  return {k: (v._asdict() if hasattr(v, "_asdict") else v)
+          for k, v in jax.tree.map(np.asarray, out)._asdict().items()}
 
-  A process that fails sends its error instead of a result, so that no
-  process is left waiting in the all-gather: the failing one re-raises it,
-  the others raise a ``ValueError`` naming it.
+
+def _as_sweep(d: dict[str, Any]):
+  """Inverse of :func:`_as_dict`."""
+  from l2d_jax import conformal  # pylint: disable=g-import-not-at-top
+  return conformal.DeferralSweep(**{
+      **d, "strategies": conformal.SweepMetrics(**d["strategies"]),
+      "baselines": conformal.SweepMetrics(**d["baselines"])})
+
+
+def _gather(compute):
+  """Every process's ``compute()`` (``DeferralSweep`` or None); errors on all.
+
+  The results travel as dicts of numpy arrays (``_share.allgather_objects``:
+  JSON and raw bytes, no pickle). A process that fails sends its error
+  instead of a result, so that no process is left waiting in the
+  all-gather: the failing one re-raises it, the others raise a
+  ``ValueError`` naming it.
   """
   try:
     out, error = compute(), None
   except (ValueError, TypeError) as e:
     out, error = None, e
   shares = _share.allgather_objects(
-      (None if out is None else jax.tree.map(np.asarray, out),
+      (None if out is None else _as_dict(out),
        None if error is None else f"{type(error).__name__}: {error}"))
   if error is not None:
     raise error
   for q, (_, message) in enumerate(shares):
     if message is not None:
       raise ValueError(f"process {q} of {len(shares)} failed: {message}")
-  return [o for o, _ in shares]
+  return [None if o is None else _as_sweep(o) for o, _ in shares]
 
 
 def _by_split(args, *, key, scores, split_ids, kwargs):
