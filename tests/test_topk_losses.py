@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from l2d_jax import deferral
 from l2d_jax import losses
-from l2d_jax.losses import _topk as _losses_topk
+from l2d_jax.losses import _topk_comp_sum
 
 NUS = (0.0, 0.5, 1.0, 1.5, 2.0)
 
@@ -316,8 +316,8 @@ def test_surrogate_zero_tau_with_infinite_phi_is_zero():
 # --- the fast path (ν >= 1: analytic derivative) against the general one.
 
 def _fast_and_general(nu):
-  fast = lambda w, s: _losses_topk._weighted_comp_sum_fast(w, s, nu)
-  general = lambda w, s: _losses_topk._weighted_comp_sum_general(w, s, nu)
+  fast = lambda w, s: _topk_comp_sum._weighted_comp_sum_fast(w, s, nu)
+  general = lambda w, s: _topk_comp_sum._weighted_comp_sum_general(w, s, nu)
   return fast, general
 
 
@@ -375,12 +375,12 @@ def test_fast_path_check_grads_float64(nu):
   with jax.enable_x64(True):
     scores = jnp.asarray(rng.normal(size=(5, 4)))
     weights = jnp.asarray(rng.uniform(0.1, 1, size=(5, 4)))
-    f = lambda w, s: jnp.sum(_losses_topk._weighted_comp_sum_fast(w, s, nu))
+    f = lambda w, s: jnp.sum(_topk_comp_sum._weighted_comp_sum_fast(w, s, nu))
     jtu.check_grads(f, (weights, scores), order=2, modes=["fwd", "rev"],
                     atol=1e-6, rtol=1e-6)
     hess = jax.hessian(f, argnums=1)(weights, scores)
     hess_general = jax.hessian(
-        lambda w, s: jnp.sum(_losses_topk._weighted_comp_sum_general(
+        lambda w, s: jnp.sum(_topk_comp_sum._weighted_comp_sum_general(
             w, s, nu)), argnums=1)(weights, scores)
     np.testing.assert_allclose(hess, hess_general, rtol=1e-9, atol=1e-12)
 
@@ -389,7 +389,7 @@ def test_fast_path_precise_near_zero():
   # Two agents, only the top has weight: Σ = ℓ_top = log1p(e^-30), not 0.
   scores = jnp.array([30.0, 0.0])
   for nu in (1.0, 1.5, 2.0):
-    got = float(_losses_topk._weighted_comp_sum_fast(
+    got = float(_topk_comp_sum._weighted_comp_sum_fast(
         jnp.array([1.0, 0.0]), scores, nu))
     np.testing.assert_allclose(got, np.exp(-30.0), rtol=1e-5)
 

@@ -46,7 +46,7 @@ from l2d_jax.losses._multi_expert import ova_correctness
 from l2d_jax.losses._topk import agent_costs
 from l2d_jax.losses._topk import cardinality_loss
 from l2d_jax.losses._topk import cardinality_surrogate
-from l2d_jax.losses._topk import comp_sum_loss
+from l2d_jax.losses._topk_comp_sum import comp_sum_loss
 from l2d_jax.losses._topk import topk_deferral_loss
 from l2d_jax.losses._topk import topk_deferral_surrogate
 
