@@ -275,3 +275,45 @@ def test_feature_path_label_generator_never_reads_pixels(tiny_data,
       progress=False)
   assert hist.shape == (2, 2) and np.isfinite(hist).all()
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(g_params))
+
+
+def test_conv_phi_heads_shapes_and_bad_head():
+  x = np.zeros((2, 32, 32, 3), np.float32)
+  for blocks, head, flat in ((2, "mean", 32), (2, "flatten", 8 * 8 * 32),
+                             (3, "flatten", 4 * 4 * 64)):
+    bb = run_lib.ConvBackbone((32, 32, 3), 7, width=16, blocks=blocks,
+                              head=head, rngs=nnx.Rngs(params=0))
+    assert bb.out.kernel[...].shape == (flat, 7)
+    assert bb(x).shape == (2, 7)
+  with pytest.raises(ValueError, match="head must be one of"):
+    run_lib.ConvBackbone((32, 32, 3), 7, head="max", rngs=nnx.Rngs(params=0))
+
+
+def test_embedding_cache_is_reused_and_keyed_by_the_architecture(tmp_path):
+  # A tiny "cifar10"-like set: φ cached once, reloaded identically, and a
+  # different head/width/blocks never reads the stale cache.
+  rng = np.random.default_rng(0)
+  data = run_lib.make_data("cifar10", rng.random((60, 8, 8, 3), np.float32),
+                           np.arange(60) % 10, num_classes=10, test_start=40)
+  b = dataclasses.replace(TINY, embed_width=4, embed_head="flatten")
+  g, p, feats, acc = run_lib.train_embedding(data, b, seed=1,
+                                             cache_dir=tmp_path,
+                                             progress=False)
+  path = run_lib.embedding_cache_path(data, b, seed=1, cache_dir=tmp_path)
+  assert (path / "features.npy").exists() and (path / "spec.txt").exists()
+  _, p2, feats2, acc2 = run_lib.train_embedding(data, b, seed=1,
+                                                cache_dir=tmp_path,
+                                                progress=False)
+  np.testing.assert_array_equal(feats, feats2)
+  assert acc == acc2
+  for a, c in zip(jax.tree.leaves(p), jax.tree.leaves(p2)):
+    np.testing.assert_array_equal(np.asarray(a), c)
+  others = [dataclasses.replace(b, embed_head="mean"),
+            dataclasses.replace(b, embed_width=8),
+            dataclasses.replace(b, embed_blocks=1),
+            dataclasses.replace(b, embed_epochs=2)]
+  paths = {run_lib.embedding_cache_path(data, o, seed=1, cache_dir=tmp_path)
+           for o in others}
+  assert len(paths) == len(others) and path not in paths
+  assert run_lib.embedding_cache_path(data, b, seed=2,
+                                      cache_dir=tmp_path) != path

@@ -209,19 +209,35 @@ class FeatureBackbone(nnx.Module):
 
 
 class ConvBackbone(nnx.Module):
-  """Two conv(3x3)-ReLU-maxpool blocks, global mean pool, linear: ``[B, D]``."""
+  """Conv(3x3)-ReLU-maxpool blocks and a linear layer: ``[B, D]``.
+
+  Block ``i`` has ``width * 2**i`` channels. ``head="mean"``: global mean
+  pool of the last map, then the linear layer; ``head="flatten"``: the last
+  map flattened into the linear layer (keeps where things are: much
+  stronger for a few epochs of a small CNN, at about the same step cost).
+  """
 
   def __init__(self, image_shape, feature_dim: int, *, width: int = 32,
-               rngs: nnx.Rngs):
-    c = image_shape[-1]
-    self.c1 = nnx.Conv(c, width, (3, 3), rngs=rngs)
-    self.c2 = nnx.Conv(width, 2 * width, (3, 3), rngs=rngs)
-    self.out = nnx.Linear(2 * width, feature_dim, rngs=rngs)
+               blocks: int = 2, head: str = "mean", rngs: nnx.Rngs):
+    if head not in config.EMBED_HEADS:
+      raise ValueError(f"head must be one of {config.EMBED_HEADS}, got "
+                       f"{head!r}")
+    h, w, c = image_shape
+    chans = [c] + [width * 2**i for i in range(blocks)]
+    self.convs = nnx.List([nnx.Conv(chans[i], chans[i + 1], (3, 3),
+                                    rngs=rngs) for i in range(blocks)])
+    self.head = head
+    flat = chans[-1]
+    if head == "flatten":
+      flat *= (h // 2**blocks) * (w // 2**blocks)
+    self.out = nnx.Linear(flat, feature_dim, rngs=rngs)
 
   def __call__(self, x):
-    x = nnx.max_pool(nnx.relu(self.c1(x)), (2, 2), strides=(2, 2))
-    x = nnx.max_pool(nnx.relu(self.c2(x)), (2, 2), strides=(2, 2))
-    return nnx.relu(self.out(x.mean(axis=(1, 2))))
+    for conv in self.convs:
+      x = nnx.max_pool(nnx.relu(conv(x)), (2, 2), strides=(2, 2))
+    x = x.mean(axis=(1, 2)) if self.head == "mean" else x.reshape(
+        x.shape[0], -1)
+    return nnx.relu(self.out(x))
 
 
 class Classifier(nnx.Module):
@@ -244,7 +260,8 @@ def embedding_backbone(data: Data, budget: config.Budget, rngs):
   if data.dataset == "digits":
     return MLPBackbone(data.image_shape, 64, budget.feature_dim, rngs=rngs)
   return ConvBackbone(data.image_shape, budget.feature_dim,
-                      width=budget.embed_width, rngs=rngs)
+                      width=budget.embed_width, blocks=budget.embed_blocks,
+                      head=budget.embed_head, rngs=rngs)
 
 
 def fallible_backbone(data: Data, budget: config.Budget, rngs):
@@ -337,13 +354,33 @@ def train_classifier(model: Classifier, data: Data, key, *, epochs: int,
   return graphdef, best, best_acc
 
 
+def embedding_spec(data: Data, budget: config.Budget, seed: int) -> tuple:
+  """Everything φ's cached parameters and features depend on.
+
+  The architecture (``embed_width``, ``embed_blocks``, ``embed_head``,
+  ``feature_dim``), its training (epochs, batch, augmentation), the data (set,
+  number of images, splits' seed) and ``config.EMBED_CACHE_VERSION`` (bumped
+  when the code of φ changes), so a cache of another φ is never reused.
+  """
+  return (config.EMBED_CACHE_VERSION, data.dataset, data.labels.shape[0],
+          int(data.splits["train"].size), seed, budget.embed_epochs,
+          budget.embed_batch, budget.embed_width, budget.embed_blocks,
+          budget.embed_head, budget.feature_dim,
+          tuple(sorted(config.AUGMENT.get(data.dataset, {}).items())))
+
+
 def _cache_path(cache_dir, data: Data, budget: config.Budget, seed: int):
   if cache_dir is None or data.dataset == "digits":
     return None
-  tag = hashlib.sha1(repr((data.dataset, budget.embed_epochs,
-                           budget.feature_dim, data.labels.shape[0], seed,
-                           budget.embed_width)).encode()).hexdigest()[:10]
+  tag = hashlib.sha1(repr(embedding_spec(data, budget, seed)).encode()
+                     ).hexdigest()[:10]
   return pathlib.Path(cache_dir) / f"{data.dataset}_phi_{tag}"
+
+
+def embedding_cache_path(data: Data, budget: config.Budget, *, seed: int,
+                         cache_dir) -> pathlib.Path | None:
+  """The folder of φ's cached ``.npy`` files (``None``: not cached)."""
+  return _cache_path(cache_dir, data, budget, seed)
 
 
 def train_embedding(data: Data, budget: config.Budget, *, seed: int,
@@ -376,6 +413,8 @@ def train_embedding(data: Data, budget: config.Budget, *, seed: int,
       np.save(path / f"param_{i}.npy", np.asarray(leaf))
     np.save(path / "features.npy", feats)
     np.save(path / "val_accuracy.npy", np.asarray(acc))
+    (path / "spec.txt").write_text(repr(embedding_spec(data, budget, seed))
+                                   + "\n")
   return graphdef, params, feats, acc
 
 
