@@ -8,8 +8,15 @@ examples' layout:
   --help``); ``main(argv)`` runs it in-process and returns the exit code.
 - ``config``: the documented runs (paper, command, expected shape), the
   training budgets and the conventions (splits, experts, variants, metrics).
-- ``run``: data, the synthetic population, the frozen embedding, the label
-  generator (FixMatch), the downstream variants and their evaluation.
+- ``run``: one seed and every seed (``run_seed``, ``run``); re-exports the
+  names of the parts below.
+- ``data``: data sets, splits, the synthetic population, labelled points.
+- ``embedding``: the frozen embedding φ (trained once, cached), the
+  backbones, the cached augmented views.
+- ``label_generator``: the expert-correctness predictor (FixMatch) and the
+  pseudo expert labels.
+- ``downstream``: L2D-Pop (NP, NP+Attention), Single-L2D, Finetune: their
+  training and evaluation.
 - ``report``: ``results.json``, the tables and the Figure 2 plots.
 """
 

@@ -244,11 +244,11 @@ BUDGETS = {
 # 64 images costs 1.8 s CPU here, width 16 0.55 s; the last 8x8x32 map
 # flattened into the linear layer: after 1 epoch 39.4% validation accuracy
 # against 24.6% with a global mean pool, and 37.5% with a third conv block
-# at ~1.8x the step cost) is trained once (6 epochs on 18,000 images) and
+# at ~1.8x the step cost) is trained once (3 epochs on 18,000 images) and
 # cached; the label generator and every downstream model then read its
 # cached features (``downstream_inputs="features"``), so their steps cost
 # about as much as digits' MLP steps.
-CIFAR_CPU = dataclasses.replace(BUDGETS["cpu"], embed_epochs=6, embed_width=16,
+CIFAR_CPU = dataclasses.replace(BUDGETS["cpu"], embed_epochs=3, embed_width=16,
                                 embed_head="flatten",
                                 gen_steps=1000,
                                 down_steps=2000, eval_every=500,
