@@ -23,7 +23,7 @@ from l2d_jax.training import permutation
 from l2d_jax.training import seed_mesh
 from l2d_jax.training import sgd_cosine
 from l2d_jax.training import _seeds
-from l2d_jax.training import _trainer
+from l2d_jax.training import _programs
 
 K, J, FEATURES, BATCH = 3, 2, 4, 16
 
@@ -134,6 +134,34 @@ def test_device_epochs_compile_once():
   trainer.fit(_host_batches(data), 5)
   assert trainer.trace_count == 1
   assert trainer.step == 5 * 6
+
+
+def test_trainers_of_one_architecture_share_compiled_programs():
+  """A second trainer (same structure, optimiser object, loss) compiles nothing.
+
+  Its run equals the first one's exactly: same programs, same numbers.
+  """
+  counted = chex.assert_max_traces(loss_fn, n=1)
+  tx = _tx()
+  data = DeviceEpochs(_data(96, 0), BATCH, key=jax.random.key(0))
+  val = _data(40, 1)
+  runs = []
+  for _ in range(2):
+    model = _model()
+    trainer = Trainer(model, tx, counted, mesh=data_mesh(1), progress=False)
+    history = trainer.fit(data, 3, eval_fn=lambda t=trainer: t.evaluate(
+        [val], val_metrics))
+    runs.append((trainer.trace_count, _params(model), history))
+  (traces_a, params_a, hist_a), (traces_b, params_b, hist_b) = runs
+  assert (traces_a, traces_b) == (1, 0)
+  chex.assert_trees_all_equal(params_a, params_b)
+  assert ([{k: v for k, v in r.items() if k != "seconds"} for r in hist_a]
+          == [{k: v for k, v in r.items() if k != "seconds"} for r in hist_b])
+  # Another optimiser object (or loss function) gets its own programs.
+  other = Trainer(_model(), _tx(), loss_fn, mesh=data_mesh(1),
+                  progress=False)
+  other.fit(data, 1)
+  assert other.trace_count == 1
 
 
 def _poisoned_loss(model, batch):
@@ -315,7 +343,7 @@ def test_seed_trainer_rejects_bad_inputs():
 # ------------------------------------------------------ compile options -----
 
 def test_unknown_compile_option_falls_back_with_one_warning(monkeypatch):
-  monkeypatch.setattr(_trainer, "CPU_COMPILER_OPTIONS",
+  monkeypatch.setattr(_programs, "CPU_COMPILER_OPTIONS",
                       {"xla_cpu_option_that_does_not_exist": "true"})
   mesh = data_mesh(1)
   with pytest.warns(RuntimeWarning, match="does not accept the trainer's "
@@ -332,5 +360,5 @@ def test_unknown_compile_option_falls_back_with_one_warning(monkeypatch):
 
 def test_known_compile_option_is_kept():
   opts = default_compiler_options(data_mesh(1))
-  assert opts == _trainer.CPU_COMPILER_OPTIONS
+  assert opts == _programs.CPU_COMPILER_OPTIONS
   assert re.fullmatch(r"xla_cpu_\w+", next(iter(opts)))

@@ -49,8 +49,8 @@ from l2d_jax.training._mesh import shard_batch
 from l2d_jax.training._optimizers import adam_cosine
 from l2d_jax.training._optimizers import cosine_schedule
 from l2d_jax.training._optimizers import sgd_cosine
+from l2d_jax.training._programs import CPU_COMPILER_OPTIONS
+from l2d_jax.training._programs import default_compiler_options
 from l2d_jax.training._seeds import SeedTrainer
-from l2d_jax.training._trainer import CPU_COMPILER_OPTIONS
-from l2d_jax.training._trainer import NonFiniteError
+from l2d_jax.training._steps import NonFiniteError
 from l2d_jax.training._trainer import Trainer
-from l2d_jax.training._trainer import default_compiler_options

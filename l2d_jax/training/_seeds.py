@@ -20,11 +20,11 @@ from jax.sharding import PartitionSpec as P
 from l2d_jax.training._batching import epoch_indices
 from l2d_jax.training._mesh import SEED_AXIS
 from l2d_jax.training._mesh import seed_mesh
-from l2d_jax.training._trainer import LossFn
-from l2d_jax.training._trainer import NonFiniteError
-from l2d_jax.training._trainer import OutputFn
-from l2d_jax.training._trainer import default_compiler_options
-from l2d_jax.training._trainer import grad_step
+from l2d_jax.training._programs import default_compiler_options
+from l2d_jax.training._steps import LossFn
+from l2d_jax.training._steps import NonFiniteError
+from l2d_jax.training._steps import OutputFn
+from l2d_jax.training._steps import grad_step
 
 
 def _stack(trees: Sequence[Any]) -> Any:

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import pathlib
 import time
-import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
@@ -22,9 +19,10 @@ from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from l2d_jax.distributed import _runtime as _dist
+from l2d_jax.training import _programs
 from l2d_jax.training._batching import DeviceEpochs
-from l2d_jax.training._batching import epoch_indices
 from l2d_jax.training._checkpoint import CheckpointStore
+from l2d_jax.training._evaluation import Evaluation
 from l2d_jax.training._log import write_jsonl
 from l2d_jax.training._mesh import DATA_AXIS
 from l2d_jax.training._mesh import check_batch
@@ -33,179 +31,17 @@ from l2d_jax.training._mesh import num_data_shards
 from l2d_jax.training._mesh import process_local
 from l2d_jax.training._mesh import replicate
 from l2d_jax.training._mesh import shard_batch
-
-Batch = Mapping[str, Any]
-LossFn = Callable[[nnx.Module, dict[str, jax.Array]],
-                  tuple[jax.Array, Mapping[str, jax.Array]]]
-OutputFn = Callable[[nnx.Module, dict[str, jax.Array]],
-                    Mapping[str, jax.Array]]
-
-
-# Experimental XLA CPU option: run dots and reductions through YNNPACK but not
-# convolutions, whose YNNPACK path is slow for small-channel convs (SmallCNN:
-# 62.9 -> 39.2 ms per step; WRN-16-4: 582 -> 495 ms; benchmarks/train_step.py).
-CPU_COMPILER_OPTIONS = {
-    "xla_cpu_experimental_ynn_fusion_type":
-        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE",
-}
+from l2d_jax.training._programs import default_compiler_options
+from l2d_jax.training._steps import Batch
+from l2d_jax.training._steps import LossFn
+from l2d_jax.training._steps import NonFiniteError
+from l2d_jax.training._steps import copy_tree
+from l2d_jax.training._steps import new_accumulator
+from l2d_jax.training._steps import nonfinite_entries
+from l2d_jax.training._steps import state_signature
 
 
-# (platform, options) -> whether this jaxlib compiles with them.
-_PROBED: dict[tuple[str, tuple[tuple[str, str], ...]], bool] = {}
-
-
-def _options_supported(device: jax.Device, options: Mapping[str, str]
-                       ) -> bool:
-  """Compiles a tiny function with ``options`` once per platform."""
-  probe_key = (device.platform, tuple(sorted(options.items())))
-  if probe_key not in _PROBED:
-    try:
-      x = jax.device_put(np.zeros(2, np.float32), device)
-      jax.jit(lambda v: v + 1).lower(x).compile(dict(options))
-      _PROBED[probe_key] = True
-    except Exception as e:  # pylint: disable=broad-exception-caught
-      # XLA rejects unknown options with an error whose type varies across
-      # jaxlib versions; any failure means "do not use them".
-      _PROBED[probe_key] = False
-      first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-      warnings.warn(
-          f"this jaxlib ({jax.__version__}) does not accept the trainer's "
-          f"default {device.platform} compile options {sorted(options)} "
-          f"({first_line[:200]}); compiling with XLA's defaults instead. "
-          "Pass compiler_options={} to silence this.",
-          RuntimeWarning, stacklevel=3)
-  return _PROBED[probe_key]
-
-
-def default_compiler_options(mesh: Mesh) -> dict[str, str]:
-  """Compile options the trainer uses on ``mesh``'s platform by default.
-
-  On CPU, :data:`CPU_COMPILER_OPTIONS`, an experimental XLA flag that an
-  older or newer jaxlib may not know (an unknown option is a compile error).
-  They are probed once per process by compiling a tiny function; if that
-  fails, one ``RuntimeWarning`` is issued and ``{}`` (XLA's defaults) is
-  returned, never an error.
-
-  Args:
-    mesh: the device mesh the trainer compiles for.
-
-  Returns:
-    A dict of XLA compile options (``{}`` off CPU or when unsupported).
-  """
-  here = jax.process_index()
-  device = next((d for d in mesh.devices.flat if d.process_index == here),
-                mesh.devices.flat[0])
-  if device.platform != "cpu" or not CPU_COMPILER_OPTIONS:
-    return {}
-  if not _options_supported(device, CPU_COMPILER_OPTIONS):
-    return {}
-  return dict(CPU_COMPILER_OPTIONS)
-
-
-class NonFiniteError(FloatingPointError):
-  """NaN/inf in an input batch, the training loss or a monitored metric."""
-
-
-def _copy(tree: Any) -> Any:
-  return jax.tree.map(lambda x: x.copy(), tree)
-
-
-def _state_signature(state: Any) -> dict[str, Any]:
-  """Paths, shapes and dtypes of a state, and a SHA-256 of its values."""
-  digest = hashlib.sha256()
-  leaves = []
-  for path, x in jax.tree_util.tree_leaves_with_path(state):
-    if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key):
-      x = jax.random.key_data(x)
-    arr = np.asarray(x)
-    leaves.append([jax.tree_util.keystr(path), list(arr.shape),
-                   str(arr.dtype)])
-    digest.update(np.ascontiguousarray(arr).tobytes())
-  return {"leaves": leaves, "values_sha256": digest.hexdigest()}
-
-
-def _nonfinite(batch: Batch) -> list[str]:
-  bad = []
-  for name, value in batch.items():
-    arr = np.asarray(value)
-    if np.issubdtype(arr.dtype, np.inexact) and not np.isfinite(arr).all():
-      bad.append(f"`{name}` ({arr.size - int(np.isfinite(arr).sum())} "
-                 "NaN/inf values)")
-  return bad
-
-
-def _pad(batch: Batch, size: int) -> dict[str, np.ndarray]:
-  """Pads every entry to ``size`` rows by repeating its last row."""
-  out = {}
-  for name, value in batch.items():
-    arr = np.asarray(value)
-    extra = size - arr.shape[0]
-    out[name] = (np.concatenate([arr, np.repeat(arr[-1:], extra, axis=0)])
-                 if extra else arr)
-  return out
-
-
-def _checked_objective(loss_fn: LossFn):
-  """``loss_fn`` with trace-time checks of what it returns."""
-
-  def objective(model, batch):
-    loss, aux = loss_fn(model, batch)
-    if jnp.shape(loss) != ():
-      raise ValueError("loss_fn must return a scalar loss, got shape "
-                       f"{jnp.shape(loss)}.")
-    if not isinstance(aux, Mapping):
-      raise TypeError("loss_fn must return (loss, dict_of_scalars), got aux "
-                      f"of type {type(aux).__name__}.")
-    for k, v in aux.items():
-      if jnp.shape(v) != ():
-        raise ValueError(f"aux metric `{k}` must be a scalar, got shape "
-                         f"{jnp.shape(v)}.")
-    return loss, dict(aux)
-
-  return objective
-
-
-def grad_step(graphdef: nnx.GraphDef, loss_fn: LossFn, state: nnx.State,
-              batch: dict[str, jax.Array]
-              ) -> tuple[nnx.State, jax.Array, dict[str, jax.Array]]:
-  """One optimiser step on the split ``(model, nnx.Optimizer)`` state.
-
-  A pure function of arrays (``nnx.merge`` only at trace time), so it can be
-  jitted, scanned over batches and vmapped over seeds.
-
-  Returns:
-    ``(new_state, loss, aux)``.
-  """
-  model, optimizer = nnx.merge(graphdef, state)
-  model.train()
-  (loss, aux), grads = nnx.value_and_grad(
-      _checked_objective(loss_fn), has_aux=True)(model, batch)
-  optimizer.update(model, grads)
-  return nnx.state((model, optimizer)), loss, aux
-
-
-def new_accumulator(aux: Mapping[str, Any]) -> dict[str, Any]:
-  """Zeroed on-device metric sums and the first-non-finite-step marker."""
-  return {"loss": jnp.zeros((), jnp.float32),
-          "aux": {k: jnp.zeros((), jnp.float32) for k in aux},
-          "bad_step": jnp.full((), -1, jnp.int32),
-          "bad_loss": jnp.zeros((), jnp.float32)}
-
-
-def accumulate(acc: dict[str, Any], loss: jax.Array,
-               aux: Mapping[str, jax.Array], step: jax.Array
-               ) -> dict[str, Any]:
-  """Adds one step's loss and aux to ``acc``; remembers the first bad step."""
-  first = (acc["bad_step"] < 0) & ~jnp.isfinite(loss)
-  return {"loss": acc["loss"] + loss.astype(jnp.float32),
-          "aux": {k: acc["aux"][k] + jnp.asarray(v, jnp.float32)
-                  for k, v in aux.items()},
-          "bad_step": jnp.where(first, step, acc["bad_step"]),
-          "bad_loss": jnp.where(first, loss.astype(jnp.float32),
-                                acc["bad_loss"])}
-
-
-class Trainer:
+class Trainer(Evaluation):
   """Trains an NNX model with optax, data-parallel over a device mesh.
 
   The model and the ``nnx.Optimizer`` are split into one ``nnx.State``,
@@ -330,7 +166,7 @@ class Trainer:
     if jax.process_count() > 1:
       # Replicas are fed by each process: they must start identical.
       _dist.check_same_config({
-          "state": _state_signature(state),
+          "state": state_signature(state),
           "mesh": dict(self.mesh.shape),
           "loss_fn": getattr(loss_fn, "__qualname__", repr(type(loss_fn))),
           "options": [save_every, max_to_keep, sync_every, check_inputs,
@@ -358,161 +194,60 @@ class Trainer:
     if compiler_options is None:
       compiler_options = default_compiler_options(self.mesh)
     self._compiler_options = dict(compiler_options)
-    # The loss is traced once, by this inner jit; the host step and every
-    # on-device epoch call it and reuse its trace.
-    self._inner_step = jax.jit(self._train_step_impl)
-    self._train_step = jax.jit(
-        self._host_step,
-        in_shardings=(self._replicated, self._replicated, self._sharded,
-                      self._replicated),
-        out_shardings=(self._replicated, self._replicated),
-        donate_argnums=(0, 1), compiler_options=self._compiler_options or None)
+    # Programs come from a process-wide cache keyed by the graphdef, the
+    # loss and the options: a trainer of the same model structure, optimiser
+    # object and loss reuses what an earlier one compiled.
+    self._programs = (self._graphdef, self._loss_fn, self._replicated,
+                      self._sharded, self._compiler_options)
+    self._train_step = _programs.host_step(*self._programs)
     self._epoch_fns: dict[Any, Callable[..., Any]] = {}
     self._placed: tuple[DeviceEpochs, dict[str, jax.Array]] | None = None
     self._output_fns: dict[Any, Callable[..., Any]] = {}
+    self._aux_names: dict[Any, tuple[str, ...]] = {}
 
   # ---------------------------------------------------------------- steps --
 
-  def _train_step_impl(self, state, batch):
-    self.trace_count += 1  # Python side effect: runs once per trace.
-    return grad_step(self._graphdef, self._loss_fn, state, batch)
+  def _counted(self, fn: Callable[..., Any], *args: Any) -> Any:
+    """Calls a program, adding the loss traces it caused to trace_count."""
+    before = _programs.traces()
+    try:
+      return fn(*args)
+    finally:
+      self.trace_count += _programs.traces() - before
 
-  def _host_step(self, state, acc, batch, step):
-    state, loss, aux = self._inner_step(state, batch)
-    return state, accumulate(acc, loss, aux, step)
+  def _aux(self, batch_like: Mapping[str, Any]) -> tuple[str, ...]:
+    """Names of the loss's aux metrics on batches shaped like ``batch_like``.
 
-  def _new_acc(self, batch_like: Mapping[str, Any]) -> dict[str, Any]:
-    _, _, aux = self._inner_step.eval_shape(self._state, dict(batch_like))
-    return replicate(new_accumulator(aux), self._replicated)
+    Found once per batch shape by tracing the step abstractly; the compiled
+    step reuses that trace.
+    """
+    shapes = tuple((k, tuple(v.shape), str(v.dtype))
+                   for k, v in batch_like.items())
+    if shapes not in self._aux_names:
+      inner = _programs.inner_step(self._graphdef, self._loss_fn)
+      _, _, aux = self._counted(inner.eval_shape, self._state,
+                                dict(batch_like))
+      self._aux_names[shapes] = tuple(aux)
+    return self._aux_names[shapes]
 
-  def _epoch_fn(self, data: DeviceEpochs) -> Callable[..., Any]:
+  def _new_acc(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+    """Zeroed metric sums for host steps on batches shaped like ``batch``."""
+    zeros = new_accumulator(dict.fromkeys(self._aux(batch)))
+    return replicate(zeros, self._replicated)
+
+  def _epoch_fn(self, data: DeviceEpochs, arrays: Mapping[str, jax.Array]
+                ) -> Callable[..., Any]:
     """The jitted on-device epoch for data of this size and order."""
     cache_key = (data.num_examples, data.batch_size, data.shuffle)
     if cache_key not in self._epoch_fns:
-      n, size, shuffle = cache_key
-      sharded = self._sharded
-
-      def epoch(state, acc, arrays, key, step0):
-        idx = epoch_indices(key, n, size, shuffle=shuffle)
-
-        def body(carry, xs):
-          state, acc = carry
-          i, rows = xs
-          batch = jax.lax.with_sharding_constraint(
-              {k: v[rows] for k, v in arrays.items()}, sharded)
-          state, loss, aux = self._inner_step(state, batch)
-          return (state, accumulate(acc, loss, aux, step0 + i + 1)), None
-
-        steps = jnp.arange(idx.shape[0], dtype=jnp.int32)
-        (state, acc), _ = jax.lax.scan(body, (state, acc), (steps, idx))
-        return state, acc
-
-      self._epoch_fns[cache_key] = jax.jit(
-          epoch, out_shardings=(self._replicated, self._replicated),
-          donate_argnums=(0, 1),
-          compiler_options=self._compiler_options or None)
+      like = {k: jax.ShapeDtypeStruct((data.batch_size,) + v.shape[1:],
+                                      v.dtype, sharding=self._sharded)
+              for k, v in arrays.items()}
+      self._epoch_fns[cache_key] = _programs.device_epoch(
+          *self._programs, num_examples=data.num_examples,
+          batch_size=data.batch_size, shuffle=data.shuffle,
+          aux_names=self._aux(like))
     return self._epoch_fns[cache_key]
-
-  def _output_fn(self, fn: OutputFn) -> Callable[..., Any]:
-    if fn not in self._output_fns:
-      graphdef = self._graphdef
-
-      def run(state, batch):
-        model, _ = nnx.merge(graphdef, state)
-        model.eval()
-        out = fn(model, batch)
-        if not isinstance(out, Mapping):
-          raise TypeError("the evaluation function must return a dict of "
-                          f"per-example arrays, got {type(out).__name__}.")
-        size = next(iter(batch.values())).shape[0]
-        for k, v in out.items():
-          if jax.numpy.ndim(v) < 1 or jax.numpy.shape(v)[0] != size:
-            raise ValueError(
-                f"output `{k}` must be per-example with leading axis {size}, "
-                f"got shape {jax.numpy.shape(v)}; return values before "
-                "averaging over the batch.")
-        return dict(out)
-
-      # Several processes: every process gets all outputs.
-      out_sharding = (self._sharded if self._sharded.is_fully_addressable
-                      else self._replicated)
-      self._output_fns[fn] = jax.jit(
-          run, in_shardings=(self._replicated, self._sharded),
-          out_shardings=out_sharding,
-          compiler_options=self._compiler_options or None)
-    return self._output_fns[fn]
-
-  def _outputs(self, batches: Iterable[Batch], fn: OutputFn
-               ) -> Iterator[dict[str, np.ndarray]]:
-    run = self._output_fn(fn)
-    padded_size = 0
-    for i, batch in enumerate(batches):
-      size = check_batch(batch, 1, where=f"evaluation batch {i}")
-      if self._check_inputs and (bad := _nonfinite(batch)):
-        raise NonFiniteError(
-            f"evaluation batch {i} contains NaN/inf in {', '.join(bad)}.")
-      # One padded size for all batches, so a short last batch does not
-      # trigger a second compilation.
-      padded_size = max(padded_size,
-                        -(-size // self.num_shards) * self.num_shards)
-      out = run(self._state, shard_batch(_pad(batch, padded_size),
-                                         self.mesh))
-      yield {k: np.asarray(v)[:size] for k, v in jax.device_get(out).items()}
-
-  def evaluate(self, batches: Iterable[Batch], metrics_fn: OutputFn
-               ) -> dict[str, float]:
-    """Averages per-example metrics over batches, in eval mode.
-
-    Batches of any size are padded to a multiple of the device count and
-    the padding is dropped before averaging. ``metrics_fn`` is compiled once
-    per function object: pass the same (module-level) function every time.
-
-    Args:
-      batches: iterable of host batches (dicts of arrays).
-      metrics_fn: ``metrics_fn(model, batch) -> {name: [batch] array}``
-        (e.g. per-example correctness or loss), traced under ``jax.jit``.
-
-    Returns:
-      ``{name: mean over all examples}`` as Python floats.
-
-    Raises:
-      ValueError: no batches, or outputs that are not per-example.
-      NonFiniteError: NaN/inf in a batch (when ``check_inputs``).
-    """
-    sums: dict[str, float] = {}
-    count = 0
-    for out in self._outputs(batches, metrics_fn):
-      for k, v in out.items():
-        if v.ndim != 1:
-          raise ValueError(f"metric `{k}` must have shape [batch], got "
-                           f"[batch, ...] with shape {v.shape}.")
-        sums[k] = sums.get(k, 0.0) + float(np.sum(v, dtype=np.float64))
-      count += len(next(iter(out.values()))) if out else 0
-    if count == 0:
-      raise ValueError("evaluate() got no batches (or no outputs).")
-    return {k: s / count for k, s in sums.items()}
-
-  def predict(self, batches: Iterable[Batch], output_fn: OutputFn
-              ) -> dict[str, np.ndarray]:
-    """Collects per-example outputs (e.g. logits) over batches, in eval mode.
-
-    Args:
-      batches: iterable of host batches (dicts of arrays).
-      output_fn: ``output_fn(model, batch) -> {name: [batch, ...] array}``.
-
-    Returns:
-      ``{name: [num_examples, ...] numpy array}``, in batch order.
-
-    Raises:
-      ValueError: no batches.
-    """
-    parts: dict[str, list[np.ndarray]] = {}
-    for out in self._outputs(batches, output_fn):
-      for k, v in out.items():
-        parts.setdefault(k, []).append(v)
-    if not parts:
-      raise ValueError("predict() got no batches (or no outputs).")
-    return {k: np.concatenate(v) for k, v in parts.items()}
 
   # ---------------------------------------------------------------- state --
 
@@ -520,7 +255,7 @@ class Trainer:
   def model(self) -> nnx.Module:
     """A copy of the current model (safe to keep: never donated)."""
     model, _ = nnx.merge(self._graphdef, self._state)
-    nnx.update(model, _copy(process_local(nnx.state(model))))
+    nnx.update(model, copy_tree(process_local(nnx.state(model))))
     return model
 
   def _model_state(self) -> nnx.State:
@@ -528,7 +263,7 @@ class Trainer:
 
   def _set_model_state(self, model_state: nnx.State) -> None:
     model, optimizer = nnx.merge(self._graphdef, self._state)
-    nnx.update(model, _copy(model_state))
+    nnx.update(model, copy_tree(model_state))
     self._state = nnx.state((model, optimizer))
 
   def _meta(self) -> dict[str, Any]:
@@ -662,7 +397,7 @@ class Trainer:
       epochs.close()
     if restore_best and self._best_state is not None:
       self._set_model_state(self._best_state)
-    nnx.update(self._user_model, _copy(process_local(self._model_state())))
+    nnx.update(self._user_model, copy_tree(process_local(self._model_state())))
     return list(self.history)
 
   def _run_epoch(self, train_batches, eval_fn, monitor, mode, patience):
@@ -716,7 +451,7 @@ class Trainer:
         step = self.step + 1
         where = f"step {step} (epoch index {epoch}, batch {index})"
         check_batch(batch, self.num_shards, where=where)
-        if self._check_inputs and (bad := _nonfinite(batch)):
+        if self._check_inputs and (bad := nonfinite_entries(batch)):
           if acc is not None:
             self._check_window(acc, epoch, start_step)  # earlier bad loss
           raise NonFiniteError(
@@ -725,8 +460,8 @@ class Trainer:
         batch = shard_batch(batch, self.mesh)
         if acc is None:
           acc = self._new_acc(batch)
-        self._state, acc = self._train_step(self._state, acc, batch,
-                                            np.int32(step))
+        self._state, acc = self._counted(self._train_step, self._state, acc,
+                                         batch, np.int32(step))
         self.step = step
         if (step - start_step) % self._sync_every == 0:
           self._check_window(acc, epoch, start_step)
@@ -750,14 +485,11 @@ class Trainer:
       self._placed = (data, replicate(
           {k: np.asarray(v) for k, v in data.arrays.items()},
           self._replicated))
-    arrays = self._placed[1]
-    like = {k: jax.ShapeDtypeStruct((data.batch_size,) + v.shape[1:],
-                                    v.dtype, sharding=self._sharded)
-            for k, v in arrays.items()}
     start_step = self.step
-    self._state, acc = self._epoch_fn(data)(
-        self._state, self._new_acc(like), arrays, data.epoch_key(epoch),
-        np.int32(start_step))
+    arrays = self._placed[1]
+    self._state, acc = self._counted(
+        self._epoch_fn(data, arrays), self._state, arrays,
+        data.epoch_key(epoch), np.int32(start_step))
     self.step = start_step + len(data)
     return self._finish(acc, epoch, start_step)
 
@@ -787,7 +519,7 @@ class Trainer:
     best = self._es["best_value"]
     if best is None or (value > best if mode == "max" else value < best):
       self._es.update(best_value=value, best_epoch=epoch, bad_epochs=0)
-      self._best_state = _copy(self._model_state())
+      self._best_state = copy_tree(self._model_state())
       if self._store is not None:
         self._store.save_best(epoch, self._best_state)
     else:
