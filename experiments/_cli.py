@@ -7,8 +7,17 @@ its run function to ``run_main``. Expected errors -- a bad value, a missing data
 directory, an unwritable ``--out`` -- end with one line on stderr that names the
 option and exit code 2; ``--debug`` shows the full traceback instead.
 
+The options every experiment shares are added by ``add_data_dir_argument``,
+``add_seeds_arguments``, ``add_config_argument``, ``add_cache_dir_argument``,
+``add_out_argument`` and ``add_progress_argument`` (one help text and check
+for all); ``check_data_dir`` ends a missing data folder with one line,
+``seed_range`` turns ``--seeds``/``--first-seed`` into the seeds,
+``run_details`` starts ``details.json`` with the full command, and
+``experiment_main`` is an experiment's whole ``main``::
+
   def main(argv=None) -> int:
-    return _cli.run_main(build_parser(), run, argv)
+    return _cli.experiment_main(build_parser, execute, argv,
+                                module="experiments.<name>")
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import math
 import os
 import pathlib
 import re
+import shlex
 import sys
 import tempfile
 import traceback
@@ -41,6 +51,19 @@ __all__ = [
     "require_file",
     "check_output_dir",
     "options_without_help",
+    # Options every experiment shares
+    "add_data_dir_argument",
+    "add_seeds_arguments",
+    "add_config_argument",
+    "add_cache_dir_argument",
+    "add_out_argument",
+    "add_progress_argument",
+    "check_data_dir",
+    "seed_range",
+    "command_line",
+    "run_details",
+    # Entry points, one or several processes
+    "experiment_main",
     "add_num_processes_argument",
     "run_distributed_main",
 ]
@@ -355,6 +378,142 @@ def options_without_help(parser: argparse.ArgumentParser) -> list[str]:
   """The options of ``parser`` that have no help text (for tests)."""
   return [a.option_strings[0] for a in parser._actions  # pylint: disable=protected-access
           if a.option_strings and not a.help]
+
+
+# ---------------------------------------------------------------------------
+# Options every experiment shares (one help text, one check each).
+
+OUT_HELP = ("output folder (its owned files are replaced as one set at the "
+            "end of the run).")
+
+
+def add_data_dir_argument(parser: argparse.ArgumentParser, *, default: str,
+                          help: str = "folder of the shared data."  # pylint: disable=redefined-builtin
+                          ) -> None:
+  """Adds ``--data-dir`` (checked by :func:`check_data_dir`)."""
+  parser.add_argument("--data-dir", default=default, help=help)
+
+
+def add_seeds_arguments(parser: argparse.ArgumentParser, *, default: int,
+                        first_seed: int = 0,
+                        help: str = "number of seeds."  # pylint: disable=redefined-builtin
+                        ) -> None:
+  """Adds ``--seeds N`` (>= 1) and ``--first-seed S`` (in [0, 2**32)).
+
+  The run's seeds are ``S, S + 1, ..., S + N - 1`` (:func:`seed_range`).
+  """
+  parser.add_argument("--seeds", type=positive_int, default=default,
+                      help=help)
+  parser.add_argument("--first-seed", type=seed, default=first_seed,
+                      help="the seeds are first-seed, first-seed + 1, ...")
+
+
+def seed_range(args: argparse.Namespace) -> range:
+  """The seeds of ``--seeds`` and ``--first-seed``: ``range(S, S + N)``.
+
+  Raises:
+    CliError: the last seed would not be below 2**32.
+  """
+  if args.first_seed + args.seeds > MAX_SEED:
+    raise CliError(f"--first-seed + --seeds must be <= 2**32, got "
+                   f"{args.first_seed + args.seeds}")
+  return range(args.first_seed, args.first_seed + args.seeds)
+
+
+def add_config_argument(parser: argparse.ArgumentParser, *,
+                        choices: Sequence[str], default: str,
+                        help: str  # pylint: disable=redefined-builtin
+                        ) -> None:
+  """Adds ``--config`` (the named training budget)."""
+  parser.add_argument("--config", choices=choices, default=default,
+                      help=help)
+
+
+def add_cache_dir_argument(parser: argparse.ArgumentParser, *,
+                           default: str | None,
+                           help: str  # pylint: disable=redefined-builtin
+                           ) -> None:
+  """Adds ``--cache-dir`` (decoded images, embeddings: reused by reruns)."""
+  parser.add_argument("--cache-dir", default=default, help=help)
+
+
+def add_out_argument(parser: argparse.ArgumentParser, *,
+                     default: str | None,
+                     help: str = OUT_HELP  # pylint: disable=redefined-builtin
+                     ) -> None:
+  """Adds ``--out`` (checked by :func:`check_output_dir`)."""
+  parser.add_argument("--out", default=default, help=help)
+
+
+def add_progress_argument(parser: argparse.ArgumentParser) -> None:
+  """Adds ``--no-progress`` (hides the progress bars)."""
+  parser.add_argument("--no-progress", action="store_true",
+                      help="hide the progress bars.")
+
+
+def check_data_dir(path: str | os.PathLike,
+                   check_files: Callable[[pathlib.Path], Any] | None = None,
+                   option: str = "--data-dir") -> pathlib.Path:
+  """Checks the data folder (and its files) before any work.
+
+  Args:
+    path: the folder.
+    check_files: called with the folder; a ``FileNotFoundError`` it raises
+      (naming the missing file) becomes the one-line error.
+    option: the option that named the folder.
+
+  Returns:
+    ``path`` as a ``pathlib.Path``.
+
+  Raises:
+    CliError: ``"--data-dir: <path> does not exist; pass the data directory
+      with --data-dir PATH"``, or ``"--data-dir: <what is missing>"``.
+  """
+  data_dir = require_dir(path, option)
+  if check_files is not None:
+    try:
+      check_files(data_dir)
+    except FileNotFoundError as e:
+      raise CliError(f"{option}: {e}") from None
+  return data_dir
+
+
+def command_line(prog: str, argv: Sequence[str]) -> str:
+  """The full command, ``prog`` and the quoted ``argv``, for ``details.json``."""
+  return " ".join([prog, shlex.join(argv)]).strip()
+
+
+def run_details(args: argparse.Namespace, *, command: str,
+                seconds: float) -> dict[str, Any]:
+  """The first entries of a run's ``details.json``.
+
+  Returns:
+    ``{"command": the full command, "args": every parsed option,
+    "seconds": the run's wall time}``.
+  """
+  return {"command": command, "args": dict(vars(args)), "seconds": seconds}
+
+
+def experiment_main(build_parser: Callable[[], argparse.ArgumentParser],
+                    execute: Callable[[argparse.Namespace, list[str]], Any],
+                    argv: Sequence[str] | None = None, *, module: str,
+                    private_options: Sequence[str] = ("out",)) -> int:
+  """An experiment's ``main``: ``execute(args, argv)`` on one or N processes.
+
+  Args:
+    build_parser: makes the experiment's parser.
+    execute: runs the experiment from the parsed ``args`` and the arguments
+      as given (for the recorded command).
+    argv: arguments without the program name (``None``: ``sys.argv``).
+    module: the experiment's module, e.g. ``'experiments.topk_l2d'``.
+    private_options: as for :func:`run_distributed_main`.
+
+  Returns:
+    The exit code (0, or 2 on an expected error).
+  """
+  argv = list(sys.argv[1:] if argv is None else argv)
+  return run_distributed_main(build_parser(), lambda a: execute(a, argv), argv,
+                              module=module, private_options=private_options)
 
 
 def package_entry_points(package: str) -> tuple[Callable[[str], Any],

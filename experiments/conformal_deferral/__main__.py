@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import shlex
 import sys
 import time
 from typing import Any, Sequence
@@ -53,9 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                  "test images; cifar10h-raw: needs cifar10h-raw.csv "
                  "(--raw-csv); imagenet16h: needs --human-csv; synthetic: "
                  "in-package simulated pool; byo: your own data (--byo-dir).")
-  p.add_argument("--data-dir", default=d.data_dir,
-                 help="folder of the shared data (used by cifar10s, "
-                 "cifar10h-raw and imagenet16h).")
+  _cli.add_data_dir_argument(
+      p, default=d.data_dir, help="folder of the shared data (used by "
+      "cifar10s, cifar10h-raw and imagenet16h).")
   p.add_argument("--model", choices=config.MODELS, default=d.model,
                  help="CIFAR-10 model whose probabilities are used "
                  "(Kerrigan et al. 2021).")
@@ -123,11 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
                  "none).")
   p.add_argument("--seed", type=_cli.seed, default=d.seed,
                  help="seed of the splits and tie-breaks, in [0, 2**32).")
-  p.add_argument("--out", default=d.out,
-                 help="output folder (created; its owned files are replaced "
-                 "as one set at the end of the run).")
-  p.add_argument("--no-progress", action="store_true",
-                 help="hide the progress bars.")
+  _cli.add_out_argument(
+      p, default=d.out, help="output folder (created; its owned files are "
+      "replaced as one set at the end of the run).")
+  _cli.add_progress_argument(p)
   return p
 
 
@@ -176,7 +174,7 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
   if args.costs:
     _cli.require_file(args.costs, "--costs")
   if args.dataset in config.DATASETS_WITH_DATA_DIR:
-    data_dir = _cli.require_dir(args.data_dir, "--data-dir")
+    data_dir = _cli.check_data_dir(args.data_dir)
     if args.dataset == "cifar10h-raw":
       if args.raw_csv:
         _cli.require_file(args.raw_csv, "--raw-csv")
@@ -237,7 +235,7 @@ def execute(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
                            raw_csv=args.raw_csv, human_csv=args.human_csv,
                            byo_dir=args.byo_dir)
   alphas, costs = _check_with_pool(args, pool, scores)
-  command = " ".join([PROG, shlex.join(argv)]).strip()
+  command = _cli.command_line(PROG, argv)
   common = dict(alphas=alphas, n_splits=args.splits, cal_size=args.cal_size,
                 seed=args.seed, tie_break=args.tie_break, costs=costs,
                 lcb=(args.lcb_lambda, args.lcb_prior_a, args.lcb_prior_b),
@@ -250,8 +248,8 @@ def execute(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
                       n_shots=args.n_shots, **common)
   results, details = report.summarise(per, pool=pool, alphas=alphas,
                                       scores=scores)
-  details.update({"seconds": time.perf_counter() - t0, "command": command,
-                  "args": {k: v for k, v in vars(args).items()},
+  details.update({**_cli.run_details(args, command=command,
+                                     seconds=time.perf_counter() - t0),
                   "f_kept": args.f_kept, "n_shots": args.n_shots,
                   "seed": args.seed, "tie_break": args.tie_break,
                   "lcb": {"lambda": args.lcb_lambda,
@@ -305,10 +303,8 @@ def _ablation(args, pool, score, grid, common, out, command, t0):
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs the command line; returns the exit code (2 on a bad argument)."""
-  argv = list(sys.argv[1:] if argv is None else argv)
-  return _cli.run_distributed_main(
-      build_parser(), lambda args: execute(args, argv), argv,
-      module="experiments.conformal_deferral")
+  return _cli.experiment_main(build_parser, execute, argv,
+                              module="experiments.conformal_deferral")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
 import sys
 import time
 from typing import Any, Sequence
@@ -50,47 +49,39 @@ def build_parser() -> argparse.ArgumentParser:
                  help="digits runs anywhere (scikit-learn); cifar10 reads "
                  "the shared data's CIFAR-10 images; the MedMNIST sets need "
                  "their .npz archives under --data-dir.")
-  p.add_argument("--data-dir", default=d.data_dir,
-                 help="folder of the data (unused for digits).")
+  _cli.add_data_dir_argument(p, default=d.data_dir,
+                             help="folder of the data (unused for digits).")
   p.add_argument("--overlap", type=_cli.float_list(0.0, 1.0),
                  default=",".join(f"{v:g}" for v in d.overlap),
                  help="comma-separated overlap probabilities p in [0, 1] "
                  "(rq3 uses the first).")
   p.add_argument("--study", choices=config.STUDIES, default=d.study,
                  help="which research question to run.")
-  p.add_argument("--config", choices=config.CONFIGS, default=d.config,
-                 help="training budget: cpu (minutes on digits) or gpu (the "
-                 "paper's rejector, longer training).")
-  p.add_argument("--seeds", type=_cli.positive_int, default=d.seeds,
-                 help="number of seeds (experts, contexts, models).")
-  p.add_argument("--first-seed", type=_cli.seed, default=d.first_seed,
-                 help="the seeds are first-seed, first-seed + 1, ...")
+  _cli.add_config_argument(
+      p, choices=config.CONFIGS, default=d.config,
+      help="training budget: cpu (minutes on digits) or gpu (the paper's "
+      "rejector, longer training).")
+  _cli.add_seeds_arguments(
+      p, default=d.seeds, first_seed=d.first_seed,
+      help="number of seeds (experts, contexts, models).")
   p.add_argument("--steps", type=_cli.positive_int, default=None,
                  help="training steps of every model (default: the "
                  "--config budget's, 400 for cpu and 20000 for gpu).")
-  p.add_argument("--cache-dir", default=d.cache_dir,
-                 help="CIFAR-10: folder of the cached frozen embedding "
-                 "(shared with experiments.population_l2d).")
-  p.add_argument("--out", default=d.out,
-                 help="output folder (its owned files are replaced as one "
-                 "set at the end of the run).")
-  p.add_argument("--no-progress", action="store_true",
-                 help="hide the progress bars.")
+  _cli.add_cache_dir_argument(
+      p, default=d.cache_dir, help="CIFAR-10: folder of the cached frozen "
+      "embedding (shared with experiments.population_l2d).")
+  _cli.add_out_argument(p, default=d.out)
+  _cli.add_progress_argument(p)
   return p
 
 
 def check_args(args: argparse.Namespace):
-  """Checks data files and the output folder before any work."""
-  if args.first_seed + args.seeds > _cli.MAX_SEED:
-    raise _cli.CliError(f"--first-seed + --seeds must be <= 2**32, got "
-                        f"{args.first_seed + args.seeds}")
+  """Checks the seeds, data files and output folder before any work."""
+  _cli.seed_range(args)
   if args.dataset != "digits":
-    data_dir = _cli.require_dir(args.data_dir, "--data-dir")
     from experiments.ea_l2d import run as run_lib  # pylint: disable=g-import-not-at-top
-    try:
-      run_lib.check_dataset_files(args.dataset, data_dir)
-    except FileNotFoundError as e:
-      raise _cli.CliError(f"--data-dir: {e}") from None
+    _cli.check_data_dir(args.data_dir, lambda data_dir:
+                        run_lib.check_dataset_files(args.dataset, data_dir))
   return _cli.check_output_dir(args.out)
 
 
@@ -105,7 +96,7 @@ def execute(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
   # Several processes: each runs its share of the seeds (process p: seeds
   # p, p + N, ...); process 0 shows progress and writes the outputs.
   progress = not args.no_progress and distributed.is_main_process()
-  command = " ".join([PROG, shlex.join(argv)]).strip()
+  command = _cli.command_line(PROG, argv)
   t0 = time.perf_counter()
 
   def load():
@@ -119,7 +110,7 @@ def execute(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
   distributed.barrier("ea_l2d: data loaded by process 0")
   if data is None:
     data = load()
-  seeds = range(args.first_seed, args.first_seed + args.seeds)
+  seeds = _cli.seed_range(args)
   out_run = run_lib.run(data, study=args.study, seeds=seeds,
                         overlaps=args.overlap, budget=budget,
                         progress=progress)
@@ -133,7 +124,7 @@ def write(out, data, out_run, *, args, budget, command, seconds):
   res = report.results(rows, dataset=data.dataset, study=args.study,
                        config_name=args.config)
   details = {
-      "command": command, "args": dict(vars(args)), "seconds": seconds,
+      **_cli.run_details(args, command=command, seconds=seconds),
       "budget": dataclasses.asdict(budget), "model": data.model,
       "splits": {k: int(v.size) for k, v in data.splits.items()},
       "num_classes": data.num_classes, "training": out_run["info"],
@@ -154,10 +145,8 @@ def write(out, data, out_run, *, args, budget, command, seconds):
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs the command line; returns the exit code (2 on a bad argument)."""
-  argv = list(sys.argv[1:] if argv is None else argv)
-  return _cli.run_distributed_main(
-      build_parser(), lambda args: execute(args, argv), argv,
-      module="experiments.ea_l2d")
+  return _cli.experiment_main(build_parser, execute, argv,
+                              module="experiments.ea_l2d")
 
 
 if __name__ == "__main__":

@@ -20,9 +20,8 @@ from __future__ import annotations
 import argparse
 import math
 import pathlib
-import shlex
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
 from experiments import _cli
 from experiments.multi_expert_calibration import config
@@ -54,17 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--parameterisation",
                  choices=run_lib.PARAMETERISATIONS + ("both",),
                  default="both", help="surrogate(s) to train.")
-  p.add_argument("--seeds", type=_cli.positive_int, default=3,
-                 help="number of seeds.")
-  p.add_argument("--first-seed", type=_cli.seed, default=0,
-                 help="seeds are first-seed, first-seed + 1, ...")
+  _cli.add_seeds_arguments(p, default=3)
   p.add_argument("--settings", type=_cli.float_list(), default=None,
                  help="comma-separated x-axis values: numbers of experts, or "
                  "p for expert-dependence (default: the config's SETTINGS).")
-  p.add_argument("--config", choices=config.CONFIG_NAMES, default="cpu",
-                 help="cpu: small models that run on a CPU; gpu: the paper's "
-                 "(WRN-28-10 on CIFAR-10). See experiments/"
-                 "multi_expert_calibration/config.py.")
+  _cli.add_config_argument(
+      p, choices=config.CONFIG_NAMES, default="cpu",
+      help="cpu: small models that run on a CPU; gpu: the paper's (WRN-28-10 "
+      "on CIFAR-10). See experiments/multi_expert_calibration/config.py.")
   p.add_argument("--epochs", type=_cli.positive_int, default=None,
                  help="maximum number of epochs (default: the config's).")
   p.add_argument("--patience", type=_cli.non_negative_int, default=None,
@@ -83,15 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
                  "e.g. --set hidden=[64,64,64] --set num_samples=6000.")
   p.add_argument("--num-bins", type=_cli.positive_int, default=15,
                  help="equal-width ECE bins.")
-  p.add_argument("--data-dir", default="../shared/data",
-                 help="shared data root holding cifar10_images/ (cifar10 "
-                 "only).")
-  p.add_argument("--cache-dir", default="results/.cache",
-                 help="cache folder: the decoded CIFAR-10 images (.npz) and JAX's "
-                 "persistent compilation cache (jax/), reused by reruns.")
-  p.add_argument("--out", default=None,
-                 help="output folder (default: results/multi_expert_"
-                 "calibration/<dataset>_<experiment>).")
+  _cli.add_data_dir_argument(
+      p, default="../shared/data",
+      help="shared data root holding cifar10_images/ (cifar10 only).")
+  _cli.add_cache_dir_argument(
+      p, default="results/.cache", help="cache folder: the decoded CIFAR-10 "
+      "images (.npz) and JAX's persistent compilation cache (jax/), reused "
+      "by reruns.")
+  _cli.add_out_argument(
+      p, default=None, help="output folder (default: results/multi_expert_"
+      "calibration/<dataset>_<experiment>).")
   p.add_argument("--restart", action="store_true",
                  help="discard recorded runs and checkpoints in --out.")
   p.add_argument("--sequential", action="store_true",
@@ -109,8 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "trained one at a time only).")
   p.add_argument("--epoch-progress", action="store_true",
                  help="also show the trainer's per-epoch progress bars.")
-  p.add_argument("--no-progress", action="store_true",
-                 help="hide the progress bars.")
+  _cli.add_progress_argument(p)
   return p
 
 
@@ -119,8 +115,9 @@ def options_from_args(args: argparse.Namespace,
   """Checks the arguments together (before any work) and builds Options."""
   out = args.out or (f"results/multi_expert_calibration/"
                      f"{args.dataset}_{args.experiment}")
+  seeds = tuple(_cli.seed_range(args))
   if args.dataset == "cifar10":
-    data_dir = _cli.require_dir(args.data_dir, "--data-dir")
+    data_dir = _cli.check_data_dir(args.data_dir)
     if not (data_dir / "cifar10_images").is_dir() and not any(
         data_dir.glob("cifar10_*_jpg.zip")):
       raise _cli.CliError(
@@ -135,7 +132,7 @@ def options_from_args(args: argparse.Namespace,
       parameterisations=(run_lib.PARAMETERISATIONS
                          if args.parameterisation == "both"
                          else (args.parameterisation,)),
-      seeds=tuple(args.first_seed + i for i in range(args.seeds)),
+      seeds=seeds,
       settings=args.settings, config_name=args.config,
       overrides={name: getattr(args, name) for name in run_lib.OVERRIDES},
       sets=tuple(args.set), num_bins=args.num_bins, data_dir=args.data_dir,
@@ -143,22 +140,23 @@ def options_from_args(args: argparse.Namespace,
       keep_checkpoints=args.keep_checkpoints, sequential=args.sequential,
       workers=args.workers, progress=not args.no_progress, epoch_progress=(
           args.epoch_progress and not args.no_progress),
-      command=" ".join([PROG] + [shlex.quote(a) for a in argv]))
+      command=_cli.command_line(PROG, argv))
   run_lib.resolve(options)  # bad settings or --set values fail here
   return options
 
 
+def execute(args: argparse.Namespace, argv: Sequence[str]) -> None:
+  """Runs (or resumes) the sweep described by ``args``."""
+  run_lib.run(options_from_args(args, argv))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs the command line; returns the exit code (0, or 2 on an error)."""
-
-  def go(args: argparse.Namespace) -> Any:
-    run_lib.run(options_from_args(args, argv))
-
   # Every process works in the same --out (process 0 alone writes there):
   # it holds the progress of a resumed sweep and the shared checkpoints.
-  return _cli.run_distributed_main(
-      build_parser(), go, argv, module="experiments.multi_expert_calibration",
-      private_options=())
+  return _cli.experiment_main(
+      build_parser, execute, argv,
+      module="experiments.multi_expert_calibration", private_options=())
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
 import sys
 import time
 from typing import Any, Sequence
@@ -54,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                  "download); cifar10: the shared CIFAR-10 images; "
                  "fashion_mnist and gtsrb need their original files under "
                  "--data-dir.")
-  p.add_argument("--data-dir", default=d.data_dir,
-                 help="folder of the shared data (unused for digits).")
+  _cli.add_data_dir_argument(
+      p, default=d.data_dir,
+      help="folder of the shared data (unused for digits).")
   p.add_argument("--budget-k", type=_cli.int_list(1), default=None,
                  help="comma-separated labelled points per class k (L = K·k "
                  "per seen expert) (default: 2,4,6,10,20,50 for digits, "
@@ -79,26 +79,22 @@ def build_parser() -> argparse.ArgumentParser:
                  help="experts' (and pseudo labels') wrong answers: uniform "
                  "over the other classes (the paper) or over all K (the "
                  "official code; gives 82%% expert accuracy at H = 8).")
-  p.add_argument("--config", choices=config.CONFIGS, default=d.config,
-                 help="training budget: cpu (minutes for digits) or gpu.")
-  p.add_argument("--seeds", type=_cli.positive_int, default=d.seeds,
-                 help="number of seeds (experts' answers, labelled sets, "
-                 "models).")
-  p.add_argument("--first-seed", type=_cli.seed, default=d.first_seed,
-                 help="the seeds are first-seed, first-seed + 1, ...")
+  _cli.add_config_argument(
+      p, choices=config.CONFIGS, default=d.config,
+      help="training budget: cpu (minutes for digits) or gpu.")
+  _cli.add_seeds_arguments(
+      p, default=d.seeds, first_seed=d.first_seed,
+      help="number of seeds (experts' answers, labelled sets, models).")
   p.add_argument("--ema", type=_cli.fraction(0.0, 1.0, low_open=False,
                                               high_open=True),
                  default=d.ema,
                  help="EMA decay of the label generator's weights (0: no "
                  "EMA; the paper's option: 0.999).")
-  p.add_argument("--cache-dir", default=d.cache_dir,
-                 help="folder for decoded images and the cached frozen "
-                 "embedding (.npy).")
-  p.add_argument("--out", default=d.out,
-                 help="output folder (its owned files are replaced as one "
-                 "set at the end of the run).")
-  p.add_argument("--no-progress", action="store_true",
-                 help="hide the progress bars.")
+  _cli.add_cache_dir_argument(
+      p, default=d.cache_dir, help="folder for decoded images and the "
+      "cached frozen embedding (.npy).")
+  _cli.add_out_argument(p, default=d.out)
+  _cli.add_progress_argument(p)
   return p
 
 
@@ -127,9 +123,7 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
             f"--expert-strength H={h} gives only C({k_classes}, {h}) < "
             f"{config.NUM_EXPERTS} lexicographic oracle sets; use "
             "--oracle-sets cyclic")
-  if args.first_seed + args.seeds > _cli.MAX_SEED:
-    raise _cli.CliError(f"--first-seed + --seeds must be <= 2**32, got "
-                        f"{args.first_seed + args.seeds}")
+  _cli.seed_range(args)
   return args
 
 
@@ -138,11 +132,8 @@ def check_args(args: argparse.Namespace):
   resolve(args)
   from experiments.population_l2d import run as run_lib  # pylint: disable=g-import-not-at-top
   if args.dataset != "digits":
-    data_dir = _cli.require_dir(args.data_dir, "--data-dir")
-    try:
-      run_lib.check_dataset_files(args.dataset, data_dir)
-    except FileNotFoundError as e:
-      raise _cli.CliError(f"--data-dir: {e}") from None
+    _cli.check_data_dir(args.data_dir, lambda data_dir:
+                        run_lib.check_dataset_files(args.dataset, data_dir))
   return _cli.check_output_dir(args.out)
 
 
@@ -159,13 +150,13 @@ def execute(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
   # Several processes: each runs its share of the seeds (process p: seeds
   # p, p + N, ...); process 0 shows progress and writes the outputs.
   progress = not args.no_progress and distributed.is_main_process()
-  command = " ".join([PROG, shlex.join(argv)]).strip()
+  command = _cli.command_line(PROG, argv)
   t0 = time.perf_counter()
   data = run_lib.load_data(args.dataset, data_dir=args.data_dir,
                            budget=budget, cache_dir=args.cache_dir)
   for k in args.budget_k:  # Fails early on a budget the data cannot hold.
     run_lib.labelled_indices(data, k, seed=args.first_seed)
-  seeds = range(args.first_seed, args.first_seed + args.seeds)
+  seeds = _cli.seed_range(args)
   outs = {}
   for h in args.expert_strength:
     outs[h] = run_lib.run(
@@ -193,7 +184,7 @@ def write(out, data, outs: dict[int, dict], *, args, budget, command,
       by_h[h] = res
       prefix = f"h{h}/" if several else ""
       details = {
-          "command": command, "args": dict(vars(args)), "seconds": seconds,
+          **_cli.run_details(args, command=command, seconds=seconds),
           "budget": dataclasses.asdict(budget),
           "splits": {s: int(v.size) for s, v in data.splits.items()},
           "num_experts": config.NUM_EXPERTS, "num_seen": config.NUM_SEEN,
@@ -219,10 +210,8 @@ def write(out, data, outs: dict[int, dict], *, args, budget, command,
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs the command line; returns the exit code (2 on a bad argument)."""
-  argv = list(sys.argv[1:] if argv is None else argv)
-  return _cli.run_distributed_main(
-      build_parser(), lambda args: execute(args, argv), argv,
-      module="experiments.population_l2d")
+  return _cli.experiment_main(build_parser, execute, argv,
+                              module="experiments.population_l2d")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
 import sys
 import time
 from typing import Any, Sequence
@@ -52,16 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
                  help="california_housing (regression) and cifar10 run on "
                  "the shared data; svhn and cifar100 need their original "
                  "files under --data-dir.")
-  p.add_argument("--data-dir", default=d.data_dir,
-                 help="folder of the shared data.")
-  p.add_argument("--config", choices=config.CONFIGS, default=d.config,
-                 help="training budget: cpu (minutes here) or gpu (the "
-                 "paper's epochs).")
-  p.add_argument("--seeds", type=_cli.positive_int, default=d.seeds,
-                 help="number of seeds (rejector, selectors, random draws); "
-                 "the agents are one fixed pool.")
-  p.add_argument("--first-seed", type=_cli.seed, default=d.first_seed,
-                 help="the seeds are first-seed, first-seed + 1, ...")
+  _cli.add_data_dir_argument(p, default=d.data_dir)
+  _cli.add_config_argument(
+      p, choices=config.CONFIGS, default=d.config,
+      help="training budget: cpu (minutes here) or gpu (the paper's "
+      "epochs).")
+  _cli.add_seeds_arguments(
+      p, default=d.seeds, first_seed=d.first_seed,
+      help="number of seeds (rejector, selectors, random draws); the agents "
+      "are one fixed pool.")
   p.add_argument("--lambdas", type=_cli.float_list(0.0),
                  default=",".join(f"{v:g}" for v in d.lambdas),
                  help="comma-separated λ >= 0 of the Top-k(x) sweep (the "
@@ -71,28 +69,20 @@ def build_parser() -> argparse.ArgumentParser:
                  help="normalisation of the cardinality loss in the selector's "
                  "surrogate: a global scale per λ (the 99th percentile of the "
                  "training costs, clipped above) or min-max per example.")
-  p.add_argument("--cache-dir", default=d.cache_dir,
-                 help="folder for decoded CIFAR-10 images (default: none, "
-                 "decode each time).")
-  p.add_argument("--out", default=d.out,
-                 help="output folder (its owned files are replaced as one "
-                 "set at the end of the run).")
-  p.add_argument("--no-progress", action="store_true",
-                 help="hide the progress bars.")
+  _cli.add_cache_dir_argument(
+      p, default=d.cache_dir, help="folder for decoded CIFAR-10 images "
+      "(default: none, decode each time).")
+  _cli.add_out_argument(p, default=d.out)
+  _cli.add_progress_argument(p)
   return p
 
 
 def check_args(args: argparse.Namespace):
-  """Checks data files and the output folder before any work."""
-  if args.first_seed + args.seeds > _cli.MAX_SEED:
-    raise _cli.CliError(f"--first-seed + --seeds must be <= 2**32, got "
-                        f"{args.first_seed + args.seeds}")
-  data_dir = _cli.require_dir(args.data_dir, "--data-dir")
+  """Checks the seeds, data files and output folder before any work."""
+  _cli.seed_range(args)
   from experiments.topk_l2d import pools as pools_lib  # pylint: disable=g-import-not-at-top
-  try:
-    pools_lib.check_dataset_files(args.dataset, data_dir)
-  except FileNotFoundError as e:
-    raise _cli.CliError(f"--data-dir: {e}") from None
+  _cli.check_data_dir(args.data_dir, lambda data_dir:
+                      pools_lib.check_dataset_files(args.dataset, data_dir))
   return _cli.check_output_dir(args.out)
 
 
@@ -106,13 +96,13 @@ def execute(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
   # Several processes: each builds the pool, runs its share of the seeds
   # (process p: seeds p, p + N, ...); process 0 shows progress and writes.
   progress = not args.no_progress and distributed.is_main_process()
-  command = " ".join([PROG, shlex.join(argv)]).strip()
+  command = _cli.command_line(PROG, argv)
   t0 = time.perf_counter()
   pool = pools_lib.load_pool(args.dataset, data_dir=args.data_dir,
                              budget=budget, cache_dir=args.cache_dir,
                              progress=progress)
   t_pool = time.perf_counter() - t0
-  seeds = range(args.first_seed, args.first_seed + args.seeds)
+  seeds = _cli.seed_range(args)
   out_run = run_lib.run(pool, seeds=seeds, budget=budget,
                         lambdas=args.lambdas,
                         selector_scale=args.selector_scale, progress=progress)
@@ -126,7 +116,7 @@ def write(out, pool, out_run, *, args, command, seconds, pool_seconds):
   res = report.results(entries, dataset=pool.dataset, config_name=args.config,
                        beta=pool.beta, metric_alone=pool.metric_alone())
   details = {
-      "command": command, "args": dict(vars(args)), "seconds": seconds,
+      **_cli.run_details(args, command=command, seconds=seconds),
       "pool_seconds": pool_seconds, "task": pool.task,
       "metric_alone": ("test RMSE ($100k)" if pool.task == "regression"
                        else "test accuracy"),
@@ -155,10 +145,8 @@ def write(out, pool, out_run, *, args, command, seconds, pool_seconds):
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs the command line; returns the exit code (2 on a bad argument)."""
-  argv = list(sys.argv[1:] if argv is None else argv)
-  return _cli.run_distributed_main(
-      build_parser(), lambda args: execute(args, argv), argv,
-      module="experiments.topk_l2d")
+  return _cli.experiment_main(build_parser, execute, argv,
+                              module="experiments.topk_l2d")
 
 
 if __name__ == "__main__":
