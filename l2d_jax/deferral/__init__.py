@@ -36,9 +36,8 @@ __all__ = (
     "set_budgets",
     "expected_budget",
     "expected_cardinality",
-    # Deferral margin (L2D-Pop ranking, issue 8).
+    # Deferral margins over the best class logit, and deciding by them.
     "deferral_priority",
-    # Per-expert priorities (EA-L2D multi-expert inference, issue 9).
     "expert_priorities",
     "defer_by_priority",
 )
@@ -76,9 +75,7 @@ from l2d_jax.deferral._topk import set_predictions
 from l2d_jax.deferral._topk import top_k_agents
 from l2d_jax.deferral._topk import top_kx_agents
 
-# Deferral margin (L2D-Pop ranking, issue 8).
+# Deferral margins over the best class logit, and deciding by them.
 from l2d_jax.deferral._population import deferral_priority
-
-# Per-expert priorities (EA-L2D multi-expert inference, issue 9).
 from l2d_jax.deferral._priority import defer_by_priority
 from l2d_jax.deferral._priority import expert_priorities

@@ -7,7 +7,8 @@ starts N local workers on loopback (a free port, watched together, bounded
 in time). ``check_same_config`` stops processes started with different
 settings. ``map_sharded`` shares independent work items (seeds, settings)
 out over the processes and gathers the results in order (``shard_items``,
-``interleave``, ``allgather_objects``). ``deferral_sweep`` spreads the
+``interleave``, ``allgather_objects``: JSON and raw array bytes between the
+processes, never pickle). ``deferral_sweep`` spreads the
 conformal sweep's splits (or scores) over the processes. The ``Trainer``
 (``l2d_jax.training``) runs unchanged on one or many processes: it uses
 these pieces itself.

@@ -20,7 +20,7 @@ __all__ = (
     "paired_one_tailed_test",
     "PairedTest",
     "significance_marks",
-    # Deferral curves and their areas (EA-L2D, issue 9).
+    # Deferral curves and their areas (AURSAC, AURDAC).
     "DeferralCurves",
     "deferral_curves",
     "aursac",
@@ -45,7 +45,7 @@ from l2d_jax.metrics._significance import PairedTest
 from l2d_jax.metrics._significance import paired_one_tailed_test
 from l2d_jax.metrics._significance import significance_marks
 
-# Deferral curves and their areas (EA-L2D, issue 9).
+# Deferral curves and their areas (AURSAC, AURDAC).
 from l2d_jax.metrics._curves import DeferralCurves
 from l2d_jax.metrics._curves import aurdac
 from l2d_jax.metrics._curves import aursac
