@@ -283,7 +283,7 @@ def allgather_objects(obj: Any) -> list[Any]:
   except TypeError as e:
     data, error = encode(str(e)), e
   lengths = _runtime.allgather(np.array([data.size, error is not None],
-                                        np.int64))
+                                        np.int32))
   padded = np.zeros(int(lengths[:, 0].max()), np.uint8)
   padded[:data.size] = data
   every = _runtime.allgather(padded)
