@@ -388,7 +388,7 @@ OUT_HELP = ("output folder (its owned files are replaced as one set at the "
 
 
 def add_data_dir_argument(parser: argparse.ArgumentParser, *, default: str,
-                          help: str = "folder of the shared data."  # pylint: disable=redefined-builtin
+                          help: str = "folder of the shared data."
                           ) -> None:
   """Adds ``--data-dir`` (checked by :func:`check_data_dir`)."""
   parser.add_argument("--data-dir", default=default, help=help)
@@ -396,7 +396,7 @@ def add_data_dir_argument(parser: argparse.ArgumentParser, *, default: str,
 
 def add_seeds_arguments(parser: argparse.ArgumentParser, *, default: int,
                         first_seed: int = 0,
-                        help: str = "number of seeds."  # pylint: disable=redefined-builtin
+                        help: str = "number of seeds."
                         ) -> None:
   """Adds ``--seeds N`` (>= 1) and ``--first-seed S`` (in [0, 2**32)).
 
@@ -422,7 +422,7 @@ def seed_range(args: argparse.Namespace) -> range:
 
 def add_config_argument(parser: argparse.ArgumentParser, *,
                         choices: Sequence[str], default: str,
-                        help: str  # pylint: disable=redefined-builtin
+                        help: str
                         ) -> None:
   """Adds ``--config`` (the named training budget)."""
   parser.add_argument("--config", choices=choices, default=default,
@@ -431,7 +431,7 @@ def add_config_argument(parser: argparse.ArgumentParser, *,
 
 def add_cache_dir_argument(parser: argparse.ArgumentParser, *,
                            default: str | None,
-                           help: str  # pylint: disable=redefined-builtin
+                           help: str
                            ) -> None:
   """Adds ``--cache-dir`` (decoded images, embeddings: reused by reruns)."""
   parser.add_argument("--cache-dir", default=default, help=help)
@@ -439,7 +439,7 @@ def add_cache_dir_argument(parser: argparse.ArgumentParser, *,
 
 def add_out_argument(parser: argparse.ArgumentParser, *,
                      default: str | None,
-                     help: str = OUT_HELP  # pylint: disable=redefined-builtin
+                     help: str = OUT_HELP
                      ) -> None:
   """Adds ``--out`` (checked by :func:`check_output_dir`)."""
   parser.add_argument("--out", default=default, help=help)
