@@ -334,8 +334,9 @@ EXPERIMENTS = {
         "stronger (NP - Single: 1.4 / 2.9 / 3.2); Finetune best at every H."),
     "cifar10_cpu": Experiment(
         description="CIFAR-10 at two budgets: a frozen width-16 CNN φ "
-        "cached once to .npy; the label generator and every downstream "
-        "model read its cached features (queries and context points, "
+        "(last map flattened into its linear layer, 3 epochs) cached once "
+        "to .npy; the label generator and every downstream model read its "
+        "cached features (queries and context points, "
         "downstream_inputs='features'), 1 seed.",
         command="python -m experiments.population_l2d --dataset cifar10 "
         "--data-dir ../shared/data --config cpu --seeds 1 --budget-k 2,10 "
