@@ -11,6 +11,8 @@ from l2d_jax import data
 from l2d_jax import deferral
 from l2d_jax import experts
 from l2d_jax.conformal import _sweep
+from l2d_jax.conformal import _sweep_events
+from l2d_jax.conformal import _sweep_slots
 from tests import conformal_reference as ref
 
 ALPHAS = np.array([0.35, 0.01, 0.05, 0.1, 0.2, 0.6])  # unsorted on purpose
@@ -36,7 +38,7 @@ def _splits(has, n_images, num_p, n_test, n_cal, n_tune, seed=0):
 
 
 def _priorities(key, p, shape):
-  prios, _ = _sweep._split_randomness(key, p, shape)  # pylint: disable=protected-access
+  prios, _ = _sweep_slots._split_randomness(key, p, shape)  # pylint: disable=protected-access
   return list(np.asarray(prios))
 
 
@@ -118,7 +120,7 @@ def test_sweep_n_shots_matches_reference_on_the_subsample():
                                  n_shots=np.int64(2),
                                  tie_break="cost", costs=costs)
   for p in range(2):
-    _, shots_key = _sweep._split_randomness(  # pylint: disable=protected-access
+    _, shots_key = _sweep_slots._split_randomness(  # pylint: disable=protected-access
         key, p, ann.mask[test[p]].shape)
     kept = experts.subsample_n_shots(shots_key, ann, labels, n_shots=2)
     conf = np.asarray(experts.confusion_matrices(kept, labels))
@@ -305,24 +307,27 @@ def _walk_runs(sizes):
   return out
 
 
-def test_compact_runs_match_a_numpy_walk():
+def test_window_runs_match_a_numpy_walk():
   rng = np.random.default_rng(3)
   n, num_a = 40, 9
   sizes = np.cumsum(rng.random((n, num_a)) < 0.3, axis=1) % 4
-  for num_runs in (2, num_a, num_a + 3):  # fewer, as many as, more than A
-    start, size, overflow = _sweep._compact_runs(  # pylint: disable=protected-access
-        jnp.asarray(sizes, jnp.int32), num_runs)
-    want_overflow = False
-    for i, (starts, vals) in enumerate(_walk_runs(sizes)):
-      want_overflow |= len(starts) > num_runs
-      kept = (starts + [num_a] * num_runs)[:num_runs]
-      np.testing.assert_array_equal(start[i], kept)
-      m = min(len(starts), num_runs)
-      np.testing.assert_array_equal(size[i, :m], vals[:m])
-    assert bool(overflow) == want_overflow
+  change, rid = _sweep_events._run_ids(jnp.asarray(sizes, jnp.int32))  # pylint: disable=protected-access
+  walks = _walk_runs(sizes)
+  np.testing.assert_array_equal(rid[:, -1] + 1, [len(s) for s, _ in walks])
+  for num_runs in (2, 3, num_a + 3):  # windows shorter and longer than A
+    for first in range(0, num_a + 1, num_runs):
+      start, size = _sweep_events._window_runs(  # pylint: disable=protected-access
+          jnp.asarray(sizes, jnp.int32), change, rid, first, num_runs)
+      for i, (starts, vals) in enumerate(walks):
+        kept = (starts[first:] + [num_a] * num_runs)[:num_runs]
+        np.testing.assert_array_equal(start[i], kept)
+        m = len(starts[first:first + num_runs])
+        np.testing.assert_array_equal(size[i, :m],
+                                      vals[first:first + num_runs])
 
 
-def test_run_events_equal_a_direct_histogram():
+@pytest.mark.parametrize("window", [3, 31])
+def test_run_events_equal_a_direct_histogram(window):
   rng = np.random.default_rng(0)
   n, num_a, num_k, num_j, num_s = 50, 30, 5, 7, 2
   # Piecewise-constant sizes in any direction (as RAPS's can be).
@@ -331,22 +336,32 @@ def test_run_events_equal_a_direct_histogram():
   sizes[:, 0] = rng.integers(0, num_k + 1, n)
   for a in range(1, num_a):
     sizes[:, a] = np.where(sizes[:, a] < 0, sizes[:, a - 1], sizes[:, a])
-  agent = rng.integers(-1, num_j + 1, (num_s, n, num_k + 1))
-  weights = rng.integers(0, 2, (num_s, n, num_k + 1, 2))
-  shared = rng.integers(0, 4, (n, num_k + 1, 2))
-  start, size, overflow = _sweep._compact_runs(  # pylint: disable=protected-access
-      jnp.asarray(sizes, jnp.int32), num_a)
-  assert not overflow
-  block = num_s * (num_j + 2) + 2
-  who, w, sh = _sweep._per_run(  # pylint: disable=protected-access
-      size, jnp.asarray(agent, jnp.int32), jnp.asarray(weights, jnp.int32),
-      jnp.asarray(shared, jnp.int32))
-  idx, val = _sweep._run_events(  # pylint: disable=protected-access
-      start, who, w, sh, row_width=block, offset=0, num_experts=num_j)
-  got = _sweep._read_events(  # pylint: disable=protected-access
-      idx, val, num_a=num_a, num_c=1, num_s=num_s, num_experts=num_j,
-      num_g=2, num_h=2)
-  queries, n_q, max_q, counts, sh = (np.asarray(x)[:, 0] for x in got)
+  agent = jnp.asarray(rng.integers(-1, num_j + 1, (num_s, n, num_k + 1)),
+                      jnp.int32)
+  weights = jnp.asarray(rng.integers(0, 2, (num_s, n, num_k + 1, 2)),
+                        jnp.int32)
+  shared = jnp.asarray(rng.integers(0, 4, (n, num_k + 1, 2)), jnp.int32)
+  jsizes = jnp.asarray(sizes, jnp.int32)
+  change, rid = _sweep_events._run_ids(jsizes)  # pylint: disable=protected-access
+  dims = dict(num_a=num_a, num_c=2, num_s=num_s, num_experts=num_j,
+              num_g=2, num_h=2)
+  tables = _sweep_events._new_tables(**dims)  # pylint: disable=protected-access
+  # Score 1 of 2, in windows of runs (as the sweep reads RAPS).
+  for first in range(0, int(rid.max()) + 1, window):
+    start, size = _sweep_events._window_runs(  # pylint: disable=protected-access
+        jsizes, change, rid, first, window)
+    prev = jnp.take_along_axis(jsizes, jnp.clip(start[:, :1] - 1, 0), axis=1)
+    who, w, sh = _sweep_events._per_run(  # pylint: disable=protected-access
+        jnp.concatenate([prev, size], axis=1), agent, weights, shared)
+    before = None if first == 0 else (who[:, :, 0], w[:, :, 0], sh[:, 0])
+    events = _sweep_events._run_events(  # pylint: disable=protected-access
+        start, who[:, :, 1:], w[:, :, 1:], sh[:, 1:], score_index=1,
+        num_scores=2, num_alphas=num_a, num_experts=num_j, before=before)
+    tables = _sweep_events._add_events(tables, events)  # pylint: disable=protected-access
+  got = _sweep_events._read_events(tables, **dims)  # pylint: disable=protected-access
+  assert not np.asarray(got[0][:, 0]).any()  # score 0 has no events
+  queries, n_q, max_q, counts, sh = (np.asarray(x)[:, 1] for x in got)
+  agent, weights, shared = (np.asarray(x) for x in (agent, weights, shared))
   for a in range(num_a):
     s = sizes[:, a]
     np.testing.assert_array_equal(sh[a], shared[np.arange(n), s].sum(0))
@@ -383,11 +398,11 @@ def test_size_boundaries_equal_split_set_sizes():
 
 def test_priority_draws_pack_exactly():
   # The slot picker packs float32 uniforms as multiples of 2**-23.
-  prios, _ = _sweep._split_randomness(jax.random.key(0), 3, (500, 64))  # pylint: disable=protected-access
+  prios, _ = _sweep_slots._split_randomness(jax.random.key(0), 3, (500, 64))  # pylint: disable=protected-access
   q = np.asarray(prios, np.float64) * 2.0**23
   np.testing.assert_array_equal(q, np.floor(q))
   tied = jax.random.bernoulli(jax.random.key(1), 0.3, (500, 7, 64))
-  got = _sweep._slot_picker(prios[0])(tied)  # pylint: disable=protected-access
+  got = _sweep_slots._slot_picker(prios[0])(tied)  # pylint: disable=protected-access
   want = np.where(np.asarray(tied).any(-1), np.argmax(np.where(
       tied, np.asarray(prios[0])[:, None, :], -1.0), axis=-1), -1)
   np.testing.assert_array_equal(got, want)

@@ -14,14 +14,6 @@ from l2d_jax.conformal import _scores
 DEFAULT_LAM_GRID = (0.001, 0.01, 0.1, 0.2, 0.5)
 
 
-def _label_rank_positions(order: jax.Array, sorted_probs: jax.Array,
-                          labels: jax.Array) -> jax.Array:
-  """0-indexed rank of each true label (start of its tie group)."""
-  pos = jnp.argmax(order == labels[:, None], axis=-1)
-  start = _scores._tie_group_start(sorted_probs)
-  return jnp.take_along_axis(start, pos[:, None], axis=-1)[:, 0]
-
-
 def tune_raps(
     probs: ArrayLike,
     labels: ArrayLike,
@@ -74,29 +66,51 @@ def tune_raps(
   n = np.shape(probs)[0]
   if n < 2:
     raise ValueError(f"the RAPS tuning set must hold at least 2 points, got {n}.")
+  order, sp = _scores.sort_probs(probs)
+  labels = jnp.asarray(labels)
+  pos = jnp.argmax(order == labels[:, None], axis=-1)
+  aps = _scores.sorted_aps_conformity(sp, key=key, randomized=randomized)
+  r1 = _scores._tie_group_start(sp) + 1  # pylint: disable=protected-access
+  k_reg, lam, _ = _tune_from_conformity(aps, r1, pos, alpha,
+                                        jnp.asarray(lam_grid))
+  return k_reg, lam
+
+
+def _tune_from_conformity(aps: jax.Array, r1: jax.Array, pos: jax.Array,
+                          alpha: ArrayLike, lam_grid: jax.Array):
+  """``tune_raps`` from the tuning points' sorted APS conformities.
+
+  Args:
+    aps: ``[n, K]`` APS conformities of each rank (``sorted_aps_conformity``).
+    r1: ``[n, K]`` int 1-based start of each rank's tie group.
+    pos: ``[n]`` int rank of each point's true label.
+    alpha: scalar or ``[A]`` miscoverage levels.
+    lam_grid: ``[L]`` candidate penalties.
+
+  Returns:
+    ``(k_reg, lam, lam_index)`` with the shape of ``alpha``; ``lam_index``
+    is ``lam``'s position in ``lam_grid`` (0 where alpha is invalid). Shared
+    by the sweep, which precomputes ``aps`` and ``r1`` for the whole pool.
+  """
+  n, num_k = aps.shape
   # Both ranks below are exact: ceil(m (1 - a)) = m - floor(m a).
   low_k = _quantile.alpha_floor(n - 1, alpha)
   low_q = _quantile.alpha_floor(n + 1, alpha)
   scalar = low_k.ndim == 0
   low_k, low_q = jnp.atleast_1d(low_k), jnp.atleast_1d(low_q)
   lam_grid = jnp.asarray(lam_grid, dtype=jnp.result_type(float))
-  order, sp = _scores.sort_probs(probs)
-  labels = jnp.asarray(labels)
-  rank1 = jnp.sort(_label_rank_positions(order, sp, labels) + 1)
-  # numpy's quantile(..., 1 - alpha, method="higher") on n values: index
+  pick = lambda x: jnp.take_along_axis(x, pos[:, None], axis=-1)[:, 0]
+  aps_y, r1_y = pick(aps), pick(r1)
+  # 1-indexed rank of each true label (start of its tie group); numpy's
+  # quantile(..., 1 - alpha, method="higher") on n values: index
   # ceil((n - 1)(1 - alpha)), 0-based.
+  rank1 = jnp.sort(r1_y)
   k_reg = rank1[jnp.clip(n - 1 - low_k, 0, n - 1)]
-  pos = jnp.argmax(order == labels[:, None], axis=-1)
 
   # RAPS conformity = APS conformity - lam * max(0, r1 - k): the APS part and
   # the tie-group ranks are shared by every (alpha, lam); the difference is
   # non-increasing along the ranks (see ``split_set_sizes``), so a set size
   # is a count of conformities above the threshold.
-  aps = _scores.sorted_aps_conformity(sp, key=key, randomized=randomized)
-  r1 = _scores._tie_group_start(sp) + 1
-  pick = lambda x: jnp.take_along_axis(x, pos[:, None], axis=-1)[:, 0]
-  aps_y, r1_y = pick(aps), pick(r1)
-  num_k = sp.shape[-1]
   num_l = lam_grid.shape[0]
   # k_reg is a rank in [1, K]: the calibration conformities of every (k, lam)
   # pair are sorted once ([K, L, n]) instead of once per (alpha, lam).
@@ -110,29 +124,22 @@ def tune_raps(
   t = jnp.where(j == 0, -jnp.inf, t)  # [A, L]
   # Mean set size min(count + 1, K) with count = #{r : c_r >= t}: the RAPS
   # conformity is non-increasing along the ranks (see ``split_set_sizes``),
-  # so sum_i min(count_i + 1, K) = n + #{(i, r <= K - 2) : c_r(i) >= t}, a
-  # count in the sorted conformities of every (k, lam) pair.
-  c = aps[:, None, None, :num_k - 1] - lam_grid[None, None, :, None] * (
-      jnp.maximum(0, r1[:, None, None, :num_k - 1]
-                  - jnp.arange(1, num_k + 1)[None, :, None, None]))
-  vals = jnp.sort(jnp.moveaxis(c, 0, 2).reshape(num_k, num_l, -1), axis=-1)
-  m = vals.shape[-1]
-  below = jnp.zeros(t.shape, jnp.int32)  # #{v < t}, by binary search
-  step = (1 << (m.bit_length() - 1)) if m else 0
-  while step:
-    cand = below + step
-    ok = (cand <= m) & (vals[k_row, l_col, jnp.clip(cand - 1, 0, m - 1)] < t)
-    below = jnp.where(ok, cand, below)
-    step >>= 1
-  total = n + (m - below)
-  sizes = total / n  # [A, L], the mean set size, exactly as a mean would be
-  lam = lam_grid[jnp.argmin(sizes, axis=-1)]
+  # so sum_i min(count_i + 1, K) = n + #{(i, r <= K - 2) : c_r(i) >= t},
+  # counted directly for each (alpha, lam) (one fused compare-and-sum).
+  k_a = (k_row + 1)[:, :, None, None]  # [A, 1, 1, 1]
+  c = aps[None, None, :, :num_k - 1] - lam_grid[None, :, None, None] * (
+      jnp.maximum(0, r1[None, None, :, :num_k - 1] - k_a))  # [A, L, n, K-1]
+  above = (c >= t[:, :, None, None]).sum(axis=(2, 3), dtype=jnp.int32)
+  sizes = (n + above) / n  # [A, L], the mean set size, exactly as a mean
+  lam_index = jnp.argmin(sizes, axis=-1)
+  lam = lam_grid[lam_index]
   invalid = (low_k < 0) | (low_q < 0)
   k_reg = jnp.where(invalid, -1, k_reg).astype(jnp.int32)
   lam = jnp.where(invalid, jnp.nan, lam)
+  lam_index = jnp.where(invalid, 0, lam_index).astype(jnp.int32)
   if scalar:
-    return k_reg[0], lam[0]
-  return k_reg, lam
+    return k_reg[0], lam[0], lam_index[0]
+  return k_reg, lam, lam_index
 
 
 def _check_lam_grid(lam_grid: ArrayLike) -> None:

@@ -205,3 +205,45 @@ def split_set_sizes(
     sizes = count(jax.lax.cummin(conf(sp_test), axis=1), t)
   sizes = jnp.where(low[None, :] < 0, -1, sizes)
   return jnp.where(rank_ok, sizes, -1).astype(jnp.int32)
+
+
+def _raps_sizes(aps_cal_y: jax.Array, r1_cal_y: jax.Array,
+                aps_test: jax.Array, r1_test: jax.Array, alphas: jax.Array,
+                k_reg: jax.Array, lam_index: jax.Array,
+                lam_grid: jax.Array) -> jax.Array:
+  """RAPS set sizes ``[m, A]`` with per-alpha ``(k_reg, lam)`` from a grid.
+
+  The same sets as ``split_set_sizes(..., score='raps')`` with
+  ``lam = lam_grid[lam_index]``, from precomputed APS conformities: the
+  calibration conformities take at most ``K x L`` distinct forms (k_reg is a
+  rank in ``[1, K]``, lam a grid value), so they are sorted once per
+  ``(k_reg, lam)`` pair, not once per alpha.
+
+  Args:
+    aps_cal_y: ``[n]`` APS conformity of each calibration label.
+    r1_cal_y: ``[n]`` 1-based start of its tie group.
+    aps_test: ``[m, K]`` sorted APS conformities of the test points.
+    r1_test: ``[m, K]`` 1-based tie-group starts of their ranks.
+    alphas: ``[A]`` miscoverage levels.
+    k_reg: ``[A]`` int32 in ``[1, K]`` (``tune_raps``).
+    lam_index: ``[A]`` int32 positions in ``lam_grid``.
+    lam_grid: ``[L]`` penalties.
+
+  Returns:
+    ``[m, A]`` int32 sizes, -1 where alpha is invalid.
+  """
+  n = aps_cal_y.shape[0]
+  num_k = aps_test.shape[-1]
+  low = _quantile.alpha_floor(n + 1, alphas)
+  k_all = jnp.arange(1, num_k + 1)[:, None, None]
+  cal = jnp.sort(aps_cal_y - lam_grid[None, :, None]
+                 * jnp.maximum(0, r1_cal_y - k_all), axis=-1)  # [K, L, n]
+  at = cal[jnp.clip(k_reg - 1, 0, num_k - 1), lam_index,
+           jnp.clip(low - 1, 0, n - 1)]
+  t = jnp.where(low == 0, -jnp.inf, at)  # [A]
+  lam = lam_grid[lam_index]
+  pen = lam[:, None] * jnp.maximum(0, r1_test[:, None, :] - k_reg[:, None])
+  c = aps_test[:, None, :] - pen  # [m, A, K], non-increasing along K
+  sizes = (c >= t[None, :, None]).sum(axis=-1, dtype=jnp.int32)
+  sizes = jnp.minimum(sizes + 1, num_k)
+  return jnp.where(low[None, :] < 0, -1, sizes).astype(jnp.int32)

@@ -34,6 +34,8 @@ from l2d_jax.conformal import _quantile
 from l2d_jax.conformal import _raps_tuning
 from l2d_jax.conformal import _scores
 from l2d_jax.conformal import _set_sizes
+from l2d_jax.conformal import _sweep_events
+from l2d_jax.conformal import _sweep_slots
 from l2d_jax.deferral import _selection
 from l2d_jax.deferral import _strategies
 from l2d_jax.experts import _annotations
@@ -82,254 +84,12 @@ class DeferralSweep(NamedTuple):
   lam: jax.Array
 
 
-def _split_randomness(key: jax.Array, split: ArrayLike,
-                      shape: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
-  """The random draws of one split: ``(priorities, n_shots_key)``.
-
-  ``priorities`` is ``[S + 2, n_test, M]`` uniforms: rows ``0..S-1`` are
-  each strategy's tie-break priorities (one per test point and annotation
-  slot, shared by all set sizes and scores), row ``S`` the random-expert
-  baseline's and row ``S + 1`` the best-expert baseline's. They are the rows
-  of one ``uniform(fold_in(key, split), (6, n, M))`` draw: rows 0-2 the first
-  three strategies, rows 3-4 the baselines, row 5 ``segregativity_lcb``
-  (added last, so that adding it changed no earlier draw). ``n_shots_key``
-  is ``fold_in(fold_in(key, split), 1)``. Exposed so that a reference can
-  reproduce the draws (one generator call per split keeps compilation
-  short).
-  """
-  k = jax.random.fold_in(key, split)
-  u = jax.random.uniform(k, (6,) + tuple(shape))
-  return u[jnp.array([0, 1, 2, 5, 3, 4])], jax.random.fold_in(k, 1)
-
-
-def _top_slots(scores, ok, costs):
-  """The slots ``[..., M]`` a ``select_expert(tie_break='cost')`` may pick.
-
-  The valid, non-NaN slots with the highest score, then (``costs`` not None)
-  the lowest cost among those; the random priority decides among what is
-  left (``_slot_picker``). No slot where nothing is valid.
-  """
-  ok = ok & ~jnp.isnan(scores)
-  s = jnp.where(ok, scores, -jnp.inf)
-  tied = ok & (s == s.max(axis=-1, keepdims=True))
-  if costs is not None:
-    c = jnp.where(tied, costs, jnp.inf)
-    tied = tied & (c == c.min(axis=-1, keepdims=True))
-  return tied
-
-
-def _slot_picker(priority):
-  """``pick(tied [n, ..., M]) -> [n, ...]``: the tied slot of highest priority.
-
-  Same answer as ``argmax(where(tied, priority, -1))`` (ties to the lowest
-  slot) and -1 where nothing is tied. ``jax.random.uniform`` float32 draws
-  are multiples of 2**-23, so priority and slot pack exactly into one int32
-  key and one integer max does the work (a float argmax is several times
-  slower on CPU); other dtypes or more than 256 slots take two integer-free
-  passes.
-  """
-  num_m = priority.shape[-1]
-  mpad = 1 << max(0, (num_m - 1).bit_length())
-  # Priorities [..., n, M] against tied [..., n, (K + 1,) M].
-  extra = lambda x, t: x.reshape(x.shape[:-1] + (1,) * (t.ndim - x.ndim)
-                                 + x.shape[-1:])
-  if priority.dtype == jnp.float32 and mpad <= 256:
-    slots = jnp.arange(num_m, dtype=jnp.int32)
-    keys = ((priority * 2.0**23).astype(jnp.int32) * mpad
-            + (mpad - 1 - slots))
-
-    def pick(tied):
-      best = jnp.max(jnp.where(tied, extra(keys, tied), -1), axis=-1)
-      return jnp.where(best >= 0, mpad - 1 - (best & (mpad - 1)),
-                       -1).astype(jnp.int32)
-    return pick
-
-  def pick_general(tied):
-    p = extra(priority, tied)
-    best = jnp.max(jnp.where(tied, p, -1.0), axis=-1, keepdims=True)
-    slot = jnp.min(jnp.where(tied & (p == best), jnp.arange(num_m), num_m),
-                   axis=-1)
-    return jnp.where(slot < num_m, slot, -1).astype(jnp.int32)
-  return pick_general
-
-
-def _strategy_tables(correct, total, ok, valid, slot_costs, lcb):
-  """Which slots each strategy may pick: ``(sized, flat)``.
-
-  ``sized`` ``[2, n, K + 1, M]`` for segregativity and its LCB (per prefix
-  size), ``flat`` ``[2, n, M]`` for naive most accurate and naive random (the
-  same at every size). Ties on the score go to the lowest cost with
-  ``slot_costs``, then to the random priority (``_slot_picker``).
-  """
-  seg = _deferral.segregativity_from_counts(correct, total, valid, ok)
-  lcb_lambda, prior_a, prior_b = lcb
-  post = _strategies.posterior_lcb(correct, total, lcb_lambda=lcb_lambda,
-                                   prior_a=prior_a, prior_b=prior_b)
-  post = jnp.where(valid[..., None], post, -jnp.inf)
-  post = jnp.where((valid & ~ok)[..., None], jnp.nan, post)
-  c3 = None if slot_costs is None else slot_costs[:, None, :]
-  sized = jnp.stack([_top_slots(jnp.swapaxes(t, 1, 2), valid[:, None, :], c3)
-                     for t in (seg, post)])
-  flat = jnp.stack([_top_slots(seg[:, :, 0], valid, slot_costs),
-                    _top_slots(jnp.zeros(valid.shape), valid, None)])
-  return sized, flat
-
-
-def _compact_runs(sizes, num_runs):
-  """Runs of equal size along alphas ``[n, A]`` -> ``(start, size, overflow)``.
-
-  ``start`` ``[n, R]`` is the first alpha of each run in order (A for runs a
-  point does not have), ``size`` its set size; runs are contiguous (run r
-  ends where run r + 1 starts). ``overflow``: some point has more than R.
-  The run index is a running count of changes (a scan along alphas) and the
-  starts land with one scatter: no sort.
-  """
-  n, num_a = sizes.shape
-  change = jnp.concatenate(
-      [jnp.ones((n, 1), bool), sizes[:, 1:] != sizes[:, :-1]], axis=1)
-  rid = _cumsum0(change.T.astype(jnp.int32)).T - 1  # [n, A]
-  overflow = jnp.any(rid[:, -1] >= num_runs)
-  keep = change & (rid < num_runs)
-  flat = jnp.where(keep, jnp.arange(n)[:, None] * num_runs + rid,
-                   n * num_runs)
-  start = jnp.full(n * num_runs, num_a, jnp.int32).at[flat.ravel()].set(
-      jnp.broadcast_to(jnp.arange(num_a, dtype=jnp.int32),
-                       (n, num_a)).ravel(), mode="drop").reshape(n, num_runs)
-  size = jnp.take_along_axis(sizes, jnp.minimum(start, num_a - 1), axis=1)
-  return start, size, overflow
-
-
-def _cumsum0(x):
-  """Inclusive running sum along axis 0 (a scan: XLA CPU's cumsum is slow)."""
-  def step(c, row):
-    c = c + row
-    return c, c
-  return jax.lax.scan(step, jnp.zeros(x.shape[1:], x.dtype), x)[1]
-
-
-def _per_run(size, agent, weights, shared):
-  """Per-run values ``(who [S, n, R], w [S, n, R, G], sh [n, R, H])``."""
-  num_s = agent.shape[0]
-  who = jnp.take_along_axis(agent, jnp.broadcast_to(size, (num_s,)
-                                                    + size.shape), axis=2)
-  w = jnp.take_along_axis(
-      weights, jnp.broadcast_to(size[..., None], (num_s,) + size.shape
-                                + (1,)), axis=2)
-  sh = jnp.take_along_axis(shared, size[..., None], axis=1)
-  return who, w, sh
-
-
-def _run_events(start, who, w, sh, *, row_width, offset, num_experts):
-  """Flat ``(index, value)`` events of one score's runs (telescoped).
-
-  Runs are contiguous along the alphas, so at ``start[i, r]`` point i's
-  contribution changes from run r - 1's to run r's: one event per run and
-  column (two for the expert histogram, whose value moves between columns).
-  Summed up along the alphas, the events give every alpha's per-expert
-  histogram and weighted counts with ``points x runs`` updates.
-
-  Args:
-    start: ``[n, R]`` non-decreasing run starts (A = no run).
-    who: ``[S, n, R]`` who answers in each run (0 model, -1 nobody).
-    w: ``[S, n, R, G]`` int counts of each strategy in each run.
-    sh: ``[n, R, H]`` int counts shared by the strategies in each run.
-    row_width: width of one alpha's row of the event table.
-    offset: where this score's block starts in a row.
-    num_experts: J.
-  """
-  num_s = who.shape[0]
-  num_g = w.shape[-1]
-  num_h = sh.shape[-1]
-  jg = num_experts + num_g
-  prev = lambda x, ax: jnp.concatenate(
-      [jnp.zeros_like(jax.lax.slice_in_dim(x, 0, 1, axis=ax)),
-       jax.lax.slice_in_dim(x, 0, x.shape[ax] - 1, axis=ax)], axis=ax)
-  is_e = (who >= 1) & (who <= num_experts)
-  col = jnp.where(is_e, who - 1, 0)
-  row = start * row_width + offset  # [n, R]
-  t_off = (jnp.arange(num_s) * jg)[:, None, None]
-  idx = [row + t_off + col, row + t_off + prev(col, 2),
-         (row + t_off)[..., None] + num_experts + jnp.arange(num_g),
-         row[..., None] + num_s * jg + jnp.arange(num_h)]
-  val = [is_e.astype(jnp.int32), -prev(is_e, 2).astype(jnp.int32),
-         w - prev(w, 2), sh - prev(sh, 1)]
-  return (jnp.concatenate([x.ravel() for x in idx]),
-          jnp.concatenate([x.ravel() for x in val]))
-
-
-def _read_events(idx, val, *, num_a, num_c, num_s, num_experts, num_g, num_h):
-  """Sums the events up along the alphas; per-alpha metrics per score.
-
-  Returns ``(queries, n_queried, max_queries, counts, shared)`` with shapes
-  ``[A, C, S]`` (x3), ``[A, C, S, G]`` and ``[A, C, H]``; the per-expert
-  histograms live only one alpha at a time (in the scan carry).
-  """
-  jg = num_experts + num_g
-  width = num_c * (num_s * jg + num_h)
-  delta = jnp.zeros((num_a + 1) * width, jnp.int32).at[idx].add(
-      val, mode="drop").reshape(num_a + 1, width)[:num_a]
-
-  def step(carry, d):
-    carry = carry + d
-    blk = carry.reshape(num_c, num_s * jg + num_h)
-    h = blk[:, :num_s * jg].reshape(num_c, num_s, jg)
-    hist = h[..., :num_experts]
-    # One packed row per alpha: [C, S, 3 + G] then [C, H].
-    per_s = jnp.concatenate(
-        [hist.sum(axis=-1, keepdims=True),
-         (hist > 0).sum(axis=-1, keepdims=True, dtype=jnp.int32),
-         hist.max(axis=-1, keepdims=True), h[..., num_experts:]], axis=-1)
-    return carry, jnp.concatenate([per_s.reshape(-1),
-                                   blk[:, num_s * jg:].reshape(-1)])
-  out = jax.lax.scan(step, jnp.zeros(width, jnp.int32), delta)[1]
-  per_s = out[:, :num_c * num_s * (3 + num_g)].reshape(
-      num_a, num_c, num_s, 3 + num_g)
-  shared = out[:, num_c * num_s * (3 + num_g):].reshape(num_a, num_c, num_h)
-  return (per_s[..., 0], per_s[..., 1], per_s[..., 2], per_s[..., 3:],
-          shared)
-
-
-def _read_alphas_gather(sizes, agent, weights, num_experts):
-  """Per-alpha ``(hist [A, J], counts [A, G])`` from ``[n, A]`` sizes (any runs)."""
-  num_a = sizes.shape[1]
-  who = jnp.take_along_axis(agent, sizes, axis=1)  # [n, A]
-  w = jnp.take_along_axis(weights, sizes[:, :, None], axis=1)  # [n, A, G]
-  deferred = (who >= 1) & (who <= num_experts)
-  flat = (jnp.arange(num_a)[None, :] * num_experts
-          + jnp.where(deferred, who - 1, 0)).ravel()
-  hist = jnp.zeros(num_a * num_experts, jnp.int32).at[flat].add(
-      deferred.ravel().astype(jnp.int32)).reshape(num_a, num_experts)
-  return hist, w.astype(jnp.int32).sum(axis=0)
-
-
 def _metrics(queries, n_queried, max_queries, correct_count, n):
   avg = jnp.where(n_queried > 0, queries / jnp.maximum(n_queried, 1), 0.0)
   return _deferral.SweepMetrics(
       accuracy=correct_count / n, queries=queries,
       max_queries_per_expert=max_queries,
       avg_queries_per_queried_expert=avg.astype(jnp.result_type(float)))
-
-
-def _baseline_counts(slots, annotations, labels, num_experts):
-  """``[B, 4]`` int (right, queries, experts queried, most queries) per row.
-
-  Row b consults annotation slot ``slots[b, i]`` on every point i (-1:
-  nobody, counted wrong and not queried).
-  """
-  num_b = slots.shape[0]
-  ok = slots >= 0
-  safe = jnp.where(ok, slots, 0)
-  pick = lambda x: jnp.take_along_axis(x, safe.T, axis=1).T  # [B, n]
-  agent = jnp.where(ok, pick(annotations.annotator) + 1, -1)
-  right = ok & (pick(annotations.answer) == labels)
-  deferred = (agent >= 1) & (agent <= num_experts)
-  flat = (jnp.arange(num_b)[:, None] * num_experts
-          + jnp.where(deferred, agent - 1, 0))
-  hist = jnp.zeros(num_b * num_experts, jnp.int32).at[flat.ravel()].add(
-      deferred.ravel().astype(jnp.int32)).reshape(num_b, num_experts)
-  return jnp.stack([right.sum(axis=1, dtype=jnp.int32), hist.sum(axis=1),
-                    (hist > 0).sum(axis=1, dtype=jnp.int32),
-                    hist.max(axis=1)], axis=1)
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
@@ -363,11 +123,18 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
   if n_shots is None:
     counts = _deferral._batched_prefix_counts(  # pylint: disable=protected-access
         order, labels, annotations, confusion, valid_pool, batch_size)
-    tables = _strategy_tables(*counts, valid_pool, pool_costs, lcb)
+    tables = _sweep_slots._strategy_tables(*counts, valid_pool, pool_costs, lcb)
   # Conformities of the pool for the scores without tuning (non-increasing
   # along ranks; the label's entry is its calibration conformity).
   conf_pool = {s: _scores.sorted_conformity(sp, score=s)
                for s in scores if s != "raps"}
+  if "raps" in scores:
+    # RAPS conformities from the pool's APS conformities and tie groups.
+    aps_pool = conf_pool.get("aps")
+    if aps_pool is None:
+      aps_pool = _scores.sorted_conformity(sp, score="aps")
+    r1_pool = _scores._tie_group_start(sp) + 1  # pylint: disable=protected-access
+    lam_arr = jnp.asarray(lam_grid, jnp.result_type(float))
   # Sorted alphas: LAC/APS sizes are non-increasing along the alpha axis.
   perm = jnp.argsort(alphas)
   inv = jnp.argsort(perm)
@@ -380,8 +147,6 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
   grp = jnp.zeros((num_p, 0), jnp.int32) if groups is None else groups
   num_g = 1 if groups is None else 2
   num_h = 2  # shared columns: set size, label covered
-  raps_runs = 2 * (num_k + 1)
-  block = num_strat * (num_j + num_g) + num_h
   order_t = {"segregativity": ("sized", 0), "segregativity_lcb": ("sized", 1),
              "naive_most_accurate": ("flat", 0), "naive_random": ("flat", 1)}
 
@@ -391,7 +156,7 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
     valid = sub.mask
     y = labels[test]
     n = test.shape[0]
-    prios, shots_key = _split_randomness(key, p, valid.shape)
+    prios, shots_key = _sweep_slots._split_randomness(key, p, valid.shape)
     if n_shots is None:
       sized, flat = (t[:, test] for t in tables)
     else:
@@ -400,20 +165,20 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
       conf = _annotations.confusion_matrices(kept, labels)
       cnt = _deferral._batched_prefix_counts(  # pylint: disable=protected-access
           order[test], y, sub, conf, kept.mask[test], batch_size)
-      sized, flat = _strategy_tables(
+      sized, flat = _sweep_slots._strategy_tables(
           *cnt, valid, None if pool_costs is None else pool_costs[test], lcb)
     # Who answers at each prefix size, decided once for every score: the
     # size-dependent strategies in one reduction; the choices made once per
     # point (naive strategies, then the random and best-expert baselines)
     # in another.
-    best = _top_slots(hindsight[sub.annotator], valid, None)
+    best = _sweep_slots._top_slots(hindsight[sub.annotator], valid, None)
     once = jnp.concatenate([flat, valid[None], best[None]])  # [4, n, M]
     s_of = {t: i for i, t in enumerate(_strategies.STRATEGIES)}
     sized_rows = [s_of["segregativity"], s_of["segregativity_lcb"]]
     once_rows = [s_of["naive_most_accurate"], s_of["naive_random"],
                  num_strat, num_strat + 1]
-    sized_slot = _slot_picker(prios[jnp.array(sized_rows)])(sized)
-    once_slot = _slot_picker(prios[jnp.array(once_rows)])(once)  # [4, n]
+    sized_slot = _sweep_slots._slot_picker(prios[jnp.array(sized_rows)])(sized)
+    once_slot = _sweep_slots._slot_picker(prios[jnp.array(once_rows)])(once)  # [4, n]
     by_name = {
         "segregativity": sized_slot[0], "segregativity_lcb": sized_slot[1],
         "naive_most_accurate": jnp.broadcast_to(once_slot[0][:, None],
@@ -433,56 +198,70 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
     shared = jnp.stack([jnp.broadcast_to(size_axis, (n, num_k + 1)),
                         (label_rank[test][:, None] < size_axis).astype(
                             jnp.int32)], axis=-1)  # [n, K + 1, 2]
-    base = _baseline_counts(once_slot[2:], sub, y, num_j)  # [2, 4]
+    base = _sweep_slots._baseline_counts(once_slot[2:], sub, y, num_j)  # [2, 4]
     if "raps" in scores:
-      k_reg, lam = _raps_tuning.tune_raps(probs[tune], labels[tune],
-                                          alphas_sorted, lam_grid=lam_grid)
+      k_reg, lam, lam_i = _raps_tuning._tune_from_conformity(  # pylint: disable=protected-access
+          aps_pool[tune], r1_pool[tune], label_rank[tune], alphas_sorted,
+          lam_arr)
     else:
       k_reg = jnp.zeros(num_a, jnp.int32)
       lam = jnp.zeros(num_a, probs.dtype)
     # LAC and APS need no tuning: they calibrate on the tuning points too.
     cal_all = jnp.concatenate([cal, tune])
-    events, raps_dense = [], None
+    dims = dict(num_a=num_a, num_c=num_c, num_s=num_strat,
+                num_experts=num_j, num_g=num_g, num_h=num_h)
+    ev_tables = _sweep_events._new_tables(  # pylint: disable=protected-access
+        **dims, hist_dtype=jnp.int16 if n < 2**15 else jnp.int32)
+    ev = dict(num_scores=num_c, num_alphas=num_a, num_experts=num_j)
     for c_i, score in enumerate(scores):
       if score == "raps":
-        sizes = _set_sizes.split_set_sizes(
-            sp[cal], label_rank[cal], sp[test], alphas_sorted, score="raps",
-            k_reg=k_reg, lam=lam)
-        start, run_size, overflow = _compact_runs(sizes, raps_runs)
-        who, w, sh = _per_run(run_size, agent, weights, shared)
-        raps_dense = (c_i, sizes, overflow)
-      else:
-        low = _quantile.alpha_floor(cal_all.shape[0] + 1, alphas_sorted)
-        cp = conf_pool[score]
-        t = _set_sizes._thresholds(  # pylint: disable=protected-access
-            cp[cal_all, label_rank[cal_all]], low)
-        bounds = _set_sizes.size_boundaries(cp[test], t,
-                                            include_crossing=score != "lac")
-        # Runs in alpha order: sizes K, K - 1, ..., 0 (empty ones included).
-        start = bounds[:, :0:-1]
-        who, w, sh = agent[..., ::-1], weights[:, :, ::-1], shared[:, ::-1]
-      events.append(_run_events(start, who, w, sh, row_width=num_c * block,
-                                offset=c_i * block, num_experts=num_j))
-    read = _read_events(
-        jnp.concatenate([e[0] for e in events]),
-        jnp.concatenate([e[1] for e in events]), num_a=num_a, num_c=num_c,
-        num_s=num_strat, num_experts=num_j, num_g=num_g, num_h=num_h)
-    if raps_dense is not None:
-      # More runs than kept (possible only with RAPS): read RAPS directly.
-      c_i, sizes, overflow = raps_dense
+        continue
+      low = _quantile.alpha_floor(cal_all.shape[0] + 1, alphas_sorted)
+      cp = conf_pool[score]
+      t = _set_sizes._thresholds(  # pylint: disable=protected-access
+          cp[cal_all, label_rank[cal_all]], low)
+      bounds = _set_sizes.size_boundaries(cp[test], t,
+                                          include_crossing=score != "lac")
+      # Runs in alpha order: sizes K, K - 1, ..., 0 (empty ones included).
+      events = _sweep_events._run_events(  # pylint: disable=protected-access
+          bounds[:, :0:-1], agent[..., ::-1], weights[:, :, ::-1],
+          shared[:, ::-1], score_index=c_i, **ev)
+      ev_tables = _sweep_events._add_events(ev_tables, events)  # pylint: disable=protected-access
+    if "raps" in scores:
+      # RAPS's per-alpha k_reg and lam break monotonicity: its runs are read
+      # from the [n, A] sizes, K + 1 runs per point at a time, until every
+      # point's runs are in.
+      lr = label_rank[cal][:, None]
+      sizes = _set_sizes._raps_sizes(  # pylint: disable=protected-access
+          jnp.take_along_axis(aps_pool[cal], lr, axis=1)[:, 0],
+          jnp.take_along_axis(r1_pool[cal], lr, axis=1)[:, 0],
+          aps_pool[test], r1_pool[test], alphas_sorted, k_reg, lam_i,
+          lam_arr)
+      change, rid = _sweep_events._run_ids(sizes)  # pylint: disable=protected-access
+      num_runs = rid[:, -1].max() + 1
+      window = num_k + 1
+      c_raps = scores.index("raps")
 
-      def direct(_):
-        hist, cnt = jax.vmap(lambda a, w: _read_alphas_gather(
-            sizes, a, w, num_j))(agent, weights)
-        sh = jnp.stack([sizes.sum(axis=0),
-                        (label_rank[test][:, None] < sizes).sum(axis=0)],
-                       axis=-1).astype(jnp.int32)
-        return (hist.sum(axis=-1).T, (hist > 0).sum(axis=-1).T.astype(
-            jnp.int32), hist.max(axis=-1).T, jnp.swapaxes(cnt, 0, 1), sh)
+      def raps_window(state):
+        first, tabs = state
+        start, size = _sweep_events._window_runs(  # pylint: disable=protected-access
+            sizes, change, rid, first, window)
+        # The run before the window (its events telescope from it).
+        prev_size = jnp.take_along_axis(
+            sizes, jnp.clip(start[:, :1] - 1, 0, num_a - 1), axis=1)
+        who, w, sh = _sweep_events._per_run(  # pylint: disable=protected-access
+            jnp.concatenate([prev_size, size], axis=1), agent, weights,
+            shared)
+        before = (who[:, :, 0] * (first > 0), w[:, :, 0] * (first > 0),
+                  sh[:, 0] * (first > 0))
+        events = _sweep_events._run_events(  # pylint: disable=protected-access
+            start, who[:, :, 1:], w[:, :, 1:], sh[:, 1:], score_index=c_raps,
+            before=before, **ev)
+        return first + window, _sweep_events._add_events(tabs, events)  # pylint: disable=protected-access
 
-      raps_out = jax.lax.cond(overflow, direct,
-                              lambda _: tuple(x[:, c_i] for x in read), None)
-      read = tuple(x.at[:, c_i].set(r) for x, r in zip(read, raps_out))
+      ev_tables = jax.lax.while_loop(lambda st: st[0] < num_runs, raps_window,
+                                  (jnp.int32(0), ev_tables))[1]
+    read = _sweep_events._read_events(ev_tables, **dims)  # pylint: disable=protected-access
     return (read, base, mc.sum(), gw.sum(axis=0), k_reg, lam)
 
   res = jax.lax.map(one_split, (split_ids, cal_idx, test_idx, tune_idx,

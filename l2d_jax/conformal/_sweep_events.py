@@ -1,0 +1,196 @@
+"""Reading every alpha of a sweep from run events (``deferral_sweep``).
+
+A test point keeps one prefix size over a run of consecutive sorted alphas
+(at most ``K + 1`` runs for LAC/APS, whose sizes only shrink as alpha
+grows). Who answers and whether the answer is right change only where a run
+starts, so each run contributes one telescoped event per column (the value
+of the new run minus the previous one), and summing the events along the
+alphas gives every alpha's per-expert histogram and counts with
+``points x runs`` updates instead of ``points x alphas``.
+
+Two tables hold the events of a split: per-expert histograms in
+``[C, S, A + 1, J]`` layout (alpha before expert, so that the events of one
+score and strategy land in one block of a few MB that stays in cache while
+they are added), and the counts that need no expert (right answers per
+group, set size, coverage) in a small ``[A + 1, C, S * G + H]`` table.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def _run_ids(sizes):
+  """Runs of equal size along alphas ``[n, A]``: ``(change, rid)``.
+
+  ``change[i, a]``: a run of point i starts at alpha a; ``rid[i, a]`` is
+  the index of the run alpha a belongs to (a running count of changes, a
+  scan along alphas: no sort). Point i has ``rid[i, -1] + 1`` runs.
+  """
+  n = sizes.shape[0]
+  change = jnp.concatenate(
+      [jnp.ones((n, 1), bool), sizes[:, 1:] != sizes[:, :-1]], axis=1)
+  rid = _cumsum0(change.T.astype(jnp.int32)).T - 1  # [n, A]
+  return change, rid
+
+
+def _window_runs(sizes, change, rid, first, num_runs):
+  """Runs ``first .. first + R - 1`` of each point: ``(start, size)``.
+
+  ``start`` ``[n, R]`` is the first alpha of each run in order (A for runs a
+  point does not have), ``size`` its set size; runs are contiguous (run r
+  ends where run r + 1 starts). The starts land with one scatter.
+  """
+  n, num_a = sizes.shape
+  keep = change & (rid >= first) & (rid < first + num_runs)
+  flat = jnp.where(keep, jnp.arange(n)[:, None] * num_runs + rid - first,
+                   n * num_runs)
+  start = jnp.full(n * num_runs, num_a, jnp.int32).at[flat.ravel()].set(
+      jnp.broadcast_to(jnp.arange(num_a, dtype=jnp.int32),
+                       (n, num_a)).ravel(), mode="drop").reshape(n, num_runs)
+  size = jnp.take_along_axis(sizes, jnp.minimum(start, num_a - 1), axis=1)
+  return start, size
+
+
+def _cumsum0(x):
+  """Inclusive running sum along axis 0 (a scan: XLA CPU's cumsum is slow)."""
+  def step(c, row):
+    c = c + row
+    return c, c
+  return jax.lax.scan(step, jnp.zeros(x.shape[1:], x.dtype), x)[1]
+
+
+def _per_run(size, agent, weights, shared):
+  """Per-run values ``(who [S, n, R], w [S, n, R, G], sh [n, R, H])``."""
+  num_s = agent.shape[0]
+  who = jnp.take_along_axis(agent, jnp.broadcast_to(size, (num_s,)
+                                                    + size.shape), axis=2)
+  w = jnp.take_along_axis(
+      weights, jnp.broadcast_to(size[..., None], (num_s,) + size.shape
+                                + (1,)), axis=2)
+  sh = jnp.take_along_axis(shared, size[..., None], axis=1)
+  return who, w, sh
+
+
+def _prev(x, axis, before=None):
+  """``x`` shifted by one along ``axis``: the previous run's values.
+
+  The first run's previous value is ``before`` (the run before a window of
+  runs; same shape as ``x`` without ``axis``), zeros when None.
+  """
+  first = (jnp.zeros_like(jax.lax.slice_in_dim(x, 0, 1, axis=axis))
+           if before is None else jnp.expand_dims(before, axis).astype(x.dtype))
+  return jnp.concatenate(
+      [first, jax.lax.slice_in_dim(x, 0, x.shape[axis] - 1, axis=axis)],
+      axis=axis)
+
+
+def _run_events(start, who, w, sh, *, score_index, num_scores, num_alphas,
+                num_experts, before=None):
+  """Telescoped events of one score's runs: ``(hist, counts)``.
+
+  Runs are contiguous along the alphas, so at ``start[i, r]`` point i's
+  contribution changes from run r - 1's to run r's: one event per run and
+  column (two for the expert histogram, whose value moves between columns).
+  ``hist`` and ``counts`` are lists of ``(index, value)`` arrays into the
+  tables of ``_new_tables`` (added by ``_add_events``).
+
+  Args:
+    start: ``[n, R]`` non-decreasing run starts (A = no run).
+    who: ``[S, n, R]`` who answers in each run (0 model, -1 nobody).
+    w: ``[S, n, R, G]`` int counts of each strategy in each run.
+    sh: ``[n, R, H]`` int counts shared by the strategies in each run.
+    score_index: this score's position ``c`` in the tables.
+    num_scores: C.
+    num_alphas: A.
+    num_experts: J.
+    before: ``(who [S, n], w [S, n, G], sh [n, H])`` of the run before
+      ``start[:, 0]`` when the runs are a later window of a point's runs
+      (``_window_runs``); None: the first run starts from nothing.
+  """
+  num_s = who.shape[0]
+  num_g = w.shape[-1]
+  num_h = sh.shape[-1]
+  b_who, b_w, b_sh = (None,) * 3 if before is None else before
+  is_e = (who >= 1) & (who <= num_experts)
+  col = jnp.where(is_e, who - 1, 0)
+  if b_who is None:
+    b_e = b_col = None
+  else:
+    b_e = (b_who >= 1) & (b_who <= num_experts)
+    b_col = jnp.where(b_e, b_who - 1, 0)
+  # Histogram table [C, S, A + 1, J].
+  block = (score_index * num_s + jnp.arange(num_s))[:, None, None]
+  row = (block * (num_alphas + 1) + start) * num_experts  # [S, n, R]
+  hist_idx = [row + col, row + _prev(col, 2, b_col)]
+  hist_val = [is_e.astype(jnp.int32), -_prev(is_e, 2, b_e).astype(jnp.int32)]
+  # Counts table [A + 1, C, S * G + H].
+  width = num_s * num_g + num_h
+  crow = (start * num_scores + score_index) * width  # [n, R]
+  cnt_idx = [crow[None, :, :, None]
+             + (jnp.arange(num_s) * num_g)[:, None, None, None]
+             + jnp.arange(num_g),
+             crow[..., None] + num_s * num_g + jnp.arange(num_h)]
+  cnt_val = [w - _prev(w, 2, b_w), sh - _prev(sh, 1, b_sh)]
+  return (list(zip(hist_idx, hist_val)),
+          list(zip(cnt_idx, [v.astype(jnp.int32) for v in cnt_val])))
+
+
+def _new_tables(*, num_a, num_c, num_s, num_experts, num_g, num_h,
+                hist_dtype=jnp.int32):
+  """Empty ``(hist, counts)`` event tables (flat)."""
+  return (jnp.zeros(num_c * num_s * (num_a + 1) * num_experts, hist_dtype),
+          jnp.zeros((num_a + 1) * num_c * (num_s * num_g + num_h), jnp.int32))
+
+
+def _add_events(tables, events):
+  """Adds ``_run_events`` output to the tables, in place (no concatenation).
+
+  The histogram table is the large one: with ``hist_dtype`` int16 (when
+  every count fits, ``|count| <= n < 2**15``) the random adds touch half the
+  memory.
+  """
+  table, small = tables
+  for idx, val in events[0]:
+    table = table.at[idx.ravel()].add(val.ravel().astype(table.dtype),
+                                      mode="drop")
+  for idx, val in events[1]:
+    small = small.at[idx.ravel()].add(val.ravel(), mode="drop")
+  return table, small
+
+
+def _read_events(tables, *, num_a, num_c, num_s, num_experts, num_g, num_h):
+  """Sums the events up along the alphas; per-alpha metrics per score.
+
+  Args:
+    tables: ``(hist, counts)`` filled by ``_add_events``.
+    num_a, num_c, num_s, num_experts, num_g, num_h: A, C, S, J, G, H.
+
+  Returns:
+    ``(queries, n_queried, max_queries, counts, shared)`` with shapes
+    ``[A, C, S]`` (x3), ``[A, C, S, G]`` and ``[A, C, H]``; the per-expert
+    histograms live only one alpha at a time (in the scan carry).
+  """
+  num_j = num_experts
+  width = num_s * num_g + num_h
+  table = tables[0].reshape(num_c * num_s, num_a + 1, num_j)
+  small = tables[1].reshape(num_a + 1, num_c * width)[:num_a]
+
+  def step(carry, xs):
+    h, c = carry
+    a, d = xs
+    h = h + jax.lax.dynamic_index_in_dim(table, a, axis=1,
+                                         keepdims=False).astype(jnp.int32)
+    c = c + d
+    per_s = jnp.stack([h.sum(axis=-1), (h > 0).sum(axis=-1, dtype=jnp.int32),
+                       h.max(axis=-1)], axis=-1)  # [C * S, 3]
+    return (h, c), (per_s, c)
+  init = (jnp.zeros((num_c * num_s, num_j), jnp.int32),
+          jnp.zeros(num_c * width, jnp.int32))
+  per_s, cum = jax.lax.scan(step, init, (jnp.arange(num_a), small))[1]
+  per_s = per_s.reshape(num_a, num_c, num_s, 3)
+  cum = cum.reshape(num_a, num_c, width)
+  counts_out = cum[..., :num_s * num_g].reshape(num_a, num_c, num_s, num_g)
+  return (per_s[..., 0], per_s[..., 1], per_s[..., 2], counts_out,
+          cum[..., num_s * num_g:])

@@ -1,0 +1,134 @@
+"""Who answers in a sweep: tie-break draws, tie tables and slot picking.
+
+Each strategy of ``l2d_jax.deferral.STRATEGIES`` and each baseline of
+``deferral_sweep`` picks one annotation slot per test point (per prefix
+size for the size-dependent strategies): the valid slots of highest score
+tie (``_top_slots``), then the random priority of the split decides
+(``_slot_picker``).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from l2d_jax.conformal import _deferral
+from l2d_jax.deferral import _strategies
+
+
+def _split_randomness(key: jax.Array, split: ArrayLike,
+                      shape: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
+  """The random draws of one split: ``(priorities, n_shots_key)``.
+
+  ``priorities`` is ``[S + 2, n_test, M]`` uniforms: rows ``0..S-1`` are
+  each strategy's tie-break priorities (one per test point and annotation
+  slot, shared by all set sizes and scores), row ``S`` the random-expert
+  baseline's and row ``S + 1`` the best-expert baseline's. They are the rows
+  of one ``uniform(fold_in(key, split), (6, n, M))`` draw: rows 0-2 the first
+  three strategies, rows 3-4 the baselines, row 5 ``segregativity_lcb``
+  (added last, so that adding it changed no earlier draw). ``n_shots_key``
+  is ``fold_in(fold_in(key, split), 1)``. Exposed so that a reference can
+  reproduce the draws (one generator call per split keeps compilation
+  short).
+  """
+  k = jax.random.fold_in(key, split)
+  u = jax.random.uniform(k, (6,) + tuple(shape))
+  return u[jnp.array([0, 1, 2, 5, 3, 4])], jax.random.fold_in(k, 1)
+
+
+def _top_slots(scores, ok, costs):
+  """The slots ``[..., M]`` a ``select_expert(tie_break='cost')`` may pick.
+
+  The valid, non-NaN slots with the highest score, then (``costs`` not None)
+  the lowest cost among those; the random priority decides among what is
+  left (``_slot_picker``). No slot where nothing is valid.
+  """
+  ok = ok & ~jnp.isnan(scores)
+  s = jnp.where(ok, scores, -jnp.inf)
+  tied = ok & (s == s.max(axis=-1, keepdims=True))
+  if costs is not None:
+    c = jnp.where(tied, costs, jnp.inf)
+    tied = tied & (c == c.min(axis=-1, keepdims=True))
+  return tied
+
+
+def _slot_picker(priority):
+  """``pick(tied [n, ..., M]) -> [n, ...]``: the tied slot of highest priority.
+
+  Same answer as ``argmax(where(tied, priority, -1))`` (ties to the lowest
+  slot) and -1 where nothing is tied. ``jax.random.uniform`` float32 draws
+  are multiples of 2**-23, so priority and slot pack exactly into one int32
+  key and one integer max does the work (a float argmax is several times
+  slower on CPU); other dtypes or more than 256 slots take two integer-free
+  passes.
+  """
+  num_m = priority.shape[-1]
+  mpad = 1 << max(0, (num_m - 1).bit_length())
+  # Priorities [..., n, M] against tied [..., n, (K + 1,) M].
+  extra = lambda x, t: x.reshape(x.shape[:-1] + (1,) * (t.ndim - x.ndim)
+                                 + x.shape[-1:])
+  if priority.dtype == jnp.float32 and mpad <= 256:
+    slots = jnp.arange(num_m, dtype=jnp.int32)
+    keys = ((priority * 2.0**23).astype(jnp.int32) * mpad
+            + (mpad - 1 - slots))
+
+    def pick(tied):
+      best = jnp.max(jnp.where(tied, extra(keys, tied), -1), axis=-1)
+      return jnp.where(best >= 0, mpad - 1 - (best & (mpad - 1)),
+                       -1).astype(jnp.int32)
+    return pick
+
+  def pick_general(tied):
+    p = extra(priority, tied)
+    best = jnp.max(jnp.where(tied, p, -1.0), axis=-1, keepdims=True)
+    slot = jnp.min(jnp.where(tied & (p == best), jnp.arange(num_m), num_m),
+                   axis=-1)
+    return jnp.where(slot < num_m, slot, -1).astype(jnp.int32)
+  return pick_general
+
+
+def _strategy_tables(correct, total, ok, valid, slot_costs, lcb):
+  """Which slots each strategy may pick: ``(sized, flat)``.
+
+  ``sized`` ``[2, n, K + 1, M]`` for segregativity and its LCB (per prefix
+  size), ``flat`` ``[2, n, M]`` for naive most accurate and naive random (the
+  same at every size). Ties on the score go to the lowest cost with
+  ``slot_costs``, then to the random priority (``_slot_picker``).
+  """
+  seg = _deferral.segregativity_from_counts(correct, total, valid, ok)
+  lcb_lambda, prior_a, prior_b = lcb
+  post = _strategies.posterior_lcb(correct, total, lcb_lambda=lcb_lambda,
+                                   prior_a=prior_a, prior_b=prior_b)
+  post = jnp.where(valid[..., None], post, -jnp.inf)
+  post = jnp.where((valid & ~ok)[..., None], jnp.nan, post)
+  c3 = None if slot_costs is None else slot_costs[:, None, :]
+  sized = jnp.stack([_top_slots(jnp.swapaxes(t, 1, 2), valid[:, None, :], c3)
+                     for t in (seg, post)])
+  flat = jnp.stack([_top_slots(seg[:, :, 0], valid, slot_costs),
+                    _top_slots(jnp.zeros(valid.shape), valid, None)])
+  return sized, flat
+
+
+def _baseline_counts(slots, annotations, labels, num_experts):
+  """``[B, 4]`` int (right, queries, experts queried, most queries) per row.
+
+  Row b consults annotation slot ``slots[b, i]`` on every point i (-1:
+  nobody, counted wrong and not queried).
+  """
+  num_b = slots.shape[0]
+  ok = slots >= 0
+  safe = jnp.where(ok, slots, 0)
+  pick = lambda x: jnp.take_along_axis(x, safe.T, axis=1).T  # [B, n]
+  agent = jnp.where(ok, pick(annotations.annotator) + 1, -1)
+  right = ok & (pick(annotations.answer) == labels)
+  deferred = (agent >= 1) & (agent <= num_experts)
+  flat = (jnp.arange(num_b)[:, None] * num_experts
+          + jnp.where(deferred, agent - 1, 0))
+  hist = jnp.zeros(num_b * num_experts, jnp.int32).at[flat.ravel()].add(
+      deferred.ravel().astype(jnp.int32)).reshape(num_b, num_experts)
+  return jnp.stack([right.sum(axis=1, dtype=jnp.int32), hist.sum(axis=1),
+                    (hist > 0).sum(axis=1, dtype=jnp.int32),
+                    hist.max(axis=1)], axis=1)
+
+
