@@ -317,3 +317,19 @@ def test_embedding_cache_is_reused_and_keyed_by_the_architecture(tmp_path):
   assert len(paths) == len(others) and path not in paths
   assert run_lib.embedding_cache_path(data, b, seed=2,
                                       cache_dir=tmp_path) != path
+
+
+def test_run_re_exports_every_public_name_of_its_parts():
+  # Code written against the one-module run.py keeps working after the split.
+  import importlib  # pylint: disable=g-import-not-at-top
+  for part in ("data", "embedding", "label_generator", "downstream"):
+    mod = importlib.import_module(f"experiments.population_l2d.{part}")
+    public = [n for n, v in vars(mod).items() if not n.startswith("_")
+              and getattr(v, "__module__", mod.__name__) == mod.__name__
+              and (callable(v) or n.isupper())]
+    assert public, part
+    for name in public:
+      assert name in run_lib.__all__, (part, name)
+      assert getattr(run_lib, name) is getattr(mod, name)
+      assert getattr(exp, name) is getattr(mod, name)
+  assert run_lib.train_embedding.__module__.endswith(".embedding")
