@@ -4,8 +4,11 @@ import argparse
 import json
 import shlex
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from experiments import _io
 from experiments import ea_l2d as exp
@@ -13,6 +16,9 @@ from experiments.ea_l2d import __main__ as cli
 from experiments.ea_l2d import config
 from experiments.ea_l2d import report
 from experiments.ea_l2d import run as run_lib
+from experiments.ea_l2d import training
+from l2d_jax import experts
+from l2d_jax import losses
 from tests import cli_checks
 
 TINY = config.Budget(steps=4, batch=8, eval_every=2, hidden=8,
@@ -114,7 +120,83 @@ def test_routed_and_per_expert_areas_against_numpy():
 
 def test_pop_avg_target_is_the_mode_with_lowest_class_ties():
   answers = np.array([[1, 1, 2], [0, 2, 2], [3, 1, 0]])
-  np.testing.assert_array_equal(run_lib._mode(answers, 4), [1, 2, 0])  # pylint: disable=protected-access
+  np.testing.assert_array_equal(training._mode(answers, 4), [1, 2, 0])  # pylint: disable=protected-access
+
+
+def _previous_pop_logits(m, xq, ctx):
+  """The former per-query path: φ of the context once, then one copy of the
+  φ-features per query row, each self-attended separately."""
+  one = jax.tree.map(lambda a: a[None], ctx)
+  feats = m.context_features(xq[:1], one)
+  return m(xq, jax.tree.map(lambda a: jnp.broadcast_to(
+      a, (xq.shape[0],) + a.shape[1:]), feats))
+
+
+# in_dim 8 equals TINY.hidden: raw inputs and φ-features have the same shape.
+@pytest.mark.parametrize("in_dim", [16, 8])
+def test_pop_logits_shared_context_equals_per_query_copies(in_dim):
+  rng = np.random.default_rng(in_dim)
+  b, c, k = 7, 6, 4
+  data = run_lib.Data("t", np.zeros((3, in_dim), np.float32),
+                      np.zeros(3, np.int32), {}, k, "")
+  m = run_lib.make_model("l2d_pop", data, TINY, jax.random.key(3), 1)
+  xq = jnp.asarray(rng.normal(size=(b, in_dim)), jnp.float32)
+  ctx = experts.Context(
+      jnp.asarray(rng.normal(size=(c, in_dim)), jnp.float32),
+      jnp.asarray(rng.integers(0, k, c), jnp.int32),
+      jnp.asarray(rng.integers(0, k, c), jnp.int32),
+      jnp.asarray([True, True, False, True, False, True]))
+  y = jnp.asarray(rng.integers(0, k, b), jnp.int32)
+  a = jnp.asarray(rng.integers(0, k, b), jnp.int32)
+  graphdef, params = nnx.split(m)
+  paths = {  # jitted: one compilation each instead of many eager ops
+      "shared": lambda mm: run_lib.pop_logits(mm, xq, ctx),
+      "per_query": lambda mm: mm(xq, ctx.broadcast(b)),  # raw copy per query
+      "previous": lambda mm: _previous_pop_logits(mm, xq, ctx)}
+
+  @jax.jit
+  def outputs(p):
+    return {n: f(nnx.merge(graphdef, p)) for n, f in paths.items()}
+
+  @jax.jit
+  def grads(p):
+    def loss(q, path):
+      out = paths[path](nnx.merge(graphdef, q))
+      return losses.population_l2d_loss(out, y, a).mean()
+    return [jax.grad(lambda q, n=n: loss(q, n))(p)
+            for n in ("shared", "per_query")]
+
+  out = outputs(params)
+  assert out["shared"].shape == (b, k + 1)
+  np.testing.assert_allclose(out["shared"], out["per_query"], rtol=1e-5,
+                             atol=1e-6)
+  if in_dim != TINY.hidden:  # same logits as before the change
+    np.testing.assert_allclose(out["shared"], out["previous"], rtol=1e-5,
+                               atol=1e-6)
+  g_shared, g_per = grads(params)
+  for u, v in zip(jax.tree.leaves(g_shared), jax.tree.leaves(g_per)):
+    np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-6)
+
+
+def test_padded_context_pool_draws_the_same_contexts():
+  rng = np.random.default_rng(1)
+  n, k, j, capacity = 60, 4, 3, 5
+  x = jnp.asarray(rng.normal(size=(n, 2)), jnp.float32)
+  y = jnp.asarray(rng.integers(0, k, n), jnp.int32)
+  answers = jnp.asarray(rng.integers(0, k, (n, j)), jnp.int32)
+  pool = np.sort(rng.choice(n, 17, replace=False))
+
+  def draw(idx, valid):
+    return training._contexts(  # pylint: disable=protected-access
+        jax.random.key(5), x, y, answers, jnp.asarray(idx), valid,
+        jnp.int32(4), None, capacity=capacity, num_classes=k,
+        by_counts=False)
+
+  plain = draw(pool, jnp.ones(pool.size, bool))
+  padded = draw(*training._padded(pool, 40))  # pylint: disable=protected-access
+  assert plain.mask.any() and not plain.mask.all()
+  for a, b in zip(plain, padded):  # features, labels, answers, mask
+    np.testing.assert_array_equal(a, b)
 
 
 # rq3 (the cheapest) runs by default; rq2 and the LCB ablation (~1 min each

@@ -9,8 +9,15 @@ follows the flax examples' layout:
 - ``config``: the documented runs (paper, command, expected shape), the
   training budgets and the conventions (inputs, splits, experts, methods,
   metrics, OOD readings).
-- ``run``: data, simulated experts, training and evaluation of every method
-  for the studies rq1, rq2, rq3 and the LCB ablation.
+- ``run``: the studies rq1, rq2, rq3 and the LCB ablation (simulated
+  experts, which method is trained and scored on whom); it re-exports the
+  public names of the modules below.
+- ``data``: input vectors and splits (digits, CIFAR-10's cached frozen
+  embedding, MedMNIST).
+- ``nets``: the models of every method on a shared MLP backbone.
+- ``training``: jitted training (contexts redrawn every step) and
+  evaluation on test experts.
+- ``scoring``: AURSAC / AURDAC, routed and per expert, and the curves.
 - ``report``: ``results.json``, the tables and the PNG curves.
 """
 

@@ -13,8 +13,10 @@ Conventions (the choices the paper leaves open, stated here once):
 - Inputs. digits: scikit-learn's 8x8 digits average-pooled to 4x4 (16
   numbers), standardised with the training mean/std; MedMNIST: the 28x28
   images average-pooled to 7x7 (x channels), standardised; CIFAR-10: the
-  frozen small-CNN embedding φ of ``experiments.population_l2d`` (trained
-  with CE on the training images, cached under ``--cache-dir``). Every
+  frozen small-CNN embedding φ of ``experiments.population_l2d`` (its
+  CIFAR-10 budget of ``Budget.phi_config``: trained with CE on the training
+  images, cached under ``--cache-dir``, the same cache population_l2d
+  reads; its splits too: validation = its val_ctx + val_query). Every
   method's classifier is the same MLP on these inputs (deliberately weak on
   digits, so deferring has something to gain). Gaussian input noise
   (``Budget.noise``) augments the training queries of every method.
@@ -122,9 +124,10 @@ class Budget:
     context_size: n_c, context points per expert (training and test).
     noise: std of the Gaussian noise added to training queries.
     max_expertise: largest number of expertise classes in RQ2.
-    embed_epochs: CIFAR-10 only: epochs of the frozen embedding φ.
-    train_images: CIFAR-10 only: cap on training images.
-    test_images: CIFAR-10 only: cap on test images.
+    phi_config: CIFAR-10 only: the ``experiments.population_l2d`` config
+      (``cpu``/``gpu``) whose CIFAR-10 budget gives the frozen embedding φ
+      and the image caps (``population_l2d.config.budget_for``); both
+      experiments share its cached φ.
   """
 
   steps: int = 400
@@ -137,9 +140,7 @@ class Budget:
   context_size: int = 40
   noise: float = 0.3
   max_expertise: int = 4
-  embed_epochs: int = 5
-  train_images: int | None = 20000
-  test_images: int | None = 4000
+  phi_config: str = "cpu"
 
 
 BUDGETS = {
@@ -149,8 +150,7 @@ BUDGETS = {
     # longer training; for an accelerator.
     "gpu": Budget(steps=20000, batch=128, lr=1e-3, eval_every=500,
                   hidden=128, rejector_hidden=(256,) * 5, embed_dim=128,
-                  context_size=100, embed_epochs=30, train_images=None,
-                  test_images=None),
+                  context_size=100, phi_config="gpu"),
 }
 
 
