@@ -4,46 +4,72 @@ Both methods score (query, expert) pairs given the expert's context set of
 n_c points; the script measures, for n_c in {15, 60, 150, 600} by default:
 
   1. inference cost per query: one jitted call that takes a batch of queries
-     ``x [B, D]`` and each expert's context set and returns who answers
-     (``deferral.expert_priorities`` then ``deferral.defer_by_priority``),
-     divided by ``B``;
+     ``x [B, D]`` and each expert's context set (already sampled) and
+     returns who answers (``deferral.expert_priorities`` then
+     ``deferral.defer_by_priority``), divided by ``B``;
   2. one training step: sample each expert's context subset of size n_c from
      its pool inside the jitted step (``experts.sample_context``, vmapped over
      experts), forward, loss, backward and an Adam update.
 
 EA-L2D uses the public library only: ``experts.class_counts`` ->
 ``experts.beta_posterior`` (vmapped over experts, recomputed inside every
-call from the sampled context) -> ``experts.ea_rejector_features`` ->
+call from the context) -> ``experts.ea_rejector_features`` ->
 ``models.EARejector`` (paper size: five hidden layers of 256) and
 ``losses.ea_lce_loss``. Its inference call also recomputes the posterior from
 the context each time (a deployment would cache it per expert).
+
 L2D-Pop is ``models.PopulationL2D(encoder_kind='attention')`` (one
 self-attention block, 4 heads, embedding 64, the library defaults) with
 ``losses.population_l2d_loss``; the expert's context points are raw inputs
-passed through the shared backbone, and every query row carries its
-expert's whole context set, as the library's call shape has it (it encodes
-the context once per query row, so its cost grows with n_c, quadratically in
-the self-attention). Both share the backbone architecture (``Linear(D, D)``
-then ReLU on ``D``-dimensional inputs, e.g. a frozen embedding) and a linear
-class head; the classifier is trained jointly in both steps. L2D-Pop also
-needs each expert's answer on every training query; EA-L2D does not.
+passed through the shared backbone. It is timed on two call paths with the
+same parameters (checked equal, deferral logits and first loss, at every
+n_c before timing):
+
+  * *per row* (``Pop``): every (query, expert) row carries its expert's
+    whole context set (``[J * B, C, D]``), so the backbone, the point MLP
+    and the self-attention over the set run once per row: the cost grows
+    with n_c, quadratically in the self-attention, times B;
+  * *shared context* (``PopShared``): expert j's set is passed once with a
+    leading axis of 1 (``[1, C, D]``, vmapped over the J experts), so the
+    backbone, the point MLP and the self-attention run once per expert and
+    call; only the cross-attention from each query to the n_c points runs
+    per row. This is how the L2D-Pop baselines of the experiments call it.
+
+Both methods share the backbone architecture (``Linear(D, D)`` then ReLU on
+``D``-dimensional inputs, e.g. a frozen embedding) and a linear class head;
+the classifier is trained jointly in every step. L2D-Pop also needs each
+expert's answer on every training query; EA-L2D does not.
 
 Timing: jitted, warm (one call per program before timing, so compilation is
-excluded), the EA-L2D and L2D-Pop calls interleaved in blocks (``--block``
-calls of EA inference, then of Pop inference, EA step, Pop step, repeat until
-``--repeats``), medians over the repetitions, one run. Blocks rather than
-single calls: on a shared, loaded machine a short call right after a long
-one is descheduled more often (the scheduler charges the long one), which
-inflated the short EA-L2D calls up to 20x in single-call alternation. The
-fastest call of each is printed too. JAX uses its default CPU threading: pin
-the process (``taskset -c 1``) for one core. The load average is printed
-before and after.
+excluded), the six programs interleaved in blocks (``--block`` calls of EA
+inference, then of Pop inference, PopShared inference, EA step, Pop step,
+PopShared step, repeat until ``--repeats``), medians over the repetitions,
+one run. Blocks rather than single calls: on a shared, loaded machine a
+short call right after a long one is descheduled more often (the scheduler
+charges the long one), which inflated the short EA-L2D calls up to 20x in
+single-call alternation. The fastest call of each is printed too. JAX uses
+its default CPU threading: pin the process (``taskset -c 1``) for one core.
+The load average is printed before and after.
 
-The last line reads ``ea_query_us=<f> pop_query_us=<f> pop_over_ea=<f>
-ea_step_ms=<f> pop_step_ms=<f>`` at n_c = 60 (``--summary-size``): the
-inference cost per query of each method (µs), their ratio
-``pop_query_us / ea_query_us`` (> 1: EA-L2D cheaper) and the training step
-time of each (ms per batch of B queries x J experts).
+The last two lines, at n_c = 60 (``--summary-size``), median wall times:
+
+  ``pop_shared_query_us=<f> pop_shared_over_ea=<f> pop_shared_step_ms=<f>``
+  ``ea_query_us=<f> pop_query_us=<f> pop_over_ea=<f> ea_step_ms=<f>
+  pop_step_ms=<f>`` (one line; the issue's line, its meaning unchanged)
+
+  * ``ea_query_us``: EA-L2D inference per query (µs): per-expert counts and
+    Beta posterior from the context, classifier, the six features, the
+    rejector, priorities and the decision, for B queries x J experts,
+    divided by B (the context sampling is not included);
+  * ``pop_query_us``: the same for L2D-Pop on the per-row path (backbone
+    and encoder of the whole context per row, cross-attention, deferral
+    head, priorities, decision), divided by B;
+  * ``pop_over_ea``: ``pop_query_us / ea_query_us`` (> 1: EA-L2D cheaper);
+  * ``ea_step_ms`` / ``pop_step_ms``: one training step (ms) of B queries x
+    J experts, context sampling included, L2D-Pop on the per-row path;
+  * ``pop_shared_query_us`` / ``pop_shared_step_ms``: L2D-Pop on the
+    shared-context path, same inclusions;
+    ``pop_shared_over_ea = pop_shared_query_us / ea_query_us``.
 
 Usage: python benchmarks/ea_l2d.py [--batch 64] [--experts 1]
   [--sizes 15,60,150,600] [--repeats 15] [--block 5]
@@ -73,6 +99,10 @@ from l2d_jax import deferral  # noqa: E402
 from l2d_jax import experts  # noqa: E402
 from l2d_jax import losses  # noqa: E402
 from l2d_jax import models  # noqa: E402
+
+
+METHODS = ("EA-L2D", "L2D-Pop (NP+Attention)",
+           "L2D-Pop (NP+Attention), shared context")
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -230,13 +260,49 @@ def build(args, rng: np.random.Generator):
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
+  def pop_shared_out(model, x, ctx):
+    """``[J, B, K+1]``: expert j's set passed once with a leading axis of 1
+    (the shared-context path), vmapped over the J experts."""
+    return jax.vmap(lambda c: model(x, jax.tree.map(lambda a: a[None], c)))(
+        ctx)
+
+  def pop_shared_infer(params, x, ctx):
+    out = pop_shared_out(nnx.merge(pop_def, params), x, ctx)
+    logits = out[0, :, :k]
+    prio = deferral.expert_priorities(logits, out[:, :, k].T)
+    return deferral.defer_by_priority(prio), jnp.argmax(logits, -1)
+
+  def pop_shared_step(params, opt_state, key, x, y, query_answers, pool,
+                      size):
+    ctx = _sample(key, *pool, size, k)
+
+    def loss_fn(p):
+      out = pop_shared_out(nnx.merge(pop_def, p), x, ctx)  # [J, B, K+1]
+      loss = losses.population_l2d_loss(out, jnp.broadcast_to(y, (j, b)),
+                                        query_answers)
+      return jnp.mean(loss)
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  def pop_paths(params, x, ctx):
+    """Deferral logits ``[J, B]`` of both L2D-Pop paths (a check)."""
+    model = nnx.merge(pop_def, params)
+    rows = model(jnp.tile(x, (j, 1)), _rows(ctx, x.shape[0]))[:, k]
+    return rows.reshape(j, -1), pop_shared_out(model, x, ctx)[:, :, k]
+
   programs = dict(
       ea_infer=jax.jit(ea_infer),
       pop_infer=jax.jit(pop_infer),
+      pop_shared_infer=jax.jit(pop_shared_infer),
       ea_step=jax.jit(ea_step, static_argnames="size"),
-      pop_step=jax.jit(pop_step, static_argnames="size"))
+      pop_step=jax.jit(pop_step, static_argnames="size"),
+      pop_shared_step=jax.jit(pop_shared_step, static_argnames="size"),
+      pop_paths=jax.jit(pop_paths))
   state = dict(ea=[ea_params, tx.init(ea_params)],
-               pop=[pop_params, tx.init(pop_params)])
+               pop=[pop_params, tx.init(pop_params)],
+               pop_shared=[pop_params, tx.init(pop_params)])
   data = dict(x=x, y=y, query_answers=query_answers, pool=pool)
   return programs, state, data, (models.count_params(ea),
                                  models.count_params(pop))
@@ -261,8 +327,8 @@ def _write_plot(path: pathlib.Path, sizes, curves: dict, title: str) -> None:
   fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
   for ax, (panel, ylabel) in zip(axes, (("query_us", "inference µs per query"),
                                         ("step_ms", "train step ms"))):
-    for method, style, color in (("EA-L2D", "-o", "C0"),
-                                 ("L2D-Pop (NP+Attention)", "--s", "C1")):
+    for method, style, color in zip(METHODS, ("-o", "--s", "-.^"),
+                                    ("C0", "C1", "C2")):
       ax.plot(sizes, curves[method][panel], style, color=color,
               label=f"{method}, median")
       ax.plot(sizes, curves[method][panel + "_min"], ":", color=color,
@@ -336,7 +402,7 @@ def main(argv=None) -> int:
 
   curves = {method: {"query_us": [], "step_ms": [], "query_us_min": [],
                      "step_ms_min": []}
-            for method in ("EA-L2D", "L2D-Pop (NP+Attention)")}
+            for method in METHODS}
   base = jax.random.key(1)
   for size in args.sizes:
     ctx = _sample(jax.random.fold_in(base, size), *data["pool"], size, k)
@@ -365,19 +431,43 @@ def main(argv=None) -> int:
       state["pop"] = [params, opt]
       return loss
 
+    def pop_shared_infer():
+      return programs["pop_shared_infer"](state["pop_shared"][0], x, ctx)
+
+    def pop_shared_step(r):
+      params, opt, loss = programs["pop_shared_step"](
+          *state["pop_shared"], keys[r], x, y, data["query_answers"],
+          data["pool"], size=size)
+      state["pop_shared"] = [params, opt]
+      return loss
+
     # Warm-up (compilation) and a sanity check of both programs.
+    # Both L2D-Pop paths start from the same parameters at every size.
+    rows_g, shared_g = programs["pop_paths"](state["pop"][0], x, ctx)
+    gap = float(jnp.max(jnp.abs(rows_g - shared_g)))
+    if not gap <= 1e-4 * (1.0 + float(jnp.max(jnp.abs(rows_g)))):
+      raise SystemExit(f"n_c={size}: L2D-Pop's shared-context path differs "
+                       f"from the per-row path by {gap:.3g}")
+    state["pop_shared"] = list(state["pop"])
     t0 = time.perf_counter()
     decisions = [jax.block_until_ready(ea_infer()),
-                 jax.block_until_ready(pop_infer())]
-    losses_ = [float(ea_step(0)), float(pop_step(0))]
+                 jax.block_until_ready(pop_infer()),
+                 jax.block_until_ready(pop_shared_infer())]
+    losses_ = [float(ea_step(0)), float(pop_step(0)),
+               float(pop_shared_step(0))]
     compile_s = time.perf_counter() - t0
-    for name, (dec, _) in zip(("EA-L2D", "L2D-Pop"), decisions):
+    for name, (dec, _) in zip(("EA-L2D", "L2D-Pop", "L2D-Pop shared"),
+                              decisions):
       if not np.isin(np.asarray(dec), np.arange(j + 1)).all():
         raise SystemExit(f"{name} n_c={size}: decisions outside [0, J]")
     if not np.isfinite(losses_).all():
       raise SystemExit(f"n_c={size}: non-finite loss {losses_}")
+    if not abs(losses_[1] - losses_[2]) <= 1e-4 * (1.0 + abs(losses_[1])):
+      raise SystemExit(f"n_c={size}: L2D-Pop losses of the two paths differ "
+                       f"({losses_[1]} vs {losses_[2]})")
     calls = {"ea_q": lambda r: ea_infer(), "pop_q": lambda r: pop_infer(),
-             "ea_s": ea_step, "pop_s": pop_step}
+             "pops_q": lambda r: pop_shared_infer(),
+             "ea_s": ea_step, "pop_s": pop_step, "pops_s": pop_shared_step}
     times = {name: [] for name in calls}
     r = 0
     while r < args.repeats:
@@ -387,24 +477,28 @@ def main(argv=None) -> int:
       r += len(block)
     med = {name: statistics.median(v) for name, v in times.items()}
     best = {name: min(v) for name, v in times.items()}
-    ea, pop = curves["EA-L2D"], curves["L2D-Pop (NP+Attention)"]
-    ea["query_us"].append(med["ea_q"] * 1e3 / b)
-    pop["query_us"].append(med["pop_q"] * 1e3 / b)
-    ea["step_ms"].append(med["ea_s"])
-    pop["step_ms"].append(med["pop_s"])
-    ea["query_us_min"].append(best["ea_q"] * 1e3 / b)
-    pop["query_us_min"].append(best["pop_q"] * 1e3 / b)
-    ea["step_ms_min"].append(best["ea_s"])
-    pop["step_ms_min"].append(best["pop_s"])
-    q_ratio = pop["query_us"][-1] / ea["query_us"][-1]
+    for method, tag in zip(METHODS, ("ea", "pop", "pops")):
+      c = curves[method]
+      c["query_us"].append(med[f"{tag}_q"] * 1e3 / b)
+      c["step_ms"].append(med[f"{tag}_s"])
+      c["query_us_min"].append(best[f"{tag}_q"] * 1e3 / b)
+      c["step_ms_min"].append(best[f"{tag}_s"])
+    ea, pop, pops = (curves[m] for m in METHODS)
     print(f"n_c={size:4d}: inference µs/query EA {ea['query_us'][-1]:9.3f} "
-          f"Pop {pop['query_us'][-1]:10.3f} (x{q_ratio:.1f}); "
+          f"Pop {pop['query_us'][-1]:10.3f} "
+          f"(x{pop['query_us'][-1] / ea['query_us'][-1]:.1f}) "
+          f"PopShared {pops['query_us'][-1]:9.3f} "
+          f"(x{pops['query_us'][-1] / ea['query_us'][-1]:.1f}); "
           f"step ms EA {med['ea_s']:8.3f} Pop {med['pop_s']:9.3f} "
-          f"(x{med['pop_s'] / med['ea_s']:.1f}); warm-up {compile_s:.1f} s; "
-          f"first losses EA {losses_[0]:.4f} Pop {losses_[1]:.4f}")
+          f"(x{med['pop_s'] / med['ea_s']:.1f}) PopShared "
+          f"{med['pops_s']:8.3f} (x{med['pops_s'] / med['ea_s']:.1f}); "
+          f"warm-up {compile_s:.1f} s; first losses EA {losses_[0]:.4f} "
+          f"Pop {losses_[1]:.4f} PopShared {losses_[2]:.4f}")
     print(f"          fastest call: inference µs/query EA "
-          f"{best['ea_q'] * 1e3 / b:9.3f} Pop {best['pop_q'] * 1e3 / b:10.3f}; "
-          f"step ms EA {best['ea_s']:8.3f} Pop {best['pop_s']:9.3f}")
+          f"{best['ea_q'] * 1e3 / b:9.3f} Pop {best['pop_q'] * 1e3 / b:10.3f} "
+          f"PopShared {best['pops_q'] * 1e3 / b:9.3f}; step ms EA "
+          f"{best['ea_s']:8.3f} Pop {best['pop_s']:9.3f} PopShared "
+          f"{best['pops_s']:8.3f}")
 
   if args.plot is not None:
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -414,7 +508,10 @@ def main(argv=None) -> int:
     print(f"plot: {args.plot}")
   print(f"load average after {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
   i = list(args.sizes).index(args.summary_size)
-  ea, pop = curves["EA-L2D"], curves["L2D-Pop (NP+Attention)"]
+  ea, pop, pops = (curves[m] for m in METHODS)
+  print(f"pop_shared_query_us={pops['query_us'][i]:.4f} pop_shared_over_ea="
+        f"{pops['query_us'][i] / ea['query_us'][i]:.4f} pop_shared_step_ms="
+        f"{pops['step_ms'][i]:.4f}")
   print(f"ea_query_us={ea['query_us'][i]:.4f} pop_query_us="
         f"{pop['query_us'][i]:.4f} pop_over_ea="
         f"{pop['query_us'][i] / ea['query_us'][i]:.4f} ea_step_ms="
