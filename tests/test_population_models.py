@@ -189,6 +189,108 @@ def test_encoder_masked_out_of_range_points_ignored_under_jit():
   np.testing.assert_allclose(out, enc(q, dropped), rtol=1e-5, atol=1e-6)
 
 
+# --- The attention encoder: one function, hand-written backward --------------
+
+
+def _encode_inputs(ctx):
+  """What ``ContextEncoder.__call__`` hands to the encoding function."""
+  mask = ctx.mask
+  return (jnp.where(mask[..., None], ctx.features, 0.0),
+          jnp.where(mask, ctx.labels, 0), jnp.where(mask, ctx.answers, 0),
+          mask)
+
+
+@pytest.mark.parametrize("num_layers", [0, 1, 2])
+@pytest.mark.parametrize("shared", [False, True])
+def test_attention_encode_equals_reference_formula(num_layers, shared,
+                                                   monkeypatch):
+  # Small blocks: the 6 per-query sets run as 3 blocks of the loop.
+  monkeypatch.setattr(_context_encoder, "_ROWS_PER_BLOCK", 2 * C)
+  enc = _encoder("attention", num_layers=num_layers)
+  b = 6
+  ctx = _context(3, b=1 if shared else b)
+  mask = np.random.default_rng(4).random(ctx.mask.shape) < 0.6
+  mask[:, 0] = True
+  if not shared:
+    mask[1] = False  # An empty set.
+  ctx = ctx._replace(mask=jnp.asarray(mask),
+                     features=jnp.where(mask[..., None], ctx.features,
+                                        jnp.nan))
+  features, labels, answers, mask = _encode_inputs(ctx)
+  q = _query(b=b)
+  query = q[None] if shared else q[:, None]
+  blocks = _context_encoder._num_blocks(*mask.shape)
+  assert blocks == (1 if shared else 3)
+
+  def new(params, query, features):
+    return _context_encoder._attention_encode(
+        params, query, features, labels, answers, mask, 2, K, 1e-6, blocks)
+
+  def ref(params, query, features):
+    return _context_encoder._reference_attention_encode(
+        params, query, features, labels, answers, mask, num_heads=2,
+        epsilon=1e-6)
+
+  params = enc._attention_params()
+  np.testing.assert_allclose(jax.jit(new)(params, query, features),
+                             ref(params, query, features), rtol=1e-5,
+                             atol=1e-6)
+  weights = jnp.asarray(np.random.default_rng(5).normal(
+      size=query.shape[:2] + (8,)), jnp.float32)
+
+  def grads(fn):
+    return jax.jit(jax.grad(lambda *a: jnp.sum(fn(*a) * weights),
+                            argnums=(0, 1, 2)))(params, query, features)
+
+  got, want = grads(new), grads(ref)
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  for a, b_ in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b_, rtol=1e-4, atol=1e-6)
+  assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(got))
+
+
+def test_attention_encoder_gradient_equals_reference_module_formula():
+  # Through the module: nnx.grad of ψ equals that of the formula (the
+  # layers called one by one, as before the hand-written backward).
+  enc = _with_no_context_param(_encoder("attention"), jnp.arange(8.0))
+  ctx = _context(6)
+  ctx = ctx._replace(mask=ctx.mask.at[0].set(False).at[1, 2:].set(False))
+  q = _query()
+  weights = jnp.arange(B * 8.0).reshape(B, 8) / 10
+
+  def old_formula(enc):
+    features, labels, answers, mask = _encode_inputs(ctx)
+    points = jnp.concatenate([features, enc.label_embed(labels),
+                              enc.answer_embed(answers)], -1)
+    h = enc.point2(nnx.relu(enc.point1(points)))
+    for block in enc.blocks:
+      h = block(h, mask)
+    psi = enc.cross(q[:, None], features, h, mask)[:, 0]
+    empty = ~jnp.any(mask, axis=-1, keepdims=True)
+    return jnp.where(empty, enc.no_context[...], psi)
+
+  np.testing.assert_allclose(enc(q, ctx), old_formula(enc), rtol=1e-5,
+                             atol=1e-6)
+  got = nnx.grad(lambda m: jnp.sum(m(q, ctx) * weights))(enc)
+  want = nnx.grad(lambda m: jnp.sum(old_formula(m) * weights))(enc)
+  for (path, a), (_, b_) in zip(nnx.to_flat_state(nnx.state(got)),
+                                nnx.to_flat_state(nnx.state(want))):
+    np.testing.assert_allclose(a[...], b_[...], rtol=1e-4, atol=1e-6,
+                               err_msg=str(path))
+
+
+def test_attention_num_blocks_divides_the_batch():
+  rows = _context_encoder._ROWS_PER_BLOCK
+  assert _context_encoder._num_blocks(128, 50) == 8  # 16 queries x 50.
+  assert _context_encoder._num_blocks(3, 6) == 1
+  assert _context_encoder._num_blocks(1, 10 * rows) == 1
+  assert _context_encoder._num_blocks(127, 50) == 1  # Prime: one block.
+  for groups, points in ((128, 200), (96, 25), (10, rows), (64, 1)):
+    num = _context_encoder._num_blocks(groups, points)
+    assert groups % num == 0
+    assert groups // num * points <= rows or num == groups
+
+
 # --- PopulationL2D ----------------------------------------------------------
 
 
