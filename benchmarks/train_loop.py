@@ -11,8 +11,13 @@ one process:
 
 * ``jax``: ``training.Trainer`` with ``training.DeviceEpochs`` (each epoch
   one compiled ``lax.scan``; validation through ``Trainer.evaluate``), one
-  seed per run, 5 seeds one after another (each run builds its trainer and
-  compiles, as the experiment's sequential path does);
+  seed per run, 5 seeds one after another. Each run builds its model and
+  trainer; the first compiles the programs, the others reuse them from the
+  trainer's process-wide program cache (same architecture, optimiser object
+  and loss function: the experiment's ``build_optimizer`` and ``make_fns``
+  return the same objects for the same settings), as the experiment's
+  ``--sequential`` path does. ``--cold`` empties that cache and JAX's before
+  every run, so every run compiles (the behaviour before the cache);
 * ``vmap``: ``training.SeedTrainer``, the same 5 seeds in one program;
 * ``torch``: an idiomatic PyTorch loop (``torch.randperm`` per epoch,
   ``torch.optim.SGD(nesterov=True, weight_decay=...)`` with
@@ -20,8 +25,9 @@ one process:
   of the best model) on the same data, epochs and batch size, pinned to one
   thread.
 
-Wall times include building the model and compiling (a run is what a user
-waits for); the JAX compile time is printed too. Early stopping is off so
+Wall times include building the model and compiling where a run compiles
+(a run is what a user waits for); the first run's time (with compilation) is
+printed beside the median. Early stopping is off so
 every contestant runs all epochs. ``--compilation-cache DIR`` times
 reruns instead: sequential runs after the first (same programs) load
 them from JAX's persistent cache, as reruns of the calibration CLI do.
@@ -30,9 +36,13 @@ The last line is machine-readable:
   jax_run_s=<float> torch_run_s=<float> ratio_vs_torch=<float>
   vmap5_speedup=<float>
 
-``jax_run_s``: median of the 5 sequential JAX runs; ``ratio_vs_torch`` =
-torch s / jax s for one seed (above 1: JAX is faster); ``vmap5_speedup`` =
-the 5 sequential JAX runs / the one vmapped 5-seed run. The line before it
+``jax_run_s``: median of the 5 sequential JAX runs (without ``--cold``: a
+run that reuses the first run's programs); ``ratio_vs_torch`` = torch s /
+jax s for one seed (above 1: JAX is faster); ``vmap5_speedup`` = the 5
+sequential JAX runs (the first compiling, without ``--cold``) / the one
+vmapped 5-seed run (which compiles its own program). The line
+``cold: ...`` before them gives the first run alone (with its
+compilation) against torch. The line before it
 (``cpu: ...``) gives the same quantities in CPU seconds of the process
 (``time.process_time``), which other jobs on a shared machine move far less
 than wall times.
@@ -40,6 +50,7 @@ than wall times.
 Usage (from the repository root):
   .venv/bin/python benchmarks/train_loop.py
   .venv/bin/python benchmarks/train_loop.py --epochs 50 --seeds 3
+  .venv/bin/python benchmarks/train_loop.py --cold   # every run compiles
 
 PyTorch is not an l2d_jax dependency; without it the JAX side is still
 timed. Install it with ``pip install -e '.[bench]'`` (or ``pip install
@@ -65,6 +76,7 @@ import jax.numpy as jnp  # noqa: E402
 from experiments.multi_expert_calibration import config as configs  # noqa: E402
 from experiments.multi_expert_calibration import run as run_lib  # noqa: E402
 from l2d_jax import training  # noqa: E402
+from l2d_jax.training import _programs  # noqa: E402  pylint: disable=protected-access
 
 K = run_lib.NUM_CLASSES["mog"]
 
@@ -181,6 +193,9 @@ def main(argv=None) -> str:
                  help="J (the largest increasing-experts setting).")
   p.add_argument("--torch-threads", type=int, default=1,
                  help="torch.set_num_threads.")
+  p.add_argument("--cold", action="store_true",
+                 help="empty the trainer's program cache and JAX's caches "
+                 "before every sequential run, so that every run compiles.")
   p.add_argument("--compilation-cache", default=None, metavar="DIR",
                  help="JAX persistent compilation cache folder (as the "
                  "calibration CLI uses in <cache-dir>/jax); off by default. "
@@ -204,15 +219,19 @@ def main(argv=None) -> str:
 
   seq, firsts, seq_cpu = [], [], []
   for seed in seeds:
+    if args.cold:
+      _programs.PROGRAMS.clear()
+      jax.clear_caches()
     s, val, first, cpu = jax_run(cfg, data[seed], seed, args.num_experts)
     seq.append(s)
     firsts.append(first)
     seq_cpu.append(cpu)
-    print(f"jax Trainer+DeviceEpochs seed {seed}: {s:.2f} s (first epoch, "
-          f"with compile: {first:.2f} s), final val loss {val:.4f}")
+    print(f"jax Trainer+DeviceEpochs seed {seed}: {s:.2f} s, {cpu:.2f} s "
+          f"CPU (first epoch: {first:.2f} s), final val loss {val:.4f}")
   vmap_s, vals, vmap_cpu = vmap_run(cfg, data, seeds, args.num_experts)
-  print(f"jax SeedTrainer {len(seeds)} seeds at once: {vmap_s:.2f} s, final "
-        f"val losses {np.round(vals, 4).tolist()}")
+  print(f"jax SeedTrainer {len(seeds)} seeds at once: {vmap_s:.2f} s, "
+        f"{vmap_cpu:.2f} s CPU, final val losses "
+        f"{np.round(vals, 4).tolist()}")
   try:
     import torch  # pylint: disable=g-import-not-at-top
     torch.set_num_threads(args.torch_threads)
@@ -237,6 +256,9 @@ def main(argv=None) -> str:
         f"torch_cpu_s={torch_cpu:.3f} vmap_cpu_s={vmap_cpu:.3f} "
         f"ratio_vs_torch_cpu={torch_cpu / statistics.median(seq_cpu):.2f} "
         f"vmap5_speedup_cpu={sum(seq_cpu) / vmap_cpu:.2f}")
+  print(f"cold: jax_first_run_s={seq[0]:.3f} jax_first_run_cpu_s="
+        f"{seq_cpu[0]:.3f} ratio_vs_torch_first_run={torch_s / seq[0]:.2f} "
+        f"ratio_vs_torch_first_run_cpu={torch_cpu / seq_cpu[0]:.2f}")
   line = (f"jax_run_s={jax_s:.3f} torch_run_s={torch_s:.3f} "
           f"ratio_vs_torch={torch_s / jax_s:.2f} "
           f"vmap5_speedup={sum(seq) / vmap_s:.2f}")

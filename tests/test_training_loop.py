@@ -16,6 +16,7 @@ from l2d_jax.training import DeviceEpochs
 from l2d_jax.training import NonFiniteError
 from l2d_jax.training import SeedTrainer
 from l2d_jax.training import Trainer
+from l2d_jax.training import cpu_compiler_options
 from l2d_jax.training import data_mesh
 from l2d_jax.training import default_compiler_options
 from l2d_jax.training import epoch_indices
@@ -362,3 +363,17 @@ def test_known_compile_option_is_kept():
   opts = default_compiler_options(data_mesh(1))
   assert opts == _programs.CPU_COMPILER_OPTIONS
   assert re.fullmatch(r"xla_cpu_\w+", next(iter(opts)))
+
+
+def test_requested_cpu_options_are_probed_once_and_fall_back():
+  bad = {"xla_cpu_another_option_that_does_not_exist": True}
+  with pytest.warns(RuntimeWarning, match="does not accept the requested "
+                    "cpu compile options"):
+    assert cpu_compiler_options(bad) == {}
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # probed once: no second warning
+    assert cpu_compiler_options(bad, mesh=data_mesh(1)) == {}
+  good = {"xla_cpu_use_fusion_emitters": False}
+  got = cpu_compiler_options(good)
+  assert got == good and got is not good
+

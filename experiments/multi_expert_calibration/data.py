@@ -9,6 +9,7 @@ The MoG draw and CIFAR-10 splits of a seed (:func:`load_mog`,
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -125,14 +126,27 @@ def simulate_experts(key: jax.Array, split: Split, knowledge: np.ndarray,
                      num_classes: int) -> np.ndarray:
   """``[N, J]`` int32 answers; expert j uses ``fold_in(key, j)``.
 
-  ``experts.noisy_experts`` keys each expert separately, so expert j's
-  answers are identical across settings (J = 2 and J = 8 share their first
-  two experts; §5.3's settings differ only in p): the settings of one seed
-  are paired.
+  Column ``j`` is ``experts.noisy_expert(fold_in(key, j), ...,
+  p_correct=knowledge[j])``, the column ``experts.noisy_experts`` gives,
+  drawn one expert at a time by one compiled program whose shapes do not
+  depend on J (every setting of a sweep reuses it). Expert j's answers are
+  identical across settings (J = 2 and J = 8 share their first two experts;
+  §5.3's settings differ only in p): the settings of one seed are paired.
   """
-  return np.asarray(experts.noisy_experts(
-      key, split.labels, num_classes=num_classes,
-      p_correct=jnp.asarray(knowledge), groups=split.groups), np.int32)
+  labels = jnp.asarray(split.labels)
+  groups = jnp.asarray(split.groups)
+  columns = [_one_expert(jax.random.fold_in(key, j), labels,
+                         jnp.asarray(knowledge[j], jnp.float32), groups,
+                         num_classes=num_classes)
+             for j in range(knowledge.shape[0])]
+  return np.stack([np.asarray(c, np.int32) for c in columns], axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes",))
+def _one_expert(key: jax.Array, labels: jax.Array, p_correct: jax.Array,
+                groups: jax.Array, *, num_classes: int) -> jax.Array:
+  return experts.noisy_expert(key, labels, num_classes=num_classes,
+                              p_correct=p_correct, groups=groups)
 
 
 def expert_predictions(ds: Dataset, knowledge: np.ndarray, seed: int

@@ -25,6 +25,7 @@ __all__ = [
     "seed_mesh",
     "shard_batch",
     "CPU_COMPILER_OPTIONS",
+    "cpu_compiler_options",
     "default_compiler_options",
     # Optimisers
     "adam_cosine",
@@ -50,6 +51,7 @@ from l2d_jax.training._optimizers import adam_cosine
 from l2d_jax.training._optimizers import cosine_schedule
 from l2d_jax.training._optimizers import sgd_cosine
 from l2d_jax.training._programs import CPU_COMPILER_OPTIONS
+from l2d_jax.training._programs import cpu_compiler_options
 from l2d_jax.training._programs import default_compiler_options
 from l2d_jax.training._seeds import SeedTrainer
 from l2d_jax.training._steps import NonFiniteError

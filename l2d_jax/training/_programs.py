@@ -46,10 +46,10 @@ CPU_COMPILER_OPTIONS = {
 _PROBED: dict[tuple[str, tuple[tuple[str, str], ...]], bool] = {}
 
 
-def _options_supported(device: jax.Device, options: Mapping[str, str]
-                       ) -> bool:
+def _options_supported(device: jax.Device, options: Mapping[str, Any], *,
+                       what: str = "the trainer's default") -> bool:
   """Compiles a tiny function with ``options`` once per platform."""
-  probe_key = (device.platform, tuple(sorted(options.items())))
+  probe_key = (device.platform, _options_key(options))
   if probe_key not in _PROBED:
     try:
       x = jax.device_put(np.zeros(2, np.float32), device)
@@ -61,12 +61,20 @@ def _options_supported(device: jax.Device, options: Mapping[str, str]
       _PROBED[probe_key] = False
       first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
       warnings.warn(
-          f"this jaxlib ({jax.__version__}) does not accept the trainer's "
-          f"default {device.platform} compile options {sorted(options)} "
+          f"this jaxlib ({jax.__version__}) does not accept {what} "
+          f"{device.platform} compile options {sorted(options)} "
           f"({first_line[:200]}); compiling with XLA's defaults instead. "
           "Pass compiler_options={} to silence this.",
           RuntimeWarning, stacklevel=3)
   return _PROBED[probe_key]
+
+
+def _local_device(mesh: Mesh | None) -> jax.Device:
+  if mesh is None:
+    return jax.local_devices()[0]
+  here = jax.process_index()
+  return next((d for d in mesh.devices.flat if d.process_index == here),
+              mesh.devices.flat[0])
 
 
 def default_compiler_options(mesh: Mesh) -> dict[str, str]:
@@ -84,14 +92,43 @@ def default_compiler_options(mesh: Mesh) -> dict[str, str]:
   Returns:
     A dict of XLA compile options (``{}`` off CPU or when unsupported).
   """
-  here = jax.process_index()
-  device = next((d for d in mesh.devices.flat if d.process_index == here),
-                mesh.devices.flat[0])
+  device = _local_device(mesh)
   if device.platform != "cpu" or not CPU_COMPILER_OPTIONS:
     return {}
   if not _options_supported(device, CPU_COMPILER_OPTIONS):
     return {}
   return dict(CPU_COMPILER_OPTIONS)
+
+
+def cpu_compiler_options(options: Mapping[str, Any], *,
+                         mesh: Mesh | None = None) -> dict[str, Any]:
+  """``options`` on a CPU whose jaxlib accepts them, else ``{}``.
+
+  For XLA options that are CPU-specific or experimental (an unknown option
+  is a compile error): probed once per process like
+  :func:`default_compiler_options`; one ``RuntimeWarning`` if this jaxlib
+  rejects them. Off CPU (``mesh``'s platform, default the first local
+  device) the result is ``{}``.
+
+  Args:
+    options: XLA compile options, e.g. ``{"xla_cpu_use_fusion_emitters":
+      False}`` (XLA's classic loop emitters: shorter compiles of small
+      programs; the MoG calibration programs give bitwise the same numbers).
+    mesh: the mesh the program is compiled for.
+
+  Returns:
+    A new dict: ``options`` or ``{}``.
+
+  Example:
+    >>> cpu_compiler_options({})
+    {}
+  """
+  device = _local_device(mesh)
+  if device.platform != "cpu" or not options:
+    return {}
+  if not _options_supported(device, options, what="the requested"):
+    return {}
+  return dict(options)
 
 
 # ----------------------------------------------------------- trace count --
