@@ -7,7 +7,8 @@ exactly. ``EpochBatches`` gives a host data order that is a pure function of
 ``(seed, epoch)``; ``DeviceEpochs`` keeps the data on the device and runs a
 whole epoch as one ``lax.scan``. ``SeedTrainer`` trains several seeds of a
 small model at once (``jax.vmap`` over the stacked states, sharded over a
-``('seed',)`` mesh).
+``('seed',)`` mesh). Trainers of one architecture, optimiser object and loss
+function share their compiled programs within a process.
 """
 
 __all__ = [

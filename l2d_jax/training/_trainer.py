@@ -70,6 +70,13 @@ class Trainer(Evaluation):
   call the same compiled step, so for the same batch order they give the
   same parameters.
 
+  Compiled programs are kept per process and keyed by the model/optimiser
+  structure (``nnx.GraphDef``, which holds the optax object), the loss (or
+  evaluation) function, the mesh and the compile options: a new trainer of
+  the same architecture with the same ``tx`` and ``loss_fn`` objects (e.g.
+  the next seed) reuses them instead of compiling. ``trace_count`` counts
+  the loss traces this trainer's calls caused.
+
   Determinism and resumption: the state saved each epoch holds parameters,
   BatchNorm statistics, optimiser state and the model's ``nnx.Rngs``
   counters (dropout). If ``train_batches(epoch)`` is a pure function of the
