@@ -11,9 +11,16 @@ Measures, in one run:
      128 (gradient of ``mean(ψ · target)`` with respect to every parameter),
      jitted, against the same encoder written in PyTorch (CPU,
      ``torch.set_num_threads(1)``) with the same weights, timed interleaved
-     (JAX, then PyTorch, repeat; medians). Before timing, the two encoders'
-     outputs must agree within 1e-5 and their gradients within 1e-4
-     (relative) / 1e-5 (absolute).
+     (JAX, then each PyTorch formulation, repeat; medians of wall and CPU
+     time, and minor page faults per step). PyTorch runs in two
+     formulations of the same function: ``torch_fused`` (one query/key/value
+     projection for the self-attention and the point MLP's first layer as
+     table gathers, as the JAX encoder computes it) and ``torch_layers``
+     (the layers one by one); the faster of the two sets the ratio. Before
+     timing, each twin's outputs must agree with JAX's within 1e-5 and its
+     gradients within 1e-4 (relative) / 1e-5 (absolute). The JAX step's XLA
+     scratch size is printed: XLA:CPU allocates it at every call, and above
+     glibc's 32 MiB mmap threshold each of its pages is a page fault.
 
 Between the two, the forward cost per query when all B queries share one
 context set of C = 50 points (``features [1, C, D]``: embedded and
@@ -37,9 +44,10 @@ The machine may be shared: the load average is printed. Without PyTorch
 
 The last line reads ``np_query_us=<f> attn_query_us=<f>
 attn_ratio_vs_torch=<f> attn_c200_over_c50=<f>``: the forward cost per query
-(µs) of each encoder at C = 50, the step-time ratio ``torch ms / jax ms``
-(> 1: JAX faster) and the attention encoder's per-query cost at C = 200 over
-C = 50.
+(µs) of each encoder at C = 50, the wall step-time ratio ``torch ms / jax ms``
+(> 1: JAX faster; the line before it also gives the CPU-time ratio, steadier
+on a shared machine) and the attention encoder's per-query cost at C = 200
+over C = 50.
 
 Usage: python benchmarks/population.py [--batch 128] [--feature-dim 64]
   [--sizes 10,25,50,100,200] [--repeats 30] [--plot scaling.png]
@@ -50,6 +58,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import resource
 import statistics
 import sys
 import time
@@ -131,8 +140,16 @@ def _write_plot(path: pathlib.Path, sizes, per_query: dict) -> None:
 # The PyTorch twin.
 
 
-def torch_twin(encoder: models.ContextEncoder):
-  """A PyTorch module computing ``encoder``'s function with its weights."""
+def torch_twin(encoder: models.ContextEncoder, *, fused: bool = True):
+  """A PyTorch module computing ``encoder``'s function with its weights.
+
+  With ``fused`` (default) it is written like the JAX encoder: one
+  ``[E, 3E]`` GEMM for the self-attention's query/key/value (as
+  ``nn.MultiheadAttention``'s ``in_proj``) and the point MLP's first layer
+  as ``x W_x + (Emb_y W_y)[y] + (Emb_m W_m)[m]``; without, the layers are
+  applied one by one (three projections, a concatenation). Same function
+  and gradients either way.
+  """
   import torch  # pylint: disable=import-outside-toplevel
   from torch import nn  # pylint: disable=import-outside-toplevel
   from torch.nn import functional as F  # pylint: disable=import-outside-toplevel
@@ -175,9 +192,14 @@ def torch_twin(encoder: models.ContextEncoder):
       # A row without a valid key attends to every key (finite, no NaN);
       # the caller replaces its output, as the JAX encoder does.
       attend = (mask | ~any_valid[:, None])[:, None, None, :]
+      if fused and q is k and k is v:  # Self-attention: one projection.
+        layers = (self.query, self.key, self.value)
+        q, k, v = F.linear(q, torch.cat([m.weight for m in layers]),
+                           torch.cat([m.bias for m in layers])).chunk(3, -1)
+      else:
+        q, k, v = self.query(q), self.key(k), self.value(v)
       out = F.scaled_dot_product_attention(
-          self._split(self.query(q)), self._split(self.key(k)),
-          self._split(self.value(v)), attn_mask=attend)
+          self._split(q), self._split(k), self._split(v), attn_mask=attend)
       out = out.transpose(1, 2).flatten(-2)
       return self.out(torch.where(any_valid[:, None, None], out, 0.0))
 
@@ -218,9 +240,17 @@ def torch_twin(encoder: models.ContextEncoder):
       features = torch.where(mask[..., None], features, 0.0)
       labels = torch.where(mask, labels, 0)
       answers = torch.where(mask, answers, 0)
-      points = torch.cat([features, self.label_embed(labels),
-                          self.answer_embed(answers)], -1)
-      h = self.point2(F.relu(self.point1(points)))
+      if fused:
+        d, width = features.shape[-1], self.label_embed.weight.shape[1]
+        weight = self.point1.weight  # [hidden, D + 2L]
+        label_table = self.label_embed.weight @ weight[:, d:d + width].T
+        answer_table = self.answer_embed.weight @ weight[:, d + width:].T
+        pre = (F.linear(features, weight[:, :d], self.point1.bias)
+               + label_table[labels] + answer_table[answers])
+      else:
+        pre = self.point1(torch.cat([features, self.label_embed(labels),
+                                     self.answer_embed(answers)], -1))
+      h = self.point2(F.relu(pre))
       any_valid = mask.any(-1)
       if self.kind == "np":
         count = mask.sum(-1, keepdim=True).clamp(min=1).to(h.dtype)
@@ -393,50 +423,79 @@ def main(argv=None) -> int:
     return jnp.mean(psi * t_), psi
 
   step = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
+  compiled = step.lower(params, q, ctx, tgt).compile()
   (loss, psi), grads = jax.block_until_ready(step(params, q, ctx, tgt))
-  torch_ms = []
+  steps = {"jax": lambda: jax.block_until_ready(step(params, q, ctx, tgt))}
   if torch is not None:
-    twin = torch_twin(enc)
     t_in = [torch.from_numpy(query)] + [torch.from_numpy(np.asarray(a))
                                         for a in arrays]
     t_tgt = torch.from_numpy(target)
-
-    def torch_step():
-      twin.zero_grad(set_to_none=True)
-      out = twin(*t_in)
-      value = (out * t_tgt).mean()
-      value.backward()
-      return value.detach(), out.detach()
-
-    t_loss, t_psi = torch_step()
-    out_err = float(np.max(np.abs(t_psi.numpy() - np.asarray(psi))))
-    print(f"twin check: max |ψ_torch - ψ_jax| = {out_err:.2e}, loss "
-          f"{float(loss):.6f} vs {float(t_loss):.6f}")
-    if out_err > 1e-5:
-      raise SystemExit(f"the PyTorch twin differs from the JAX encoder by "
-                       f"{out_err:.2e} > 1e-5")
-    t_grads = torch_param_grads(twin, enc)
     flat = dict(nnx.to_flat_state(grads))
-    if set(flat) != set(t_grads):
-      raise SystemExit(f"parameter sets differ: {sorted(set(flat) ^ set(t_grads))}")
-    worst = 0.0
-    for path, g in flat.items():
-      np.testing.assert_allclose(t_grads[path], np.asarray(g[...]), rtol=1e-4,
-                                 atol=1e-5, err_msg=str(path))
-      worst = max(worst, float(np.max(np.abs(t_grads[path]
-                                             - np.asarray(g[...])))))
-    print(f"twin check: {len(flat)} gradient arrays agree (max abs diff "
-          f"{worst:.2e})")
-  jax_ms = []
-  run = lambda: jax.block_until_ready(step(params, q, ctx, tgt))  # noqa: E731
-  for _ in range(max(args.repeats, 30)):
-    jax_ms.append(_time(run))
-    if torch is not None:
-      torch_ms.append(_time(torch_step))
-  step_ms = statistics.median(jax_ms)
-  torch_step_ms = statistics.median(torch_ms) if torch_ms else float("nan")
-  print(f"attention fwd+bwd step, C={STEP_CONTEXT}, batch {b}: jax "
-        f"{step_ms:.3f} ms, torch {torch_step_ms:.3f} ms")
+    # Both PyTorch formulations (fused projections and table gathers like
+    # the JAX encoder, or the layers one by one); the faster sets the ratio.
+    for fused in (True, False):
+      twin = torch_twin(enc, fused=fused)
+
+      def torch_step(twin=twin):
+        twin.zero_grad(set_to_none=True)
+        out = twin(*t_in)
+        value = (out * t_tgt).mean()
+        value.backward()
+        return value.detach(), out.detach()
+
+      name = "torch_fused" if fused else "torch_layers"
+      t_loss, t_psi = torch_step()
+      out_err = float(np.max(np.abs(t_psi.numpy() - np.asarray(psi))))
+      print(f"twin check ({name}): max |ψ_torch - ψ_jax| = {out_err:.2e}, "
+            f"loss {float(loss):.6f} vs {float(t_loss):.6f}")
+      if out_err > 1e-5:
+        raise SystemExit(f"the PyTorch twin differs from the JAX encoder by "
+                         f"{out_err:.2e} > 1e-5")
+      t_grads = torch_param_grads(twin, enc)
+      if set(flat) != set(t_grads):
+        raise SystemExit(f"parameter sets differ: "
+                         f"{sorted(set(flat) ^ set(t_grads))}")
+      worst = 0.0
+      for path, g in flat.items():
+        np.testing.assert_allclose(t_grads[path], np.asarray(g[...]),
+                                   rtol=1e-4, atol=1e-5, err_msg=str(path))
+        worst = max(worst, float(np.max(np.abs(t_grads[path]
+                                               - np.asarray(g[...])))))
+      print(f"twin check ({name}): {len(flat)} gradient arrays agree (max "
+            f"abs diff {worst:.2e})")
+      steps[name] = torch_step
+  # Interleaved: each repetition times every step once (wall and CPU).
+  wall = {name: [] for name in steps}
+  cpu = {name: [] for name in steps}
+  faults = {name: 0 for name in steps}
+  repeats = max(args.repeats, 30)
+  for _ in range(repeats):
+    for name, fn in steps.items():
+      f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+      c0, t0 = time.process_time(), time.perf_counter()
+      fn()
+      wall[name].append((time.perf_counter() - t0) * 1e3)
+      cpu[name].append((time.process_time() - c0) * 1e3)
+      faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+  for name in steps:
+    print(f"attention fwd+bwd step, C={STEP_CONTEXT}, batch {b}, {name:12s}: "
+          f"wall {statistics.median(wall[name]):8.3f} ms, CPU "
+          f"{statistics.median(cpu[name]):8.3f} ms, "
+          f"{faults[name] / repeats:7.0f} minor page faults per step")
+  scratch = compiled.memory_analysis()
+  if scratch is not None:
+    print(f"jax step scratch (XLA temp buffer): "
+          f"{scratch.temp_size_in_bytes / 2**20:.1f} MiB")
+  step_ms = statistics.median(wall["jax"])
+  torch_names = [n for n in steps if n != "jax"]
+  torch_step_ms = (min(statistics.median(wall[n]) for n in torch_names)
+                   if torch_names else float("nan"))
+  torch_cpu = (min(statistics.median(cpu[n]) for n in torch_names)
+               if torch_names else float("nan"))
+  print(f"attention fwd+bwd step: jax {step_ms:.3f} ms wall "
+        f"({statistics.median(cpu['jax']):.3f} CPU), torch (faster "
+        f"formulation) {torch_step_ms:.3f} ms wall ({torch_cpu:.3f} CPU); "
+        f"CPU-time ratio {torch_cpu / statistics.median(cpu['jax']):.4f}")
 
   if args.plot is not None:
     curves = {f"{kind} (JAX)": v for kind, v in per_query.items()}

@@ -303,7 +303,13 @@ _attention_encode.defvjp(_attention_encode_fwd, _attention_encode_bwd)
 
 
 def _num_blocks(groups, points):
-  """Blocks of ``groups`` (a divisor of it) of about ``_ROWS_PER_BLOCK`` rows."""
+  """Blocks of ``groups`` (a divisor of it) of about ``_ROWS_PER_BLOCK`` rows.
+
+  One block off CPU: the loop only serves XLA:CPU's per-call scratch memory,
+  and would serialise work an accelerator runs in parallel.
+  """
+  if jax.default_backend() != "cpu":
+    return 1
   want = max(1, -(-groups * points // _ROWS_PER_BLOCK))
   for num in range(want, groups + 1):
     if groups % num == 0 and num <= 2 * want:
@@ -409,14 +415,14 @@ class ContextEncoder(nnx.Module):
 
   *Implementation of* ``'attention'``. The layers above hold the parameters;
   the computation runs as one function with a hand-written backward pass
-  (``jax.custom_vjp``), in a sequential loop over blocks of queries of about
-  1024 context points each. This keeps the scratch memory of a training step
-  small (on CPU, XLA allocates it afresh at every call: at B = 128, C = 50 it
-  was ~58 MB, above glibc's 32 MB mmap threshold, so every page of it was a
-  page fault). Values and gradients equal those of the layers applied one by
-  one, to float32 rounding. Reverse-mode differentiation (``jax.grad``,
-  ``nnx.grad``, ``jax.vjp``) is supported; forward-mode (``jax.jvp``,
-  ``jax.jacfwd``) is not.
+  (``jax.custom_vjp``), on CPU in a sequential loop over blocks of queries of
+  about 1024 context points each. This keeps the scratch memory of a training
+  step small (on CPU, XLA allocates it afresh at every call: at B = 128,
+  C = 50 it was ~58 MB, above glibc's 32 MB mmap threshold, so every page of
+  it was a page fault). Values and gradients equal those of the layers
+  applied one by one, to float32 rounding. Reverse-mode differentiation
+  (``jax.grad``, ``nnx.grad``, ``jax.vjp``) is supported; forward-mode
+  (``jax.jvp``, ``jax.jacfwd``) is not.
 
   Args:
     feature_dim: dimension ``D`` of the features ``φ(x)``.
