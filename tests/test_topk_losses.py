@@ -1,5 +1,6 @@
 """Tests for the Top-k deferral losses: comp-sum, agent costs, surrogates."""
 
+import functools
 import itertools
 
 import jax
@@ -542,6 +543,15 @@ def test_ties_in_topk_loss_go_to_lower_index():
     assert float(losses.topk_deferral_loss(scores, costs, k=k)) == expected
 
 
+@functools.partial(jax.jit, static_argnames=("nu",))
+def _surrogate_and_every_k(scores, costs, *, nu):
+  """One compiled program per (A, ν): surrogate; per k, chosen agents, loss."""
+  ks = range(1, scores.shape[-1] + 1)
+  return (losses.topk_deferral_surrogate(scores, costs, nu=nu),
+          [deferral.top_k_agents(scores, k=k) for k in ks],
+          [losses.topk_deferral_loss(scores, costs, k=k) for k in ks])
+
+
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), num_agents=st.integers(1, 9),
        nu=st.sampled_from(NUS), ties=st.booleans())
@@ -553,14 +563,14 @@ def test_surrogate_and_loss_properties(seed, num_agents, nu, ties):
     scores = np.round(scores)
   scores = scores.astype(np.float32)
   costs = rng.uniform(0, 2, size=(5, num_agents)).astype(np.float32)
-  sur = np.asarray(losses.topk_deferral_surrogate(scores, costs, nu=nu))
+  sur, chosen_k, loss_k = jax.device_get(
+      _surrogate_and_every_k(scores, costs, nu=nu))
   assert np.all(sur >= 0) and np.all(np.isfinite(sur))
+  assert len(chosen_k) == len(loss_k) == num_agents
   tau = costs.sum(-1, keepdims=True) - costs
-  for k in range(1, num_agents + 1):
-    chosen = np.asarray(deferral.top_k_agents(scores, k=k))
+  for k, chosen, loss in zip(range(1, num_agents + 1), chosen_k, loss_k):
+    assert chosen.shape == (5, k)
     outside = np.ones_like(costs, bool)
     np.put_along_axis(outside, chosen, False, axis=-1)
     rhs = (tau * outside).sum(-1) - (num_agents - 1 - k) * costs.sum(-1)
-    np.testing.assert_allclose(
-        losses.topk_deferral_loss(scores, costs, k=k), rhs, rtol=1e-5,
-        atol=1e-5)
+    np.testing.assert_allclose(loss, rhs, rtol=1e-5, atol=1e-5)
