@@ -406,3 +406,20 @@ def test_priority_draws_pack_exactly():
   want = np.where(np.asarray(tied).any(-1), np.argmax(np.where(
       tied, np.asarray(prios[0])[:, None, :], -1.0), axis=-1), -1)
   np.testing.assert_array_equal(got, want)
+
+
+def test_tickets_equal_the_uniform_draws():
+  # The sweep's unrolled threefry reproduces jax.random.uniform bit for bit.
+  for key, split in ((jax.random.key(0), 3), (jax.random.key(7), 2**32 - 1)):
+    prios, shots = _sweep_slots._split_randomness(key, split, (37, 11))  # pylint: disable=protected-access
+    tickets, shots2 = _sweep_slots._split_tickets(key, split, (37, 11))  # pylint: disable=protected-access
+    assert tickets.dtype == jnp.int32
+    np.testing.assert_array_equal(
+        np.asarray(tickets, np.float64), np.asarray(prios, np.float64) * 2**23)
+    np.testing.assert_array_equal(jax.random.key_data(shots),
+                                  jax.random.key_data(shots2))
+  # A legacy uint32 key takes jax.random itself.
+  raw = jax.random.PRNGKey(0)
+  got, _ = _sweep_slots._split_tickets(raw, 1, (5, 3))  # pylint: disable=protected-access
+  want, _ = _sweep_slots._split_randomness(raw, 1, (5, 3))  # pylint: disable=protected-access
+  np.testing.assert_array_equal(got, want)

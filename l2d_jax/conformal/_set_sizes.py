@@ -45,7 +45,7 @@ def _count_at_most(t: jax.Array, x: jax.Array) -> jax.Array:
 
 
 def size_boundaries(sorted_conf_test: jax.Array, t: jax.Array, *,
-                    include_crossing: bool) -> jax.Array:
+                    include_crossing: bool | jax.Array) -> jax.Array:
   """Where each test set shrinks along sorted alphas, ``[m, K + 2]`` int32.
 
   For thresholds ``t`` ``[A]`` sorted in increasing order (alphas sorted in
@@ -61,7 +61,8 @@ def size_boundaries(sorted_conf_test: jax.Array, t: jax.Array, *,
       points (``sorted_conformity`` of LAC or APS).
     t: ``[A]`` non-decreasing thresholds.
     include_crossing: APS/RAPS sets keep the threshold-crossing label (sizes
-      ``min(count + 1, K)``); LAC sets do not.
+      ``min(count + 1, K)``); LAC sets do not. A bool, or a traced bool
+      scalar.
   """
   m, k = sorted_conf_test.shape
   num_a = t.shape[0]
@@ -69,9 +70,13 @@ def size_boundaries(sorted_conf_test: jax.Array, t: jax.Array, *,
   cnt = _count_at_most(t, sorted_conf_test)
   full = jnp.full((m, 1), num_a, jnp.int32)
   zero = jnp.zeros((m, 1), jnp.int32)
-  if include_crossing:
-    return jnp.concatenate([full, full, cnt[:, :k - 1], zero], axis=1)
-  return jnp.concatenate([full, cnt, zero], axis=1)
+  crossing = jnp.concatenate([full, full, cnt[:, :k - 1], zero], axis=1)
+  if isinstance(include_crossing, bool):
+    return crossing if include_crossing else jnp.concatenate(
+        [full, cnt, zero], axis=1)
+  # A traced flag (LAC and APS in one vmapped program).
+  return jnp.where(include_crossing, crossing,
+                   jnp.concatenate([full, cnt, zero], axis=1))
 
 
 def split_set_sizes(

@@ -128,6 +128,11 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
   # along ranks; the label's entry is its calibration conformity).
   conf_pool = {s: _scores.sorted_conformity(sp, score=s)
                for s in scores if s != "raps"}
+  lin_scores = [i for i, s in enumerate(scores) if s != "raps"]
+  if lin_scores:
+    lin_args = (jnp.stack([conf_pool[scores[i]] for i in lin_scores]),
+                jnp.array([scores[i] != "lac" for i in lin_scores]),
+                jnp.array(lin_scores, jnp.int32))
   if "raps" in scores:
     # RAPS conformities from the pool's APS conformities and tie groups.
     aps_pool = conf_pool.get("aps")
@@ -147,8 +152,6 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
   grp = jnp.zeros((num_p, 0), jnp.int32) if groups is None else groups
   num_g = 1 if groups is None else 2
   num_h = 2  # shared columns: set size, label covered
-  order_t = {"segregativity": ("sized", 0), "segregativity_lcb": ("sized", 1),
-             "naive_most_accurate": ("flat", 0), "naive_random": ("flat", 1)}
 
   def one_split(xs):
     p, cal, test, tune, g = xs
@@ -156,7 +159,7 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
     valid = sub.mask
     y = labels[test]
     n = test.shape[0]
-    prios, shots_key = _sweep_slots._split_randomness(key, p, valid.shape)
+    prios, shots_key = _sweep_slots._split_tickets(key, p, valid.shape)
     if n_shots is None:
       sized, flat = (t[:, test] for t in tables)
     else:
@@ -200,12 +203,11 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
                             jnp.int32)], axis=-1)  # [n, K + 1, 2]
     base = _sweep_slots._baseline_counts(once_slot[2:], sub, y, num_j)  # [2, 4]
     if "raps" in scores:
-      k_reg, lam, lam_i = _raps_tuning._tune_from_conformity(  # pylint: disable=protected-access
+      k_reg, _, lam_i = _raps_tuning._tune_from_conformity(  # pylint: disable=protected-access
           aps_pool[tune], r1_pool[tune], label_rank[tune], alphas_sorted,
           lam_arr)
     else:
-      k_reg = jnp.zeros(num_a, jnp.int32)
-      lam = jnp.zeros(num_a, probs.dtype)
+      k_reg = lam_i = jnp.zeros(num_a, jnp.int32)
     # LAC and APS need no tuning: they calibrate on the tuning points too.
     cal_all = jnp.concatenate([cal, tune])
     dims = dict(num_a=num_a, num_c=num_c, num_s=num_strat,
@@ -213,20 +215,22 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
     ev_tables = _sweep_events._new_tables(  # pylint: disable=protected-access
         **dims, hist_dtype=jnp.int16 if n < 2**15 else jnp.int32)
     ev = dict(num_scores=num_c, num_alphas=num_a, num_experts=num_j)
-    for c_i, score in enumerate(scores):
-      if score == "raps":
-        continue
+    if lin_scores:
+      # LAC and APS in one vmapped body (one copy of the code to compile).
       low = _quantile.alpha_floor(cal_all.shape[0] + 1, alphas_sorted)
-      cp = conf_pool[score]
-      t = _set_sizes._thresholds(  # pylint: disable=protected-access
-          cp[cal_all, label_rank[cal_all]], low)
-      bounds = _set_sizes.size_boundaries(cp[test], t,
-                                          include_crossing=score != "lac")
-      # Runs in alpha order: sizes K, K - 1, ..., 0 (empty ones included).
-      events = _sweep_events._run_events(  # pylint: disable=protected-access
-          bounds[:, :0:-1], agent[..., ::-1], weights[:, :, ::-1],
-          shared[:, ::-1], score_index=c_i, **ev)
-      ev_tables = _sweep_events._add_events(ev_tables, events)  # pylint: disable=protected-access
+
+      def lin_events(cp, crossing, c_i):
+        t = _set_sizes._thresholds(  # pylint: disable=protected-access
+            cp[cal_all, label_rank[cal_all]], low)
+        bounds = _set_sizes.size_boundaries(cp[test], t,
+                                            include_crossing=crossing)
+        # Runs in alpha order: sizes K, K - 1, ..., 0 (empty ones too).
+        return _sweep_events._run_events(  # pylint: disable=protected-access
+            bounds[:, :0:-1], agent[..., ::-1], weights[:, :, ::-1],
+            shared[:, ::-1], score_index=c_i, **ev)
+
+      ev_tables = _sweep_events._add_events(  # pylint: disable=protected-access
+          ev_tables, jax.vmap(lin_events)(*lin_args))
     if "raps" in scores:
       # RAPS's per-alpha k_reg and lam break monotonicity: its runs are read
       # from the [n, A] sizes, K + 1 runs per point at a time, until every
@@ -262,11 +266,15 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
       ev_tables = jax.lax.while_loop(lambda st: st[0] < num_runs, raps_window,
                                   (jnp.int32(0), ev_tables))[1]
     read = _sweep_events._read_events(ev_tables, **dims)  # pylint: disable=protected-access
-    return (read, base, mc.sum(), gw.sum(axis=0), k_reg, lam)
+    return (read, base, mc.sum(), gw.sum(axis=0), k_reg, lam_i)
 
   res = jax.lax.map(one_split, (split_ids, cal_idx, test_idx, tune_idx,
                                 grp))
-  read, base, model_right, group_n, k_reg, lam = res
+  read, base, model_right, group_n, k_reg, lam_i = res
+  if "raps" in scores:
+    lam = jnp.where(k_reg < 0, jnp.nan, lam_arr[lam_i])
+  else:
+    lam = jnp.zeros(k_reg.shape, probs.dtype)
   n = test_idx.shape[1]
   # [P, A, C, ...] -> [P, C, ..., A] in the caller's alpha order.
   to_c = lambda x: unsort(jnp.moveaxis(x, 1, -1))

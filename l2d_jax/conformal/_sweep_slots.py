@@ -37,6 +37,67 @@ def _split_randomness(key: jax.Array, split: ArrayLike,
   return u[jnp.array([0, 1, 2, 5, 3, 4])], jax.random.fold_in(k, 1)
 
 
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def _threefry_xor(key_data: jax.Array, count: jax.Array) -> jax.Array:
+  """``x0 ^ x1`` of Threefry-2x32 of the counters ``(0, count)``.
+
+  The same 20 rounds as ``jax.random``'s threefry2x32, unrolled: XLA CPU
+  fuses them into one kernel, where jax's rolled loop (kept small for
+  compilation) writes both words to memory after every 4 rounds.
+  """
+  u = jnp.uint32
+  rotl = lambda v, d: (v << u(d)) | (v >> u(32 - d))
+  k1, k2 = key_data[0], key_data[1]
+  ks = (k1, k2, k1 ^ k2 ^ u(0x1BD11BDA))
+  x0 = jnp.zeros_like(count) + ks[0]
+  x1 = count + ks[1]
+  for i in range(5):
+    for r in _ROTATIONS[i % 2]:
+      x0 = x0 + x1
+      x1 = rotl(x1, r) ^ x0
+    x0 = x0 + ks[(i + 1) % 3]
+    x1 = x1 + ks[(i + 2) % 3] + u(i + 1)
+  return x0 ^ x1
+
+
+def _fast_draws_apply(key: jax.Array, size: int) -> bool:
+  """Whether ``_split_tickets`` can reproduce ``jax.random.uniform`` itself.
+
+  True for typed threefry keys with jax's default (partitionable) counters,
+  float32 uniforms and fewer than 2**32 draws.
+  """
+  if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    return False
+  return (str(jax.random.key_impl(key)) == "threefry2x32"
+          and bool(jax.config.jax_threefry_partitionable)
+          and jnp.result_type(float) == jnp.float32 and size < 2**32)
+
+
+def _split_tickets(key: jax.Array, split: ArrayLike,
+                   shape: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
+  """``_split_randomness`` as integer tickets for ``_slot_picker``.
+
+  Returns ``(tickets, n_shots_key)``: ``tickets`` ``[S + 2, n_test, M]``
+  int32 equal to ``priorities * 2**23`` (a float32 uniform is ``m * 2**-23``
+  with ``m`` the top 23 bits of its random word, exactly), computed from the
+  words without the float round trip, or the float ``priorities`` themselves
+  when the generator cannot be reproduced (``_fast_draws_apply``).
+  """
+  full = (6,) + tuple(shape)
+  size = 1
+  for d in full:
+    size *= d
+  if not _fast_draws_apply(key, size):
+    return _split_randomness(key, split, shape)
+  k = jax.random.fold_in(key, split)
+  count = jax.lax.iota(jnp.uint32, size).reshape(full)
+  bits = _threefry_xor(jax.random.key_data(k), count)
+  tickets = (bits >> jnp.uint32(9)).astype(jnp.int32)
+  return tickets[jnp.array([0, 1, 2, 5, 3, 4])], jax.random.fold_in(k, 1)
+
+
 def _top_slots(scores, ok, costs):
   """The slots ``[..., M]`` a ``select_expert(tie_break='cost')`` may pick.
 
@@ -60,18 +121,20 @@ def _slot_picker(priority):
   slot) and -1 where nothing is tied. ``jax.random.uniform`` float32 draws
   are multiples of 2**-23, so priority and slot pack exactly into one int32
   key and one integer max does the work (a float argmax is several times
-  slower on CPU); other dtypes or more than 256 slots take two integer-free
-  passes.
+  slower on CPU). An int32 ``priority`` holds the tickets
+  ``priority * 2**23`` themselves (``_split_tickets``). Other dtypes or more
+  than 256 slots take two integer-free passes.
   """
   num_m = priority.shape[-1]
   mpad = 1 << max(0, (num_m - 1).bit_length())
   # Priorities [..., n, M] against tied [..., n, (K + 1,) M].
   extra = lambda x, t: x.reshape(x.shape[:-1] + (1,) * (t.ndim - x.ndim)
                                  + x.shape[-1:])
-  if priority.dtype == jnp.float32 and mpad <= 256:
+  if (priority.dtype in (jnp.float32, jnp.int32)) and mpad <= 256:
     slots = jnp.arange(num_m, dtype=jnp.int32)
-    keys = ((priority * 2.0**23).astype(jnp.int32) * mpad
-            + (mpad - 1 - slots))
+    tickets = (priority if priority.dtype == jnp.int32
+               else (priority * 2.0**23).astype(jnp.int32))
+    keys = tickets * mpad + (mpad - 1 - slots)
 
     def pick(tied):
       best = jnp.max(jnp.where(tied, extra(keys, tied), -1), axis=-1)
