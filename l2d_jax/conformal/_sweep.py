@@ -233,7 +233,7 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
           ev_tables, jax.vmap(lin_events)(*lin_args))
     if "raps" in scores:
       # RAPS's per-alpha k_reg and lam break monotonicity: its runs are read
-      # from the [n, A] sizes, K + 1 runs per point at a time, until every
+      # from the [n, A] sizes, 2 (K + 1) runs per point at a time, until every
       # point's runs are in.
       lr = label_rank[cal][:, None]
       sizes = _set_sizes._raps_sizes(  # pylint: disable=protected-access
@@ -243,7 +243,7 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
           lam_arr)
       change, rid = _sweep_events._run_ids(sizes)  # pylint: disable=protected-access
       num_runs = rid[:, -1].max() + 1
-      window = num_k + 1
+      window = 2 * (num_k + 1)
       c_raps = scores.index("raps")
 
       def raps_window(state):
