@@ -376,13 +376,15 @@ def test_fast_path_check_grads_float64(nu):
   with jax.enable_x64(True):
     scores = jnp.asarray(rng.normal(size=(5, 4)))
     weights = jnp.asarray(rng.uniform(0.1, 1, size=(5, 4)))
-    f = lambda w, s: jnp.sum(_topk_comp_sum._weighted_comp_sum_fast(w, s, nu))
+    # Jitted: each derivative is one compiled program, not op-by-op calls.
+    f = jax.jit(lambda w, s: jnp.sum(
+        _topk_comp_sum._weighted_comp_sum_fast(w, s, nu)))
     jtu.check_grads(f, (weights, scores), order=2, modes=["fwd", "rev"],
                     atol=1e-6, rtol=1e-6)
-    hess = jax.hessian(f, argnums=1)(weights, scores)
-    hess_general = jax.hessian(
+    hess = jax.jit(jax.hessian(f, argnums=1))(weights, scores)
+    hess_general = jax.jit(jax.hessian(
         lambda w, s: jnp.sum(_topk_comp_sum._weighted_comp_sum_general(
-            w, s, nu)), argnums=1)(weights, scores)
+            w, s, nu)), argnums=1))(weights, scores)
     np.testing.assert_allclose(hess, hess_general, rtol=1e-9, atol=1e-12)
 
 
