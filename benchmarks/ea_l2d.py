@@ -94,7 +94,7 @@ from flax import nnx
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from l2d_jax import _atomic  # noqa: E402
+from l2d_jax import io as l2d_io  # noqa: E402
 from l2d_jax import deferral  # noqa: E402
 from l2d_jax import experts  # noqa: E402
 from l2d_jax import losses  # noqa: E402
@@ -346,8 +346,8 @@ def _write_plot(path: pathlib.Path, sizes, curves: dict, title: str) -> None:
   fig.suptitle(title, fontsize=9)
   fig.tight_layout()
   try:
-    _atomic.atomic_write(path, lambda f: fig.savefig(f, format="png",
-                                                     dpi=120))
+    l2d_io.atomic_write(path, lambda f: fig.savefig(f, format="png",
+                                                    dpi=120))
   finally:
     plt.close(fig)
 
