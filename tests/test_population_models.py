@@ -9,7 +9,7 @@ from flax import nnx
 from l2d_jax import experts
 from l2d_jax import losses
 from l2d_jax import models
-from l2d_jax.models import _context_encoder
+from l2d_jax.models import _attention_core
 
 B, C, D, K = 3, 6, 5, 4
 KINDS = ["np", "attention"]
@@ -45,7 +45,7 @@ def test_masked_attention_matches_numpy():
   k = rng.normal(size=(2, 5, 3, 4)).astype(np.float32)
   v = rng.normal(size=(2, 5, 3, 4)).astype(np.float32)
   mask = np.array([[1, 0, 1, 1, 0], [0, 0, 0, 0, 0]], bool)
-  out = np.asarray(_context_encoder._masked_attention(
+  out = np.asarray(_attention_core._masked_attention(
       jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), jnp.asarray(mask)))
   for b in range(2):
     for h in range(3):
@@ -205,7 +205,7 @@ def _encode_inputs(ctx):
 def test_attention_encode_equals_reference_formula(num_layers, shared,
                                                    monkeypatch):
   # Small blocks: the 6 per-query sets run as 3 blocks of the loop.
-  monkeypatch.setattr(_context_encoder, "_ROWS_PER_BLOCK", 2 * C)
+  monkeypatch.setattr(_attention_core, "_ROWS_PER_BLOCK", 2 * C)
   enc = _encoder("attention", num_layers=num_layers)
   b = 6
   ctx = _context(3, b=1 if shared else b)
@@ -219,15 +219,15 @@ def test_attention_encode_equals_reference_formula(num_layers, shared,
   features, labels, answers, mask = _encode_inputs(ctx)
   q = _query(b=b)
   query = q[None] if shared else q[:, None]
-  blocks = _context_encoder._num_blocks(*mask.shape)
+  blocks = _attention_core._num_blocks(*mask.shape)
   assert blocks == (1 if shared else 3)
 
   def new(params, query, features):
-    return _context_encoder._attention_encode(
+    return _attention_core._attention_encode(
         params, query, features, labels, answers, mask, 2, K, 1e-6, blocks)
 
   def ref(params, query, features):
-    return _context_encoder._reference_attention_encode(
+    return _attention_core._reference_attention_encode(
         params, query, features, labels, answers, mask, num_heads=2,
         epsilon=1e-6)
 
@@ -280,13 +280,13 @@ def test_attention_encoder_gradient_equals_reference_module_formula():
 
 
 def test_attention_num_blocks_divides_the_batch():
-  rows = _context_encoder._ROWS_PER_BLOCK
-  assert _context_encoder._num_blocks(128, 50) == 8  # 16 queries x 50.
-  assert _context_encoder._num_blocks(3, 6) == 1
-  assert _context_encoder._num_blocks(1, 10 * rows) == 1
-  assert _context_encoder._num_blocks(127, 50) == 1  # Prime: one block.
+  rows = _attention_core._ROWS_PER_BLOCK
+  assert _attention_core._num_blocks(128, 50) == 8  # 16 queries x 50.
+  assert _attention_core._num_blocks(3, 6) == 1
+  assert _attention_core._num_blocks(1, 10 * rows) == 1
+  assert _attention_core._num_blocks(127, 50) == 1  # Prime: one block.
   for groups, points in ((128, 200), (96, 25), (10, rows), (64, 1)):
-    num = _context_encoder._num_blocks(groups, points)
+    num = _attention_core._num_blocks(groups, points)
     assert groups % num == 0
     assert groups // num * points <= rows or num == groups
 
