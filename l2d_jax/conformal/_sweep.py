@@ -20,7 +20,6 @@ most K + 1 runs for LAC/APS), so the per-alpha histograms over experts cost
 from __future__ import annotations
 
 import functools
-import warnings
 from typing import NamedTuple, Sequence
 
 import jax
@@ -29,6 +28,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from l2d_jax import _validation
+from l2d_jax import _xla_options
 from l2d_jax.conformal import _deferral
 from l2d_jax.conformal import _quantile
 from l2d_jax.conformal import _raps_tuning
@@ -305,20 +305,11 @@ def _sweep_program():
   platform = jax.default_backend()
   if platform not in _COMPILED:
     fn = _deferral_sweep
-    if platform == "cpu":
-      try:
-        x = jnp.zeros(2)
-        jax.jit(lambda v: v + 1).lower(x).compile(dict(CPU_COMPILER_OPTIONS))
-        fn = jax.jit(_deferral_sweep.__wrapped__, static_argnames=_STATIC,
-                     compiler_options=dict(CPU_COMPILER_OPTIONS))
-      except Exception as e:  # pylint: disable=broad-exception-caught
-        # Unknown options are an error whose type varies across jaxlibs.
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        warnings.warn(
-            f"this jaxlib ({jax.__version__}) does not accept the sweep's CPU "
-            f"compile options {sorted(CPU_COMPILER_OPTIONS)} ({first[:200]});"
-            " compiling with XLA's defaults instead.", RuntimeWarning,
-            stacklevel=3)
+    if platform == "cpu" and _xla_options.supported(
+        jax.local_devices()[0], CPU_COMPILER_OPTIONS, what="the sweep's",
+        stacklevel=3):
+      fn = jax.jit(_deferral_sweep.__wrapped__, static_argnames=_STATIC,
+                   compiler_options=dict(CPU_COMPILER_OPTIONS))
     _COMPILED[platform] = fn
   return _COMPILED[platform]
 

@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import collections
 import threading
-import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 
+from l2d_jax import _xla_options
 from l2d_jax.training._batching import epoch_indices
 from l2d_jax.training._steps import LossFn
 from l2d_jax.training._steps import OutputFn
@@ -42,31 +41,12 @@ CPU_COMPILER_OPTIONS = {
 }
 
 
-# (platform, options) -> whether this jaxlib compiles with them.
-_PROBED: dict[tuple[str, tuple[tuple[str, str], ...]], bool] = {}
-
-
 def _options_supported(device: jax.Device, options: Mapping[str, Any], *,
                        what: str = "the trainer's default") -> bool:
-  """Compiles a tiny function with ``options`` once per platform."""
-  probe_key = (device.platform, _options_key(options))
-  if probe_key not in _PROBED:
-    try:
-      x = jax.device_put(np.zeros(2, np.float32), device)
-      jax.jit(lambda v: v + 1).lower(x).compile(dict(options))
-      _PROBED[probe_key] = True
-    except Exception as e:  # pylint: disable=broad-exception-caught
-      # XLA rejects unknown options with an error whose type varies across
-      # jaxlib versions; any failure means "do not use them".
-      _PROBED[probe_key] = False
-      first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-      warnings.warn(
-          f"this jaxlib ({jax.__version__}) does not accept {what} "
-          f"{device.platform} compile options {sorted(options)} "
-          f"({first_line[:200]}); compiling with XLA's defaults instead. "
-          "Pass compiler_options={} to silence this.",
-          RuntimeWarning, stacklevel=3)
-  return _PROBED[probe_key]
+  """``_xla_options.supported``, with the trainer's hint (probed once)."""
+  return _xla_options.supported(
+      device, options, what=what,
+      hint="Pass compiler_options={} to silence this.", stacklevel=3)
 
 
 def _local_device(mesh: Mesh | None) -> jax.Device:
@@ -181,8 +161,7 @@ class _Programs:
 PROGRAMS = _Programs(max_entries=64)
 
 
-def _options_key(options: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-  return tuple(sorted((k, str(v)) for k, v in options.items()))
+_options_key = _xla_options.options_key
 
 
 # ------------------------------------------------------------- programs ---
