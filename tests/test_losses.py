@@ -79,10 +79,12 @@ LOSSES = (
 class LossValuesTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
+  # Parameters are names and tuples (not functions) so the test ids are the
+  # same in every process (pytest-xdist workers compare them).
   @parameterized.product(
-      loss=LOSSES, sizes=((6, 4, 3), (5, 1, 2)))
+      loss=tuple(name for name, _, _ in LOSSES), sizes=((6, 4, 3), (5, 1, 2)))
   def test_matches_numpy_reference(self, loss, sizes):
-    _, fn, ref = loss
+    _, fn, ref = next(entry for entry in LOSSES if entry[0] == loss)
     logits, labels, experts = _random_inputs(0, *sizes)
     out = self.variant(fn)(logits, labels, experts)
     chex.assert_shape(out, (sizes[0],))
