@@ -326,8 +326,9 @@ def test_window_runs_match_a_numpy_walk():
                                       vals[first:first + num_runs])
 
 
-@pytest.mark.parametrize("window", [3, 31])
-def test_run_events_equal_a_direct_histogram(window):
+@pytest.mark.parametrize("window,fixed", [(3, False), (31, False),
+                                          (3, True), (31, True)])
+def test_run_events_equal_a_direct_histogram(window, fixed):
   rng = np.random.default_rng(0)
   n, num_a, num_k, num_j, num_s = 50, 30, 5, 7, 2
   # Piecewise-constant sizes in any direction (as RAPS's can be).
@@ -341,6 +342,19 @@ def test_run_events_equal_a_direct_histogram(window):
   weights = jnp.asarray(rng.integers(0, 2, (num_s, n, num_k + 1, 2)),
                         jnp.int32)
   shared = jnp.asarray(rng.integers(0, 4, (n, num_k + 1, 2)), jnp.int32)
+  ev = {}
+  if fixed:
+    # Strategy 1 consults one expert (or nobody) per point at every size but
+    # 1 (the model): one event per run at that expert's column.
+    one = rng.integers(-1, num_j + 1, n)
+    one = np.where(one == 0, 1, one)
+    agent = agent.at[1].set(np.where(np.arange(num_k + 1) == 1, 0,
+                                     one[:, None]))
+    right = rng.integers(0, 2, (n, 1, 2))
+    model_right = rng.integers(0, 2, (n, 1, 2))
+    weights = weights.at[1].set(np.where(
+        (np.arange(num_k + 1) == 1)[None, :, None], model_right, right))
+    ev = dict(fixed=(1,), fixed_col=jnp.asarray(np.maximum(one - 1, 0))[None])
   jsizes = jnp.asarray(sizes, jnp.int32)
   change, rid = _sweep_events._run_ids(jsizes)  # pylint: disable=protected-access
   dims = dict(num_a=num_a, num_c=2, num_s=num_s, num_experts=num_j,
@@ -356,7 +370,8 @@ def test_run_events_equal_a_direct_histogram(window):
     before = None if first == 0 else (who[:, :, 0], w[:, :, 0], sh[:, 0])
     events = _sweep_events._run_events(  # pylint: disable=protected-access
         start, who[:, :, 1:], w[:, :, 1:], sh[:, 1:], score_index=1,
-        num_scores=2, num_alphas=num_a, num_experts=num_j, before=before)
+        num_scores=2, num_alphas=num_a, num_experts=num_j, before=before,
+        **ev)
     tables = _sweep_events._add_events(tables, events)  # pylint: disable=protected-access
   got = _sweep_events._read_events(tables, **dims)  # pylint: disable=protected-access
   assert not np.asarray(got[0][:, 0]).any()  # score 0 has no events

@@ -193,6 +193,11 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
     out = jax.vmap(_strategies.outcomes_from_slots,
                    in_axes=(0, None, None, None))(slots, mc, sub, y)
     agent = out.agent  # [S, n, K + 1]
+    # The naive strategies consult one expert per point at every size (the
+    # model at size 1): one histogram event per run, at that expert.
+    fixed = tuple(s_of[t] for t in ("naive_most_accurate", "naive_random"))
+    at0 = jnp.stack([agent[t, :, 0] for t in fixed])  # size 0: the expert
+    fixed_col = jnp.where((at0 >= 1) & (at0 <= num_j), at0 - 1, 0)
     gw = (jnp.ones((n, 1), bool) if groups is None
           else jnp.stack([g == 0, g == 1], axis=-1))
     weights = (out.correct[..., None]
@@ -214,7 +219,8 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
                 num_experts=num_j, num_g=num_g, num_h=num_h)
     ev_tables = _sweep_events._new_tables(  # pylint: disable=protected-access
         **dims, hist_dtype=jnp.int16 if n < 2**15 else jnp.int32)
-    ev = dict(num_scores=num_c, num_alphas=num_a, num_experts=num_j)
+    ev = dict(num_scores=num_c, num_alphas=num_a, num_experts=num_j,
+              fixed=fixed, fixed_col=fixed_col)
     if lin_scores:
       # LAC and APS in one vmapped body (one copy of the code to compile).
       low = _quantile.alpha_floor(cal_all.shape[0] + 1, alphas_sorted)
@@ -227,7 +233,10 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
         # Runs in alpha order: sizes K, K - 1, ..., 0 (empty ones too).
         return _sweep_events._run_events(  # pylint: disable=protected-access
             bounds[:, :0:-1], agent[..., ::-1], weights[:, :, ::-1],
-            shared[:, ::-1], score_index=c_i, **ev)
+            shared[:, ::-1], score_index=c_i,
+            # The naive strategies change only around size 1: at the first
+            # run and at the runs of sizes 1 and 0.
+            fixed_runs=tuple(sorted({0, num_k - 1, num_k})), **ev)
 
       ev_tables = _sweep_events._add_events(  # pylint: disable=protected-access
           ev_tables, jax.vmap(lin_events)(*lin_args))

@@ -46,9 +46,9 @@ def _window_runs(sizes, change, rid, first, num_runs):
   keep = change & (rid >= first) & (rid < first + num_runs)
   flat = jnp.where(keep, jnp.arange(n)[:, None] * num_runs + rid - first,
                    n * num_runs)
-  start = jnp.full(n * num_runs, num_a, jnp.int32).at[flat.ravel()].set(
-      jnp.broadcast_to(jnp.arange(num_a, dtype=jnp.int32),
-                       (n, num_a)).ravel(), mode="drop").reshape(n, num_runs)
+  start = jnp.full(n * num_runs, num_a, jnp.int32).at[flat].set(
+      jnp.broadcast_to(jnp.arange(num_a, dtype=jnp.int32), (n, num_a)),
+      mode="drop", wrap_negative_indices=False).reshape(n, num_runs)
   size = jnp.take_along_axis(sizes, jnp.minimum(start, num_a - 1), axis=1)
   return start, size
 
@@ -86,15 +86,23 @@ def _prev(x, axis, before=None):
       axis=axis)
 
 
+def _pick(x, rows, axis=0):
+  """``x`` at the static positions ``rows`` of ``axis`` (slices, no gather)."""
+  return jnp.concatenate(
+      [jax.lax.slice_in_dim(x, r, r + 1, axis=axis) for r in rows], axis=axis)
+
+
 def _run_events(start, who, w, sh, *, score_index, num_scores, num_alphas,
-                num_experts, before=None):
+                num_experts, before=None, fixed=(), fixed_col=None,
+                fixed_runs=None):
   """Telescoped events of one score's runs: ``(hist, counts)``.
 
   Runs are contiguous along the alphas, so at ``start[i, r]`` point i's
   contribution changes from run r - 1's to run r's: one event per run and
-  column (two for the expert histogram, whose value moves between columns).
-  ``hist`` and ``counts`` are lists of ``(index, value)`` arrays into the
-  tables of ``_new_tables`` (added by ``_add_events``).
+  column (two for the expert histogram, whose value moves between columns,
+  except for the ``fixed`` strategies, whose expert is the same at every
+  size: one). ``hist`` and ``counts`` are lists of ``(index, value)`` arrays
+  into the tables of ``_new_tables`` (added by ``_add_events``).
 
   Args:
     start: ``[n, R]`` non-decreasing run starts (A = no run).
@@ -108,6 +116,14 @@ def _run_events(start, who, w, sh, *, score_index, num_scores, num_alphas,
     before: ``(who [S, n], w [S, n, G], sh [n, H])`` of the run before
       ``start[:, 0]`` when the runs are a later window of a point's runs
       (``_window_runs``); None: the first run starts from nothing.
+    fixed: static positions (along S) of strategies whose expert, wherever
+      an expert answers, is ``fixed_col`` at every run (the naive ones: one
+      expert per point, the model at size 1).
+    fixed_col: ``[len(fixed), n]`` int 0-based expert of each fixed
+      strategy and point (any value where no expert ever answers).
+    fixed_runs: static run positions outside which the fixed strategies'
+      values do not change (their events are zero there and are left out);
+      None: every run.
   """
   num_s = who.shape[0]
   num_g = w.shape[-1]
@@ -120,21 +136,46 @@ def _run_events(start, who, w, sh, *, score_index, num_scores, num_alphas,
   else:
     b_e = (b_who >= 1) & (b_who <= num_experts)
     b_col = jnp.where(b_e, b_who - 1, 0)
-  # Histogram table [C, S, A + 1, J].
-  block = (score_index * num_s + jnp.arange(num_s))[:, None, None]
-  row = (block * (num_alphas + 1) + start) * num_experts  # [S, n, R]
-  hist_idx = [row + col, row + _prev(col, 2, b_col)]
-  hist_val = [is_e.astype(jnp.int32), -_prev(is_e, 2, b_e).astype(jnp.int32)]
+  moving = [t for t in range(num_s) if t not in fixed]
+  sub = lambda x, rows: None if x is None else _pick(x, rows)
+
+  def rows(strategies, st):  # [s, n, R] row offsets in [C, S, A + 1, J]
+    block = (score_index * num_s + jnp.array(strategies, jnp.int32))
+    return (block[:, None, None] * (num_alphas + 1) + st) * num_experts
+
+  hist, counts = [], []
+  if moving:
+    e, c = _pick(is_e, moving), _pick(col, moving)
+    row = rows(moving, start)
+    hist += [(row + c, e.astype(jnp.int32)),
+             (row + _prev(c, 2, sub(b_col, moving)),
+              -_prev(e, 2, sub(b_e, moving)).astype(jnp.int32))]
+  w_parts = [(moving, start, _pick(w, moving) - _prev(
+      _pick(w, moving), 2, sub(b_w, moving)))] if moving else []
+  if fixed:
+    e = _pick(is_e, fixed).astype(jnp.int32)
+    val = e - _prev(e, 2, sub(b_e, fixed).astype(jnp.int32)
+                    if b_e is not None else None)
+    wf = _pick(w, fixed)
+    wval = wf - _prev(wf, 2, sub(b_w, fixed))
+    st = start
+    if fixed_runs is not None:
+      val, wval = _pick(val, fixed_runs, 2), _pick(wval, fixed_runs, 2)
+      st = _pick(start, fixed_runs, 1)
+    hist.append((rows(fixed, st) + fixed_col[:, :, None], val))
+    w_parts.append((fixed, st, wval))
   # Counts table [A + 1, C, S * G + H].
   width = num_s * num_g + num_h
-  crow = (start * num_scores + score_index) * width  # [n, R]
-  cnt_idx = [crow[None, :, :, None]
-             + (jnp.arange(num_s) * num_g)[:, None, None, None]
-             + jnp.arange(num_g),
-             crow[..., None] + num_s * num_g + jnp.arange(num_h)]
-  cnt_val = [w - _prev(w, 2, b_w), sh - _prev(sh, 1, b_sh)]
-  return (list(zip(hist_idx, hist_val)),
-          list(zip(cnt_idx, [v.astype(jnp.int32) for v in cnt_val])))
+  for strategies, st, val in w_parts:
+    crow = (st * num_scores + score_index) * width  # [n, R]
+    counts.append((crow[None, :, :, None]
+                   + (jnp.array(strategies, jnp.int32) * num_g)[
+                       :, None, None, None] + jnp.arange(num_g),
+                   val.astype(jnp.int32)))
+  crow = (start * num_scores + score_index) * width
+  counts.append((crow[..., None] + num_s * num_g + jnp.arange(num_h),
+                 (sh - _prev(sh, 1, b_sh)).astype(jnp.int32)))
+  return hist, counts
 
 
 def _new_tables(*, num_a, num_c, num_s, num_experts, num_g, num_h,
