@@ -1,6 +1,8 @@
 """The busy training loop: windowed checks, on-device epochs, seeds at once."""
 
 import re
+import threading
+import time
 import warnings
 
 import chex
@@ -289,6 +291,39 @@ def test_order_cache_keeps_its_memory_bound():
     assert got.nbytes == 4 * 16
   assert len(cache._items) == 3  # the three most recent windows
   assert cache._bytes == 3 * 4 * 16
+
+
+def test_threads_asking_for_one_window_draw_it_once(monkeypatch):
+  cache = _seeds._OrderCache(max_bytes=2**20)  # pylint: disable=protected-access
+  draw = _seeds._window_orders  # pylint: disable=protected-access
+  calls = []
+
+  def slow_draw(*args, **kwargs):
+    calls.append(kwargs["num_epochs"])
+    time.sleep(0.2)  # the other threads ask while this one draws
+    return draw(*args, **kwargs)
+
+  monkeypatch.setattr(_seeds, "_window_orders", slow_draw)
+  keys = jax.random.split(jax.random.key(0), 2)
+  got = [None] * 3
+
+  def ask(i):
+    got[i] = cache.get(keys, 0, num_examples=8, batch_size=4, shuffle=True,
+                       num_epochs=2)
+
+  threads = [threading.Thread(target=ask, args=(i,)) for i in range(3)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert calls == [2]
+  assert got[0] is got[1] is got[2]
+  np.testing.assert_array_equal(
+      got[0], draw(keys, np.int32(0), num_examples=8, batch_size=4,
+                   shuffle=True, num_epochs=2))
+  # Another window is drawn anew.
+  cache.get(keys, 2, num_examples=8, batch_size=4, shuffle=True, num_epochs=2)
+  assert calls == [2, 2]
 
 
 def test_seeds_sharded_over_four_devices_match_one_device():

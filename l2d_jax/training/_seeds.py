@@ -94,7 +94,9 @@ class _OrderCache:
   The order of an epoch is a pure function of (key, epoch, sizes), so runs
   that share a data-order key (e.g. the settings and surrogates of one seed
   trained one group after another) draw it once. Least recently used
-  windows are dropped beyond ``max_bytes``.
+  windows are dropped beyond ``max_bytes``. Trainers on several threads
+  that ask for the same window at once draw (and compile) it once: the
+  others wait for it.
   """
 
   def __init__(self, max_bytes: int):
@@ -103,6 +105,14 @@ class _OrderCache:
         collections.OrderedDict())
     self._bytes = 0
     self._lock = threading.Lock()
+    self._drawing: dict[Any, threading.Lock] = {}
+
+  def _lookup(self, cache_key: Any) -> jax.Array | None:
+    with self._lock:
+      if cache_key in self._items:
+        self._items.move_to_end(cache_key)
+        return self._items[cache_key]
+    return None
 
   def get(self, keys: jax.Array, first_epoch: int, *, num_examples: int,
           batch_size: int, shuffle: bool, num_epochs: int) -> jax.Array:
@@ -110,20 +120,26 @@ class _OrderCache:
     data = np.asarray(jax.random.key_data(keys))
     cache_key = (data.tobytes(), data.shape, str(jax.random.key_impl(keys)),
                  first_epoch, num_examples, batch_size, shuffle, num_epochs)
+    orders = self._lookup(cache_key)
+    if orders is not None:
+      return orders
     with self._lock:
-      if cache_key in self._items:
-        self._items.move_to_end(cache_key)
-        return self._items[cache_key]
-    orders = _window_orders(keys, np.int32(first_epoch),
-                            num_examples=num_examples, batch_size=batch_size,
-                            shuffle=shuffle, num_epochs=num_epochs)
-    with self._lock:
-      if cache_key not in self._items:
+      drawing = self._drawing.setdefault(cache_key, threading.Lock())
+    with drawing:  # one thread draws a window; the others wait for it
+      orders = self._lookup(cache_key)
+      if orders is not None:
+        return orders
+      orders = _window_orders(keys, np.int32(first_epoch),
+                              num_examples=num_examples,
+                              batch_size=batch_size, shuffle=shuffle,
+                              num_epochs=num_epochs)
+      with self._lock:
+        self._drawing.pop(cache_key, None)
         self._items[cache_key] = orders
         self._bytes += orders.nbytes
-      while self._bytes > self.max_bytes and len(self._items) > 1:
-        _, old = self._items.popitem(last=False)
-        self._bytes -= old.nbytes
+        while self._bytes > self.max_bytes and len(self._items) > 1:
+          _, old = self._items.popitem(last=False)
+          self._bytes -= old.nbytes
     return orders
 
   def clear(self) -> None:
