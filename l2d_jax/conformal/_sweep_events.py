@@ -101,8 +101,10 @@ def _run_events(start, who, w, sh, *, score_index, num_scores, num_alphas,
   contribution changes from run r - 1's to run r's: one event per run and
   column (two for the expert histogram, whose value moves between columns,
   except for the ``fixed`` strategies, whose expert is the same at every
-  size: one). ``hist`` and ``counts`` are lists of ``(index, value)`` arrays
-  into the tables of ``_new_tables`` (added by ``_add_events``).
+  size: one). ``hist`` is a list of ``(index, value)`` arrays into the
+  histogram table of ``_new_tables``; ``counts`` one ``(row [n, R], value
+  [n, R, S * G + H])`` pair of whole rows of the counts table (added by
+  ``_add_events``).
 
   Args:
     start: ``[n, R]`` non-decreasing run starts (A = no run).
@@ -143,38 +145,29 @@ def _run_events(start, who, w, sh, *, score_index, num_scores, num_alphas,
     block = (score_index * num_s + jnp.array(strategies, jnp.int32))
     return (block[:, None, None] * (num_alphas + 1) + st) * num_experts
 
-  hist, counts = [], []
+  hist = []
   if moving:
     e, c = _pick(is_e, moving), _pick(col, moving)
     row = rows(moving, start)
     hist += [(row + c, e.astype(jnp.int32)),
              (row + _prev(c, 2, sub(b_col, moving)),
               -_prev(e, 2, sub(b_e, moving)).astype(jnp.int32))]
-  w_parts = [(moving, start, _pick(w, moving) - _prev(
-      _pick(w, moving), 2, sub(b_w, moving)))] if moving else []
   if fixed:
     e = _pick(is_e, fixed).astype(jnp.int32)
     val = e - _prev(e, 2, sub(b_e, fixed).astype(jnp.int32)
                     if b_e is not None else None)
-    wf = _pick(w, fixed)
-    wval = wf - _prev(wf, 2, sub(b_w, fixed))
     st = start
     if fixed_runs is not None:
-      val, wval = _pick(val, fixed_runs, 2), _pick(wval, fixed_runs, 2)
-      st = _pick(start, fixed_runs, 1)
+      val, st = _pick(val, fixed_runs, 2), _pick(start, fixed_runs, 1)
     hist.append((rows(fixed, st) + fixed_col[:, :, None], val))
-    w_parts.append((fixed, st, wval))
-  # Counts table [A + 1, C, S * G + H].
-  width = num_s * num_g + num_h
-  for strategies, st, val in w_parts:
-    crow = (st * num_scores + score_index) * width  # [n, R]
-    counts.append((crow[None, :, :, None]
-                   + (jnp.array(strategies, jnp.int32) * num_g)[
-                       :, None, None, None] + jnp.arange(num_g),
-                   val.astype(jnp.int32)))
-  crow = (start * num_scores + score_index) * width
-  counts.append((crow[..., None] + num_s * num_g + jnp.arange(num_h),
-                 (sh - _prev(sh, 1, b_sh)).astype(jnp.int32)))
+  # Counts table [A + 1, C, S * G + H]: one row of S * G + H columns per
+  # run (one windowed update, not one per column).
+  n, num_r = start.shape
+  dw = jnp.moveaxis(w - _prev(w, 2, b_w), 0, 2).reshape(n, num_r,
+                                                         num_s * num_g)
+  counts = (start * num_scores + score_index,
+            jnp.concatenate([dw, sh - _prev(sh, 1, b_sh)],
+                            axis=-1).astype(jnp.int32))
   return hist, counts
 
 
@@ -196,8 +189,14 @@ def _add_events(tables, events):
   for idx, val in events[0]:
     table = table.at[idx.ravel()].add(val.ravel().astype(table.dtype),
                                       mode="drop")
-  for idx, val in events[1]:
-    small = small.at[idx.ravel()].add(val.ravel(), mode="drop")
+  row, val = events[1]
+  width = val.shape[-1]
+  dnums = jax.lax.ScatterDimensionNumbers(
+      update_window_dims=(val.ndim - 1,), inserted_window_dims=(0,),
+      scatter_dims_to_operand_dims=(0,))
+  small = jax.lax.scatter_add(
+      small.reshape(-1, width), row[..., None], val, dnums,
+      mode=jax.lax.GatherScatterMode.FILL_OR_DROP).reshape(-1)
   return table, small
 
 
