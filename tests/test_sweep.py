@@ -313,7 +313,7 @@ def test_window_runs_match_a_numpy_walk():
   sizes = np.cumsum(rng.random((n, num_a)) < 0.3, axis=1) % 4
   change, rid = _sweep_events._run_ids(jnp.asarray(sizes, jnp.int32))  # pylint: disable=protected-access
   walks = _walk_runs(sizes)
-  np.testing.assert_array_equal(rid[:, -1] + 1, [len(s) for s, _ in walks])
+  np.testing.assert_array_equal(rid[-1] + 1, [len(s) for s, _ in walks])
   for num_runs in (2, 3, num_a + 3):  # windows shorter and longer than A
     for first in range(0, num_a + 1, num_runs):
       start, size = _sweep_events._window_runs(  # pylint: disable=protected-access

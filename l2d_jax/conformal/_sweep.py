@@ -251,7 +251,7 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
           aps_pool[test], r1_pool[test], alphas_sorted, k_reg, lam_i,
           lam_arr)
       change, rid = _sweep_events._run_ids(sizes)  # pylint: disable=protected-access
-      num_runs = rid[:, -1].max() + 1
+      num_runs = rid[-1].max() + 1
       window = 2 * (num_k + 1)
       c_raps = scores.index("raps")
 

@@ -22,43 +22,52 @@ import jax.numpy as jnp
 
 
 def _run_ids(sizes):
-  """Runs of equal size along alphas ``[n, A]``: ``(change, rid)``.
+  """Runs of equal size along alphas ``[n, A]``: ``(change, rid)``, ``[A, n]``.
 
-  ``change[i, a]``: a run of point i starts at alpha a; ``rid[i, a]`` is
-  the index of the run alpha a belongs to (a running count of changes, a
-  scan along alphas: no sort). Point i has ``rid[i, -1] + 1`` runs.
+  Alpha-major outputs: ``change[a, i]``: a run of point i starts at alpha a;
+  ``rid[a, i]`` is the index of the run alpha a belongs to (a running count
+  of changes, a scan along alphas: no sort). Point i has ``rid[-1, i] + 1``
+  runs. Only the boolean changes are transposed (a quarter of the memory of
+  int32 sizes), and the counts are made in the alpha-major layout.
   """
   n = sizes.shape[0]
   change = jnp.concatenate(
-      [jnp.ones((n, 1), bool), sizes[:, 1:] != sizes[:, :-1]], axis=1)
-  rid = _cumsum0(change.T.astype(jnp.int32)).T - 1  # [n, A]
+      [jnp.ones((n, 1), bool), sizes[:, 1:] != sizes[:, :-1]], axis=1).T
+  rid = _cumsum0(change, jnp.int32) - 1  # [A, n]
   return change, rid
 
 
 def _window_runs(sizes, change, rid, first, num_runs):
   """Runs ``first .. first + R - 1`` of each point: ``(start, size)``.
 
-  ``start`` ``[n, R]`` is the first alpha of each run in order (A for runs a
-  point does not have), ``size`` its set size; runs are contiguous (run r
-  ends where run r + 1 starts). The starts land with one scatter.
+  ``sizes`` ``[n, A]``; ``change`` and ``rid`` alpha-major ``[A, n]``
+  (``_run_ids``). ``start`` ``[n, R]`` is the first alpha of each run in
+  order (A for runs a point does not have), ``size`` its set size; runs are
+  contiguous (run r ends where run r + 1 starts). The starts land with one
+  scatter.
   """
   n, num_a = sizes.shape
   keep = change & (rid >= first) & (rid < first + num_runs)
-  flat = jnp.where(keep, jnp.arange(n)[:, None] * num_runs + rid - first,
+  flat = jnp.where(keep, jnp.arange(n)[None, :] * num_runs + rid - first,
                    n * num_runs)
-  start = jnp.full(n * num_runs, num_a, jnp.int32).at[flat].set(
-      jnp.broadcast_to(jnp.arange(num_a, dtype=jnp.int32), (n, num_a)),
-      mode="drop", wrap_negative_indices=False).reshape(n, num_runs)
+  start = jnp.full(n * num_runs, num_a, jnp.int32).at[flat.ravel()].set(
+      jnp.broadcast_to(jnp.arange(num_a, dtype=jnp.int32)[:, None],
+                       (num_a, n)).ravel(), mode="drop").reshape(n, num_runs)
   size = jnp.take_along_axis(sizes, jnp.minimum(start, num_a - 1), axis=1)
   return start, size
 
 
-def _cumsum0(x):
-  """Inclusive running sum along axis 0 (a scan: XLA CPU's cumsum is slow)."""
+def _cumsum0(x, dtype=None):
+  """Inclusive running sum along axis 0 (a scan: XLA CPU's cumsum is slow).
+
+  ``dtype``: of the sums (``x`` is converted row by row inside the scan).
+  """
+  dtype = x.dtype if dtype is None else dtype
+
   def step(c, row):
-    c = c + row
+    c = c + row.astype(dtype)
     return c, c
-  return jax.lax.scan(step, jnp.zeros(x.shape[1:], x.dtype), x)[1]
+  return jax.lax.scan(step, jnp.zeros(x.shape[1:], dtype), x)[1]
 
 
 def _per_run(size, agent, weights, shared):
