@@ -279,13 +279,14 @@ class SeedTrainer:
     model, _ = nnx.merge(self._graphdef, state)
     return model
 
-  def _mean_outputs(self, fn: OutputFn, state, arrays, mask, size: int):
-    """Masked means of ``fn``'s per-example outputs over one seed's data."""
+  def _mean_outputs(self, fn: OutputFn, state, chunks, mask, size: int):
+    """Masked means of ``fn``'s per-example outputs over one seed's data.
+
+    ``chunks`` are that seed's arrays ``[steps, size, ...]`` and ``mask``
+    ``[steps, size]`` marks the real examples.
+    """
     model = self._merge_model(state)
     model.eval()
-    steps = mask.shape[0] // size
-    chunks = jax.tree.map(
-        lambda v: v.reshape((steps, size) + v.shape[1:]), arrays)
 
     def batch_sums(xs):
       batch, keep = xs
@@ -300,7 +301,7 @@ class SeedTrainer:
       return {k: jnp.sum(jnp.where(keep, v.astype(jnp.float32), 0.0))
               for k, v in out.items()}
 
-    sums = jax.lax.map(batch_sums, (chunks, mask.reshape(steps, size)))
+    sums = jax.lax.map(batch_sums, (chunks, mask))
     count = jnp.sum(mask).astype(jnp.float32)
     return {k: jnp.sum(v) / count for k, v in sums.items()}
 
@@ -358,7 +359,10 @@ class SeedTrainer:
       state = _select(active, new_state, state)
       return state, best, es, record
 
-    vmapped = jax.vmap(one_seed, in_axes=(0, 0, 0, 0, 0, None, 0, None, None))
+    # val arrives chunk-major, [steps, seeds, size, ...] (see fit): the
+    # evaluation loop then reads it in place instead of transposing it
+    # every epoch.
+    vmapped = jax.vmap(one_seed, in_axes=(0, 0, 0, 0, 1, None, 0, None, None))
     fn = jax.jit(vmapped, donate_argnums=(0, 1, 2),
                  out_shardings=self._sharded,
                  compiler_options=self._compiler_options)
@@ -447,14 +451,19 @@ class SeedTrainer:
       n_val = next(iter(val.values())).shape[1]
       eval_size = min(eval_batch_size or n_val, n_val)
       val, mask = _pad_examples(val, eval_size)
+      steps_val = mask.size // eval_size
+      val = {k: np.ascontiguousarray(np.swapaxes(
+          v.reshape((s, steps_val, eval_size) + v.shape[2:]), 0, 1))
+             for k, v in val.items()}
+      mask = mask.reshape(steps_val, eval_size)
     else:
-      val, mask, eval_size = {}, np.zeros((0,), bool), 0
+      val, mask, eval_size = {}, np.zeros((0, 0), bool), 0
     fn = self._epoch_fn(n=n, batch_size=batch_size,
                         metrics_fn=metrics_fn, eval_size=eval_size,
                         monitor=monitor, mode=mode, patience=patience)
     steps = n // batch_size
     train = jax.device_put(train, self._sharded)
-    val = jax.device_put(val, self._sharded)
+    val = jax.device_put(val, NamedSharding(self.mesh, P(None, SEED_AXIS)))
     mask = jax.device_put(mask, self._replicated)
     # Runs that share a key share its orders: draw them once per window.
     key_data = np.asarray(jax.random.key_data(keys))
