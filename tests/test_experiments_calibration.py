@@ -118,6 +118,26 @@ def test_runs_trained_together_match_runs_trained_alone():
                                  alone["ece_per_expert"], atol=2e-3)
 
 
+def test_models_built_together_equal_models_built_alone():
+  from experiments.multi_expert_calibration import train as train_lib  # noqa: E501  pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  cfg = configs.get_config("mog", "cpu")
+  for num_experts in (1, 3):
+    together = train_lib.build_models(cfg, 4, num_experts, (0, 7))
+    for seed, model in zip((0, 7), together):
+      alone = jax.tree.leaves(nnx.state(train_lib.build_model(
+          cfg, 4, num_experts, seed)))
+      got = jax.tree.leaves(nnx.state(model))
+      assert len(got) == len(alone) == 8  # 4 layers x (kernel, bias)
+      for a, b in zip(got, alone):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+  # Different seeds, different parameters.
+  assert not np.array_equal(nnx.state(together[0])["head"]["kernel"][...],
+                            nnx.state(together[1])["head"]["kernel"][...])
+
+
 def test_evaluate_logits_by_hand():
   # K = 2 classes, J = 1 expert; OvA estimate = sigmoid(g_⊥).
   logits = np.array([[2.0, 0.0, -2.0],   # model keeps, predicts 0 (right)

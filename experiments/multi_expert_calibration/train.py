@@ -18,6 +18,7 @@ up to float summation order.
 from __future__ import annotations
 
 import functools
+import json
 import pathlib
 import time
 from collections.abc import Sequence
@@ -49,8 +50,36 @@ ORDER_STREAM = 3
 def build_model(cfg: dict[str, Any], num_classes: int, num_experts: int,
                 seed: int) -> nnx.Module:
   """The config's model with ``num_classes + num_experts`` outputs."""
+  return _model(cfg, num_classes, num_experts, nnx.Rngs(seed))
+
+
+def build_models(cfg: dict[str, Any], num_classes: int, num_experts: int,
+                 seeds: Sequence[int]) -> list[nnx.Module]:
+  """``[build_model(cfg, num_classes, num_experts, s) for s in seeds]``.
+
+  The same parameters, bit for bit, drawn by one compiled program per
+  architecture instead of one eager initialiser call (and, for a new
+  shape, one compilation) per layer and seed.
+  """
+  graphdef, init = _initializer(json.dumps(cfg, sort_keys=True), num_classes,
+                                num_experts)
+  return [nnx.merge(graphdef, init(jax.random.key(seed))) for seed in seeds]
+
+
+@functools.lru_cache(maxsize=64)
+def _initializer(cfg_json: str, num_classes: int, num_experts: int):
+  cfg = json.loads(cfg_json)
+  build = lambda key: _model(cfg, num_classes, num_experts, nnx.Rngs(key))
+  graphdef = nnx.graphdef(nnx.eval_shape(build, jax.random.key(0)))
+  init = jax.jit(lambda key: nnx.state(build(key)),
+                 compiler_options=training.cpu_compiler_options(_ONE_OFF)
+                 or None)
+  return graphdef, init
+
+
+def _model(cfg: dict[str, Any], num_classes: int, num_experts: int,
+           rngs: nnx.Rngs) -> nnx.Module:
   from l2d_jax import models  # pylint: disable=g-import-not-at-top
-  rngs = nnx.Rngs(seed)
   if cfg["model"] == "mlp":
     return models.MLP(2, tuple(cfg["hidden"]), num_classes,
                       num_experts=num_experts, rngs=rngs)
@@ -391,8 +420,7 @@ def train_together(datasets: dict[int, Dataset], *, parameterisation: str,
     return {k: np.stack([d[k] for d in parts]) for k in parts[0]}
 
   loss_fn, val_fn, logits_fn = make_fns(parameterisation, num_experts)
-  models = [build_model(cfg, first.num_classes, num_experts, seed)
-            for seed in seeds]
+  models = build_models(cfg, first.num_classes, num_experts, seeds)
   tx = build_optimizer(cfg, steps * cfg["epochs"])
   t0 = time.perf_counter()
   mesh = training.seed_mesh(len(seeds))
