@@ -433,6 +433,12 @@ def test_tickets_equal_the_uniform_draws():
         np.asarray(tickets, np.float64), np.asarray(prios, np.float64) * 2**23)
     np.testing.assert_array_equal(jax.random.key_data(shots),
                                   jax.random.key_data(shots2))
+  # The unrolled fold_in equals jax.random.fold_in.
+  for data in (0, 1, 12345, 2**32 - 1):
+    np.testing.assert_array_equal(
+        _sweep_slots._fold_in_data(  # pylint: disable=protected-access
+            jax.random.key_data(jax.random.key(3)), np.uint32(data)),
+        jax.random.key_data(jax.random.fold_in(jax.random.key(3), data)))
   # A legacy uint32 key takes jax.random itself.
   raw = jax.random.PRNGKey(0)
   got, _ = _sweep_slots._split_tickets(raw, 1, (5, 3))  # pylint: disable=protected-access

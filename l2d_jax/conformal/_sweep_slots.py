@@ -40,8 +40,9 @@ def _split_randomness(key: jax.Array, split: ArrayLike,
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 
 
-def _threefry_xor(key_data: jax.Array, count: jax.Array) -> jax.Array:
-  """``x0 ^ x1`` of Threefry-2x32 of the counters ``(0, count)``.
+def _threefry_pair(key_data: jax.Array, x0: jax.Array,
+                   x1: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Threefry-2x32 of the counter words ``(x0, x1)`` under ``key_data``.
 
   The same 20 rounds as ``jax.random``'s threefry2x32, unrolled: XLA CPU
   fuses them into one kernel, where jax's rolled loop (kept small for
@@ -51,15 +52,31 @@ def _threefry_xor(key_data: jax.Array, count: jax.Array) -> jax.Array:
   rotl = lambda v, d: (v << u(d)) | (v >> u(32 - d))
   k1, k2 = key_data[0], key_data[1]
   ks = (k1, k2, k1 ^ k2 ^ u(0x1BD11BDA))
-  x0 = jnp.zeros_like(count) + ks[0]
-  x1 = count + ks[1]
+  x0 = x0 + ks[0]
+  x1 = x1 + ks[1]
   for i in range(5):
     for r in _ROTATIONS[i % 2]:
       x0 = x0 + x1
       x1 = rotl(x1, r) ^ x0
     x0 = x0 + ks[(i + 1) % 3]
     x1 = x1 + ks[(i + 2) % 3] + u(i + 1)
+  return x0, x1
+
+
+def _threefry_xor(key_data: jax.Array, count: jax.Array) -> jax.Array:
+  """``x0 ^ x1`` of Threefry-2x32 of the counters ``(0, count)``."""
+  x0, x1 = _threefry_pair(key_data, jnp.zeros_like(count), count)
   return x0 ^ x1
+
+
+def _fold_in_data(key_data: jax.Array, data: jax.Array) -> jax.Array:
+  """``key_data(fold_in(key, data))`` for a threefry key and uint32 ``data``.
+
+  ``jax.random.fold_in`` hashes the counter words ``(0, data)`` (the high
+  and low words of the seed) with the key: the same rounds, unrolled.
+  """
+  data = jnp.asarray(data, jnp.uint32)
+  return jnp.stack(_threefry_pair(key_data, jnp.zeros_like(data), data))
 
 
 def _fast_draws_apply(key: jax.Array, size: int) -> bool:
@@ -91,10 +108,11 @@ def _split_tickets(key: jax.Array, split: ArrayLike,
     size *= d
   if not _fast_draws_apply(key, size):
     return _split_randomness(key, split, shape)
-  k = jax.random.fold_in(key, split)
+  k_data = _fold_in_data(jax.random.key_data(key), split)
   count = jax.lax.iota(jnp.uint32, size).reshape(full)
-  bits = _threefry_xor(jax.random.key_data(k), count)
+  bits = _threefry_xor(k_data, count)
   tickets = (bits >> jnp.uint32(9)).astype(jnp.int32)
+  k = jax.random.wrap_key_data(k_data, impl="threefry2x32")
   return tickets[jnp.array([0, 1, 2, 5, 3, 4])], jax.random.fold_in(k, 1)
 
 
