@@ -20,6 +20,7 @@ most K + 1 runs for LAC/APS), so the per-alpha histograms over experts cost
 from __future__ import annotations
 
 import functools
+import os
 from typing import NamedTuple, Sequence
 
 import jax
@@ -50,6 +51,11 @@ BASELINES = ("model", "random_expert", "best_expert")
 # one warning and XLA's defaults.
 CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False,
                         "xla_backend_optimization_level": 1}
+# Added when the process may run on one core only (e.g. under taskset): XLA
+# splits the generated code into parts compiled in parallel, which one core
+# compiles one after the other, plus the cost of the split (about 0.15 s less
+# compile time on the CIFAR10-H-sized sweep without it).
+ONE_CORE_CPU_COMPILER_OPTIONS = {"xla_cpu_parallel_codegen_split_count": 1}
 _STATIC = ("scores", "tie_break", "n_shots", "lam_grid", "batch_size")
 _COMPILED: dict[str, object] = {}
 
@@ -309,16 +315,35 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
       k_reg=unsort(k_reg), lam=unsort(lam))
 
 
+def _usable_cores() -> int:
+  """CPU cores this process may run on (its affinity mask where known)."""
+  if hasattr(os, "sched_getaffinity"):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
+
+
 def _sweep_program():
-  """``_deferral_sweep``, jitted with ``CPU_COMPILER_OPTIONS`` on CPU."""
+  """``_deferral_sweep``, jitted with ``CPU_COMPILER_OPTIONS`` on CPU.
+
+  On one usable core, ``ONE_CORE_CPU_COMPILER_OPTIONS`` too (each set is
+  probed once; one this jaxlib rejects is left out, with one warning).
+  """
   platform = jax.default_backend()
   if platform not in _COMPILED:
     fn = _deferral_sweep
-    if platform == "cpu" and _xla_options.supported(
-        jax.local_devices()[0], CPU_COMPILER_OPTIONS, what="the sweep's",
-        stacklevel=3):
-      fn = jax.jit(_deferral_sweep.__wrapped__, static_argnames=_STATIC,
-                   compiler_options=dict(CPU_COMPILER_OPTIONS))
+    if platform == "cpu":
+      device = jax.local_devices()[0]
+      options = {}
+      if _xla_options.supported(device, CPU_COMPILER_OPTIONS,
+                                what="the sweep's", stacklevel=3):
+        options.update(CPU_COMPILER_OPTIONS)
+      if _usable_cores() == 1 and _xla_options.supported(
+          device, ONE_CORE_CPU_COMPILER_OPTIONS,
+          what="the sweep's one-core", stacklevel=3):
+        options.update(ONE_CORE_CPU_COMPILER_OPTIONS)
+      if options:
+        fn = jax.jit(_deferral_sweep.__wrapped__, static_argnames=_STATIC,
+                     compiler_options=options)
     _COMPILED[platform] = fn
   return _COMPILED[platform]
 
