@@ -174,6 +174,22 @@ def test_one_call_for_all_scores_equals_one_call_per_score():
     chex.assert_trees_all_equal(all_three.baselines, one.baselines)
 
 
+def test_alphas_in_order_give_the_columns_of_any_order():
+  # Alphas known to be sorted skip the sort in the program; the same columns.
+  ds, has = _pool(seed=4)
+  cal, test, tune = _splits(has, ds.probs.shape[0], 2, 30, 40, 10)
+  order = np.argsort(ALPHAS)
+  args = (ds.probs, ds.labels, ds.annotations, cal, test)
+  kw = dict(key=jax.random.key(2), tune_idx=tune,
+            groups=np.tile(np.arange(30) % 2, (2, 1)))
+  mixed = conformal.deferral_sweep(*args, ALPHAS, **kw)
+  in_order = conformal.deferral_sweep(*args, ALPHAS[order], **kw)
+  chex.assert_trees_all_equal(
+      jax.tree.map(lambda x: x[..., order], mixed._replace(baselines=None)),
+      in_order._replace(baselines=None))
+  chex.assert_trees_all_equal(mixed.baselines, in_order.baselines)
+
+
 def test_a_subset_of_splits_with_their_ids_gives_their_rows():
   ds, has = _pool(seed=9)
   cal, test, tune = _splits(has, ds.probs.shape[0], 3, 30, 40, 10)

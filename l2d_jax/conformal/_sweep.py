@@ -56,7 +56,8 @@ CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False,
 # compiles one after the other, plus the cost of the split (about 0.15 s less
 # compile time on the CIFAR10-H-sized sweep without it).
 ONE_CORE_CPU_COMPILER_OPTIONS = {"xla_cpu_parallel_codegen_split_count": 1}
-_STATIC = ("scores", "tie_break", "n_shots", "lam_grid", "batch_size")
+_STATIC = ("scores", "tie_break", "n_shots", "lam_grid", "batch_size",
+           "presorted")
 _COMPILED: dict[str, object] = {}
 
 
@@ -102,7 +103,7 @@ def _metrics(queries, n_queried, max_queries, correct_count, n):
 def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
                     tune_idx, groups, costs, lcb, split_ids, *, scores,
                     tie_break,
-                    n_shots, lam_grid, batch_size):
+                    n_shots, lam_grid, batch_size, presorted=False):
   """The sweep without argument checks: one ``lax.map`` over splits.
 
   Per split: each strategy picks one slot per point and prefix size from
@@ -146,12 +147,17 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
       aps_pool = _scores.sorted_conformity(sp, score="aps")
     r1_pool = _scores._tie_group_start(sp) + 1  # pylint: disable=protected-access
     lam_arr = jnp.asarray(lam_grid, jnp.result_type(float))
-  # Sorted alphas: LAC/APS sizes are non-increasing along the alpha axis.
-  perm = jnp.argsort(alphas)
-  inv = jnp.argsort(perm)
-  alphas_sorted = alphas[perm]
+  # Sorted alphas: LAC/APS sizes are non-increasing along the alpha axis
+  # (``presorted``: the caller's alphas are known to be in order already).
   bad_alpha = ~((alphas > 0) & (alphas < 1))
-  unsort = lambda x: jnp.take(x, inv, axis=-1)
+  if presorted:
+    alphas_sorted = alphas
+    unsort = lambda x: x
+  else:
+    perm = jnp.argsort(alphas)
+    inv = jnp.argsort(perm)
+    alphas_sorted = alphas[perm]
+    unsort = lambda x: jnp.take(x, inv, axis=-1)
   num_p = test_idx.shape[0]
   if tune_idx is None:
     tune_idx = jnp.zeros((num_p, 0), jnp.int32)
@@ -551,6 +557,11 @@ def deferral_sweep(
   batch_size = _validation.check_static_int(batch_size, "batch_size",
                                             minimum=1)
   split_ids = _check_split_ids(split_ids, num_p)
+  # Alphas already in (non-decreasing) order, when their values are known,
+  # need no sorting and unsorting in the program (a stable argsort of them
+  # is the identity: same results).
+  in_order = (_validation.is_concrete(alphas)
+              and bool(np.all(np.diff(np.asarray(alphas)) >= 0)))
   if (_validation.is_concrete(test_idx)
       and _validation.is_concrete(annotations.mask)):
     has = np.asarray(annotations.mask).any(axis=1)
@@ -568,7 +579,8 @@ def deferral_sweep(
       None if costs is None else jnp.asarray(costs), lcb, split_ids,
       scores=scores,
       tie_break=tie_break, n_shots=n_shots,
-      lam_grid=tuple(float(x) for x in lam_grid), batch_size=batch_size)
+      lam_grid=tuple(float(x) for x in lam_grid), batch_size=batch_size,
+      presorted=in_order)
 
 
 def cross_fitted_accuracy(group_accuracy: ArrayLike) -> jax.Array | np.ndarray:
