@@ -87,6 +87,17 @@ def table(results: list[dict[str, Any]], dataset: str, experiment: str,
   return "\n".join(lines) + "\n"
 
 
+def prepare_plotting() -> None:
+  """Imports matplotlib (Agg) ahead of :func:`plot` (about 0.4 s of CPU).
+
+  The sweep calls it on a core that has no group left to train, so the
+  import does not wait until the last group has finished.
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+
+
 def plot(results: list[dict[str, Any]], details: list[dict[str, Any]], *,
          dataset: str, experiment: str, model: str,
          out: _io.OutputSet) -> list[str]:

@@ -356,7 +356,8 @@ def run(options: Options) -> dict[str, Any]:
     # cores at once changes when they finish, not their numbers.
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
       futures = {pool.submit(train_group, *g): g for g in groups}
-      for future in concurrent.futures.as_completed(futures):
+      for finished, future in enumerate(
+          concurrent.futures.as_completed(futures), 1):
         s, p, datasets = futures[future]
         trained = future.result()
         for seed in sorted(datasets):
@@ -366,6 +367,8 @@ def run(options: Options) -> dict[str, Any]:
         bar.update(len(datasets))
         runs.sort(key=_key)
         save_progress()
+        if main and finished == len(groups) - workers + 1 < len(groups):
+          report.prepare_plotting()  # a core has no group left from here on
     if jax.process_count() > 1:  # every process's runs, on every process
       theirs = distributed.allgather_objects(mine)
       runs.extend(r for q, rs in enumerate(theirs)
