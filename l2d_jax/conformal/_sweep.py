@@ -47,10 +47,16 @@ BASELINES = ("model", "random_expert", "best_expert")
 # LLVM -O1 compile the ~300 small kernels of the sweep in about half the time
 # at the same run time (benchmarks/conformal_sweep.py). Integer and IEEE
 # float results do not depend on them (XLA CPU does not reassociate floats
-# without fast-math). Probed once per process; if this jaxlib rejects them,
-# one warning and XLA's defaults.
+# without fast-math). Without the tree-reduction rewrite each long reduction
+# is one kernel instead of two or three (0.1 s less compile and run time):
+# that rewrite only changes the rounding of float sums, and the sweep's
+# reductions are integer counts, maxima, minima and argmins (exact in any
+# order; its float sums are dot products and a windowed cumsum, which the
+# rewrite does not touch). Probed once per process; if this jaxlib rejects
+# them, one warning and XLA's defaults.
 CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False,
-                        "xla_backend_optimization_level": 1}
+                        "xla_backend_optimization_level": 1,
+                        "xla_disable_hlo_passes": "tree_reduction_rewriter"}
 # Added when the process may run on one core only (e.g. under taskset): XLA
 # splits the generated code into parts compiled in parallel, which one core
 # compiles one after the other, plus the cost of the split (about 0.15 s less
