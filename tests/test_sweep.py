@@ -406,6 +406,17 @@ def test_run_events_equal_a_direct_histogram(window, fixed):
           counts[a, t], weights[t, np.arange(n), s].sum(0))
 
 
+@pytest.mark.parametrize("num_a", [1, 15, 16, 17, 202])
+def test_count_at_most_equals_a_direct_count(num_a):
+  from l2d_jax.conformal import _set_sizes  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(num_a)
+  t = np.sort(rng.choice(np.r_[-np.inf, rng.random(9)], num_a))
+  x = np.r_[rng.random(300), t, -np.inf, np.inf, np.nan]
+  t, x = t.astype(np.float32), x.astype(np.float32)
+  got = _set_sizes._count_at_most(jnp.asarray(t), jnp.asarray(x))  # pylint: disable=protected-access
+  np.testing.assert_array_equal(got, (t[None, :] <= x[:, None]).sum(1))
+
+
 def test_size_boundaries_equal_split_set_sizes():
   from l2d_jax.conformal import _set_sizes  # pylint: disable=import-outside-toplevel
   ds, _ = _pool(seed=8)

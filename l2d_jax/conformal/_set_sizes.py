@@ -27,21 +27,24 @@ def _thresholds(cal_c: jax.Array, j: jax.Array) -> jax.Array:
   return jnp.where(j == 0, -jnp.inf, at)
 
 
-def _count_at_most(t: jax.Array, x: jax.Array) -> jax.Array:
+def _count_at_most(t: jax.Array, x: jax.Array, block: int = 16) -> jax.Array:
   """``#{a : t[a] <= x}`` for sorted ``t`` ``[A]``, elementwise over ``x``.
 
-  An unrolled binary search (``ceil(log2(A + 1))`` gathers from ``t``): the
-  same comparisons ``x >= t[a]`` as a direct count, so the result is exact.
+  Two levels of direct comparisons, each one fused kernel: the number of
+  whole blocks of ``block`` thresholds whose last entry is ``<= x``, then
+  the entries ``<= x`` in the next block (``t`` padded with +inf). The same
+  comparisons ``x >= t[a]`` as a direct count, so the result is exact.
   """
   num_a = t.shape[0]
-  pos = jnp.zeros(x.shape, jnp.int32)
-  step = 1 << max(0, num_a.bit_length() - 1)
-  while step:
-    cand = pos + step
-    ok = (cand <= num_a) & (t[jnp.minimum(cand, num_a) - 1] <= x)
-    pos = jnp.where(ok, cand, pos)
-    step >>= 1
-  return pos
+  num_b = -(-num_a // block)
+  pad = jnp.concatenate([t, jnp.full(num_b * block - num_a, jnp.inf,
+                                     t.dtype)]).reshape(num_b, block)
+  whole = (pad[:, -1] <= x[..., None]).sum(axis=-1, dtype=jnp.int32)
+  part = pad[jnp.minimum(whole, num_b - 1)]  # [..., block]
+  inside = jnp.where(whole < num_b,
+                     (part <= x[..., None]).sum(axis=-1, dtype=jnp.int32), 0)
+  # The padding counts only where x = +inf, where every t[a] counts too.
+  return jnp.minimum(whole * block + inside, num_a)
 
 
 def size_boundaries(sorted_conf_test: jax.Array, t: jax.Array, *,
