@@ -381,11 +381,12 @@ def test_run_events_equal_a_direct_histogram(window, fixed):
     start, size = _sweep_events._window_runs(  # pylint: disable=protected-access
         jsizes, change, rid, first, window)
     prev = jnp.take_along_axis(jsizes, jnp.clip(start[:, :1] - 1, 0), axis=1)
-    who, w, sh = _sweep_events._per_run(  # pylint: disable=protected-access
-        jnp.concatenate([prev, size], axis=1), agent, weights, shared)
-    before = None if first == 0 else (who[:, :, 0], w[:, :, 0], sh[:, 0])
+    who, cnt = _sweep_events._per_run(  # pylint: disable=protected-access
+        jnp.concatenate([prev, size], axis=1), agent,
+        _sweep_events._count_rows(weights, shared))  # pylint: disable=protected-access
+    before = None if first == 0 else (who[:, :, 0], cnt[:, 0])
     events = _sweep_events._run_events(  # pylint: disable=protected-access
-        start, who[:, :, 1:], w[:, :, 1:], sh[:, 1:], score_index=1,
+        start, who[:, :, 1:], cnt[:, 1:], score_index=1,
         num_scores=2, num_alphas=num_a, num_experts=num_j, before=before,
         **ev)
     tables = _sweep_events._add_events(tables, events)  # pylint: disable=protected-access

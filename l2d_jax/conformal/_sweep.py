@@ -224,6 +224,8 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
     shared = jnp.stack([jnp.broadcast_to(size_axis, (n, num_k + 1)),
                         (label_rank[test][:, None] < size_axis).astype(
                             jnp.int32)], axis=-1)  # [n, K + 1, 2]
+    # Each point's counts-table row at each set size: [n, K + 1, S * G + H].
+    rows = _sweep_events._count_rows(weights, shared)  # pylint: disable=protected-access
     base = _sweep_slots._baseline_counts(once_slot[2:], sub, y, num_j)  # [2, 4]
     if "raps" in scores:
       k_reg, _, lam_i = _raps_tuning._tune_from_conformity(  # pylint: disable=protected-access
@@ -250,8 +252,8 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
                                             include_crossing=crossing)
         # Runs in alpha order: sizes K, K - 1, ..., 0 (empty ones too).
         return _sweep_events._run_events(  # pylint: disable=protected-access
-            bounds[:, :0:-1], agent[..., ::-1], weights[:, :, ::-1],
-            shared[:, ::-1], score_index=c_i,
+            bounds[:, :0:-1], agent[..., ::-1], rows[:, ::-1],
+            score_index=c_i,
             # The naive strategies change only around size 1: at the first
             # run and at the runs of sizes 1 and 0.
             fixed_runs=tuple(sorted({0, num_k - 1, num_k})), **ev)
@@ -280,13 +282,11 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
         # The run before the window (its events telescope from it).
         prev_size = jnp.take_along_axis(
             sizes, jnp.clip(start[:, :1] - 1, 0, num_a - 1), axis=1)
-        who, w, sh = _sweep_events._per_run(  # pylint: disable=protected-access
-            jnp.concatenate([prev_size, size], axis=1), agent, weights,
-            shared)
-        before = (who[:, :, 0] * (first > 0), w[:, :, 0] * (first > 0),
-                  sh[:, 0] * (first > 0))
+        who, cnt = _sweep_events._per_run(  # pylint: disable=protected-access
+            jnp.concatenate([prev_size, size], axis=1), agent, rows)
+        before = (who[:, :, 0] * (first > 0), cnt[:, 0] * (first > 0))
         events = _sweep_events._run_events(  # pylint: disable=protected-access
-            start, who[:, :, 1:], w[:, :, 1:], sh[:, 1:], score_index=c_raps,
+            start, who[:, :, 1:], cnt[:, 1:], score_index=c_raps,
             before=before, **ev)
         return first + window, _sweep_events._add_events(tabs, events)  # pylint: disable=protected-access
 

@@ -70,16 +70,29 @@ def _cumsum0(x, dtype=None):
   return jax.lax.scan(step, jnp.zeros(x.shape[1:], dtype), x)[1]
 
 
-def _per_run(size, agent, weights, shared):
-  """Per-run values ``(who [S, n, R], w [S, n, R, G], sh [n, R, H])``."""
+def _count_rows(weights, shared):
+  """``[n, K + 1, S * G + H]`` counts-table row of each point and set size.
+
+  ``weights`` ``[S, n, K + 1, G]`` and ``shared`` ``[n, K + 1, H]`` side by
+  side, in the column order of the counts table (``_new_tables``).
+  """
+  num_s, n, num_k1, num_g = weights.shape
+  return jnp.concatenate(
+      [jnp.moveaxis(weights, 0, 2).reshape(n, num_k1, num_s * num_g),
+       shared], axis=-1)
+
+
+def _per_run(size, agent, rows):
+  """Per-run values ``(who [S, n, R], cnt [n, R, W])``.
+
+  ``rows`` ``[n, K + 1, W]``: ``_count_rows``; each run takes its size's
+  whole row (one gather of contiguous rows).
+  """
   num_s = agent.shape[0]
   who = jnp.take_along_axis(agent, jnp.broadcast_to(size, (num_s,)
                                                     + size.shape), axis=2)
-  w = jnp.take_along_axis(
-      weights, jnp.broadcast_to(size[..., None], (num_s,) + size.shape
-                                + (1,)), axis=2)
-  sh = jnp.take_along_axis(shared, size[..., None], axis=1)
-  return who, w, sh
+  cnt = jnp.take_along_axis(rows, size[..., None], axis=1)
+  return who, cnt
 
 
 def _prev(x, axis, before=None):
@@ -101,7 +114,7 @@ def _pick(x, rows, axis=0):
       [jax.lax.slice_in_dim(x, r, r + 1, axis=axis) for r in rows], axis=axis)
 
 
-def _run_events(start, who, w, sh, *, score_index, num_scores, num_alphas,
+def _run_events(start, who, cnt, *, score_index, num_scores, num_alphas,
                 num_experts, before=None, fixed=(), fixed_col=None,
                 fixed_runs=None):
   """Telescoped events of one score's runs: ``(hist, counts)``.
@@ -118,13 +131,13 @@ def _run_events(start, who, w, sh, *, score_index, num_scores, num_alphas,
   Args:
     start: ``[n, R]`` non-decreasing run starts (A = no run).
     who: ``[S, n, R]`` who answers in each run (0 model, -1 nobody).
-    w: ``[S, n, R, G]`` int counts of each strategy in each run.
-    sh: ``[n, R, H]`` int counts shared by the strategies in each run.
+    cnt: ``[n, R, S * G + H]`` int counts-table row of each run
+      (``_count_rows``: each strategy's counts, then the shared ones).
     score_index: this score's position ``c`` in the tables.
     num_scores: C.
     num_alphas: A.
     num_experts: J.
-    before: ``(who [S, n], w [S, n, G], sh [n, H])`` of the run before
+    before: ``(who [S, n], cnt [n, S * G + H])`` of the run before
       ``start[:, 0]`` when the runs are a later window of a point's runs
       (``_window_runs``); None: the first run starts from nothing.
     fixed: static positions (along S) of strategies whose expert, wherever
@@ -137,9 +150,7 @@ def _run_events(start, who, w, sh, *, score_index, num_scores, num_alphas,
       None: every run.
   """
   num_s = who.shape[0]
-  num_g = w.shape[-1]
-  num_h = sh.shape[-1]
-  b_who, b_w, b_sh = (None,) * 3 if before is None else before
+  b_who, b_cnt = (None,) * 2 if before is None else before
   is_e = (who >= 1) & (who <= num_experts)
   col = jnp.where(is_e, who - 1, 0)
   if b_who is None:
@@ -171,12 +182,8 @@ def _run_events(start, who, w, sh, *, score_index, num_scores, num_alphas,
     hist.append((rows(fixed, st) + fixed_col[:, :, None], val))
   # Counts table [A + 1, C, S * G + H]: one row of S * G + H columns per
   # run (one windowed update, not one per column).
-  n, num_r = start.shape
-  dw = jnp.moveaxis(w - _prev(w, 2, b_w), 0, 2).reshape(n, num_r,
-                                                         num_s * num_g)
   counts = (start * num_scores + score_index,
-            jnp.concatenate([dw, sh - _prev(sh, 1, b_sh)],
-                            axis=-1).astype(jnp.int32))
+            (cnt - _prev(cnt, 1, b_cnt)).astype(jnp.int32))
   return hist, counts
 
 
