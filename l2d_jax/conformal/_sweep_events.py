@@ -169,9 +169,10 @@ def _run_events(start, who, cnt, *, score_index, num_scores, num_alphas,
   if moving:
     e, c = _pick(is_e, moving), _pick(col, moving)
     row = rows(moving, start)
-    hist += [(row + c, e.astype(jnp.int32)),
-             (row + _prev(c, 2, sub(b_col, moving)),
-              -_prev(e, 2, sub(b_e, moving)).astype(jnp.int32))]
+    # The new expert's +1 and the previous one's -1, stacked: one scatter.
+    prev_e = _prev(e, 2, sub(b_e, moving)).astype(jnp.int32)
+    hist.append((jnp.stack([row + c, row + _prev(c, 2, sub(b_col, moving))]),
+                 jnp.stack([e.astype(jnp.int32), -prev_e])))
   if fixed:
     e = _pick(is_e, fixed).astype(jnp.int32)
     val = e - _prev(e, 2, sub(b_e, fixed).astype(jnp.int32)
