@@ -6,7 +6,6 @@ import warnings
 from typing import NamedTuple
 
 import numpy as np
-from scipy import stats
 
 
 class PairedTest(NamedTuple):
@@ -45,6 +44,8 @@ def paired_one_tailed_test(
   Raises:
     ValueError: different lengths, empty input, or NaN.
   """
+  # scipy.stats costs ~0.6 s to import: only the callers of this test pay it.
+  from scipy import stats  # pylint: disable=g-import-not-at-top
   a = np.asarray(a, dtype=np.float64)
   b = np.asarray(b, dtype=np.float64)
   if a.ndim != 1 or a.shape != b.shape or a.size == 0:
