@@ -25,7 +25,7 @@ from l2d_jax.training import epoch_indices
 from l2d_jax.training import permutation
 from l2d_jax.training import seed_mesh
 from l2d_jax.training import sgd_cosine
-from l2d_jax.training import _seeds
+from l2d_jax.training import _seed_orders
 from l2d_jax.training import _programs
 
 K, J, FEATURES, BATCH = 3, 2, 4, 16
@@ -250,7 +250,7 @@ def test_vmapped_seeds_match_sequential_runs():
 
 def test_window_orders_are_the_device_epochs_orders():
   keys = jax.random.split(jax.random.key(3), 2)
-  orders = np.asarray(_seeds._window_orders(  # pylint: disable=protected-access
+  orders = np.asarray(_seed_orders._window_orders(  # pylint: disable=protected-access
       keys, np.int32(4), num_examples=50, batch_size=16, shuffle=True,
       num_epochs=3))
   assert orders.shape == (2, 3, 3, 16)
@@ -261,7 +261,7 @@ def test_window_orders_are_the_device_epochs_orders():
 
 
 def test_seeds_sharing_a_key_share_their_orders():
-  cache = _seeds._ORDERS  # pylint: disable=protected-access
+  cache = _seed_orders._ORDERS  # pylint: disable=protected-access
   cache.clear()
   one = _seed_data((0,), 96, 0)
   train = {k: np.concatenate([v] * 3) for k, v in one.items()}
@@ -283,7 +283,7 @@ def test_seeds_sharing_a_key_share_their_orders():
 
 
 def test_order_cache_keeps_its_memory_bound():
-  cache = _seeds._OrderCache(max_bytes=3 * 4 * 16)  # pylint: disable=protected-access
+  cache = _seed_orders._OrderCache(max_bytes=3 * 4 * 16)  # pylint: disable=protected-access
   keys = jax.random.split(jax.random.key(0), 1)
   for epoch in range(5):
     got = cache.get(keys, epoch, num_examples=8, batch_size=4, shuffle=True,
@@ -294,8 +294,8 @@ def test_order_cache_keeps_its_memory_bound():
 
 
 def test_threads_asking_for_one_window_draw_it_once(monkeypatch):
-  cache = _seeds._OrderCache(max_bytes=2**20)  # pylint: disable=protected-access
-  draw = _seeds._window_orders  # pylint: disable=protected-access
+  cache = _seed_orders._OrderCache(max_bytes=2**20)  # pylint: disable=protected-access
+  draw = _seed_orders._window_orders  # pylint: disable=protected-access
   calls = []
 
   def slow_draw(*args, **kwargs):
@@ -303,7 +303,7 @@ def test_threads_asking_for_one_window_draw_it_once(monkeypatch):
     time.sleep(0.2)  # the other threads ask while this one draws
     return draw(*args, **kwargs)
 
-  monkeypatch.setattr(_seeds, "_window_orders", slow_draw)
+  monkeypatch.setattr(_seed_orders, "_window_orders", slow_draw)
   keys = jax.random.split(jax.random.key(0), 2)
   got = [None] * 3
 
