@@ -96,5 +96,5 @@ from l2d_jax.conformal._deferral import sweep_metrics
 # The conformal deferral sweep.
 from l2d_jax.conformal._sweep import BASELINES
 from l2d_jax.conformal._sweep import DeferralSweep
-from l2d_jax.conformal._sweep import cross_fitted_accuracy
+from l2d_jax.conformal._cross_fit import cross_fitted_accuracy
 from l2d_jax.conformal._sweep import deferral_sweep
