@@ -13,6 +13,18 @@ import math
 import numpy as np
 
 
+def random_probs(rng, n, k, ties=False):
+  """``[n, k]`` float32 Dirichlet(0.5) probabilities; ``ties``: exact ties."""
+  p = rng.dirichlet(np.full(k, 0.5), n)
+  if ties:  # force exact ties between some labels
+    p = np.round(p, 1) + 1e-9
+    p /= p.sum(1, keepdims=True)
+    p = np.round(p, 6)
+    p[:, -1] = 1 - p[:, :-1].sum(1)
+    p = np.clip(p, 0, 1)
+  return p.astype(np.float32)
+
+
 def lac(probs):
   return 1.0 - probs
 
