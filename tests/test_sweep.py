@@ -323,28 +323,29 @@ def _walk_runs(sizes):
   return out
 
 
-def test_window_runs_match_a_numpy_walk():
+def test_change_codes_list_every_run_start():
   rng = np.random.default_rng(3)
-  n, num_a = 40, 9
+  n, num_a, pad = 40, 9, 5
   sizes = np.cumsum(rng.random((n, num_a)) < 0.3, axis=1) % 4
-  change, rid = _sweep_events._run_ids(jnp.asarray(sizes, jnp.int32))  # pylint: disable=protected-access
-  walks = _walk_runs(sizes)
-  np.testing.assert_array_equal(rid[-1] + 1, [len(s) for s, _ in walks])
-  for num_runs in (2, 3, num_a + 3):  # windows shorter and longer than A
-    for first in range(0, num_a + 1, num_runs):
-      start, size = _sweep_events._window_runs(  # pylint: disable=protected-access
-          jnp.asarray(sizes, jnp.int32), change, rid, first, num_runs)
-      for i, (starts, vals) in enumerate(walks):
-        kept = (starts[first:] + [num_a] * num_runs)[:num_runs]
-        np.testing.assert_array_equal(start[i], kept)
-        m = len(starts[first:first + num_runs])
-        np.testing.assert_array_equal(size[i, :m],
-                                      vals[first:first + num_runs])
+  codes, total = _sweep_events._change_codes(  # pylint: disable=protected-access
+      jnp.asarray(sizes, jnp.int32), pad)
+  want = [i * num_a + a for i, (starts, _) in enumerate(_walk_runs(sizes))
+          for a in starts]
+  assert int(total) == len(want)
+  np.testing.assert_array_equal(
+      codes, want + [-1] * (n * num_a + pad - len(want)))
 
 
-@pytest.mark.parametrize("window,fixed", [(3, False), (31, False),
-                                          (3, True), (31, True)])
-def test_run_events_equal_a_direct_histogram(window, fixed):
+@pytest.mark.parametrize("n", [1, 5, 128, 129, 9000])
+def test_exclusive_cumsum_equals_numpy(n):
+  x = np.random.default_rng(n).integers(0, 300, n).astype(np.int32)
+  got = _sweep_events._exclusive_cumsum(jnp.asarray(x))  # pylint: disable=protected-access
+  np.testing.assert_array_equal(got, np.cumsum(x) - x)
+
+
+@pytest.mark.parametrize("chunk,fixed", [(3, False), (31, False),
+                                         (3, True), (31, True)])
+def test_run_events_equal_a_direct_histogram(chunk, fixed):
   rng = np.random.default_rng(0)
   n, num_a, num_k, num_j, num_s = 50, 30, 5, 7, 2
   # Piecewise-constant sizes in any direction (as RAPS's can be).
@@ -371,40 +372,48 @@ def test_run_events_equal_a_direct_histogram(window, fixed):
     weights = weights.at[1].set(np.where(
         (np.arange(num_k + 1) == 1)[None, :, None], model_right, right))
     ev = dict(fixed=(1,), fixed_col=jnp.asarray(np.maximum(one - 1, 0))[None])
-  jsizes = jnp.asarray(sizes, jnp.int32)
-  change, rid = _sweep_events._run_ids(jsizes)  # pylint: disable=protected-access
+  rows = _sweep_events._count_rows(weights, shared)  # pylint: disable=protected-access
   dims = dict(num_a=num_a, num_c=2, num_s=num_s, num_experts=num_j,
               num_g=2, num_h=2)
   tables = _sweep_events._new_tables(**dims)  # pylint: disable=protected-access
-  # Score 1 of 2, in windows of runs (as the sweep reads RAPS).
-  for first in range(0, int(rid.max()) + 1, window):
-    start, size = _sweep_events._window_runs(  # pylint: disable=protected-access
-        jsizes, change, rid, first, window)
-    prev = jnp.take_along_axis(jsizes, jnp.clip(start[:, :1] - 1, 0), axis=1)
-    who, cnt = _sweep_events._per_run(  # pylint: disable=protected-access
-        jnp.concatenate([prev, size], axis=1), agent,
-        _sweep_events._count_rows(weights, shared))  # pylint: disable=protected-access
-    before = None if first == 0 else (who[:, :, 0], cnt[:, 0])
-    events = _sweep_events._run_events(  # pylint: disable=protected-access
-        start, who[:, :, 1:], cnt[:, 1:], score_index=1,
-        num_scores=2, num_alphas=num_a, num_experts=num_j, before=before,
-        **ev)
+  # Score 0 from all runs at once (as the sweep reads LAC/APS).
+  walks = _walk_runs(sizes)
+  num_r = max(len(st) for st, _ in walks)
+  start = np.full((n, num_r), num_a)
+  size = np.zeros((n, num_r), int)
+  for i, (st, vals) in enumerate(walks):
+    start[i, :len(st)] = st
+    size[i, :len(st)] = vals
+    size[i, len(st):] = vals[-1]
+  who = jnp.take_along_axis(agent, jnp.broadcast_to(size, (num_s, n, num_r)),
+                            axis=2)
+  cnt = jnp.take_along_axis(rows, jnp.asarray(size)[..., None], axis=1)
+  tables = _sweep_events._add_events(tables, _sweep_events._run_events(  # pylint: disable=protected-access
+      jnp.asarray(start, jnp.int32), who, cnt, score_index=0, num_scores=2,
+      num_alphas=num_a, num_experts=num_j, **ev))
+  # Score 1 from the list of run starts, in chunks (as the sweep reads RAPS).
+  jsizes = jnp.asarray(sizes, jnp.int32)
+  codes, total = _sweep_events._change_codes(jsizes, chunk)  # pylint: disable=protected-access
+  for first in range(0, int(total), chunk):
+    events = _sweep_events._change_events(  # pylint: disable=protected-access
+        codes[first:first + chunk], jsizes, agent, rows, score_index=1,
+        num_scores=2, num_experts=num_j, **ev)
     tables = _sweep_events._add_events(tables, events)  # pylint: disable=protected-access
   got = _sweep_events._read_events(tables, **dims)  # pylint: disable=protected-access
-  assert not np.asarray(got[0][:, 0]).any()  # score 0 has no events
-  queries, n_q, max_q, counts, sh = (np.asarray(x)[:, 1] for x in got)
   agent, weights, shared = (np.asarray(x) for x in (agent, weights, shared))
-  for a in range(num_a):
-    s = sizes[:, a]
-    np.testing.assert_array_equal(sh[a], shared[np.arange(n), s].sum(0))
-    for t in range(num_s):
-      who = agent[t, np.arange(n), s]
-      hist = np.bincount(who[who >= 1] - 1, minlength=num_j)
-      assert queries[a, t] == hist.sum()
-      assert n_q[a, t] == (hist > 0).sum()
-      assert max_q[a, t] == hist.max()
-      np.testing.assert_array_equal(
-          counts[a, t], weights[t, np.arange(n), s].sum(0))
+  for c in range(2):
+    queries, n_q, max_q, counts, sh = (np.asarray(x)[:, c] for x in got)
+    for a in range(num_a):
+      s = sizes[:, a]
+      np.testing.assert_array_equal(sh[a], shared[np.arange(n), s].sum(0))
+      for t in range(num_s):
+        who = agent[t, np.arange(n), s]
+        hist = np.bincount(who[who >= 1] - 1, minlength=num_j)
+        assert queries[a, t] == hist.sum()
+        assert n_q[a, t] == (hist > 0).sum()
+        assert max_q[a, t] == hist.max()
+        np.testing.assert_array_equal(
+            counts[a, t], weights[t, np.arange(n), s].sum(0))
 
 
 @pytest.mark.parametrize("num_a", [1, 15, 16, 17, 202])

@@ -262,36 +262,29 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
           ev_tables, jax.vmap(lin_events)(*lin_args))
     if "raps" in scores:
       # RAPS's per-alpha k_reg and lam break monotonicity: its runs are read
-      # from the [n, A] sizes, 2 (K + 1) runs per point at a time, until every
-      # point's runs are in.
+      # from the [n, A] sizes.
       lr = label_rank[cal][:, None]
       sizes = _set_sizes._raps_sizes(  # pylint: disable=protected-access
           jnp.take_along_axis(aps_pool[cal], lr, axis=1)[:, 0],
           jnp.take_along_axis(r1_pool[cal], lr, axis=1)[:, 0],
           aps_pool[test], r1_pool[test], alphas_sorted, k_reg, lam_i,
           lam_arr)
-      change, rid = _sweep_events._run_ids(sizes)  # pylint: disable=protected-access
-      num_runs = rid[-1].max() + 1
-      window = 2 * (num_k + 1)
+      # Every point's run starts in one list (about K per point, up to A),
+      # read in chunks of 2n until all are in.
+      chunk = 2 * n
+      codes, total = _sweep_events._change_codes(sizes, chunk)  # pylint: disable=protected-access
       c_raps = scores.index("raps")
 
-      def raps_window(state):
+      def raps_chunk(state):
         first, tabs = state
-        start, size = _sweep_events._window_runs(  # pylint: disable=protected-access
-            sizes, change, rid, first, window)
-        # The run before the window (its events telescope from it).
-        prev_size = jnp.take_along_axis(
-            sizes, jnp.clip(start[:, :1] - 1, 0, num_a - 1), axis=1)
-        who, cnt = _sweep_events._per_run(  # pylint: disable=protected-access
-            jnp.concatenate([prev_size, size], axis=1), agent, rows)
-        before = (who[:, :, 0] * (first > 0), cnt[:, 0] * (first > 0))
-        events = _sweep_events._run_events(  # pylint: disable=protected-access
-            start, who[:, :, 1:], cnt[:, 1:], score_index=c_raps,
-            before=before, **ev)
-        return first + window, _sweep_events._add_events(tabs, events)  # pylint: disable=protected-access
+        code = jax.lax.dynamic_slice_in_dim(codes, first, chunk)
+        events = _sweep_events._change_events(  # pylint: disable=protected-access
+            code, sizes, agent, rows, score_index=c_raps, num_scores=num_c,
+            num_experts=num_j, fixed=fixed, fixed_col=fixed_col)
+        return first + chunk, _sweep_events._add_events(tabs, events)  # pylint: disable=protected-access
 
-      ev_tables = jax.lax.while_loop(lambda st: st[0] < num_runs, raps_window,
-                                  (jnp.int32(0), ev_tables))[1]
+      ev_tables = jax.lax.while_loop(lambda st: st[0] < total, raps_chunk,
+                                     (jnp.int32(0), ev_tables))[1]
     read = _sweep_events._read_events(ev_tables, **dims)  # pylint: disable=protected-access
     return (read, base, mc.sum(), gw.sum(axis=0), k_reg, lam_i)
 

@@ -6,7 +6,10 @@ grows). Who answers and whether the answer is right change only where a run
 starts, so each run contributes one telescoped event per column (the value
 of the new run minus the previous one), and summing the events along the
 alphas gives every alpha's per-expert histogram and counts with
-``points x runs`` updates instead of ``points x alphas``.
+``points x runs`` updates instead of ``points x alphas``. RAPS sizes go up
+and down along the alphas (its ``k_reg`` and ``lam`` change with alpha): its
+run starts are listed point after point (``_change_codes``) and read in
+chunks (``_change_events``).
 
 Two tables hold the events of a split: per-expert histograms in
 ``[C, S, A + 1, J]`` layout (alpha before expert, so that the events of one
@@ -21,40 +24,113 @@ import jax
 import jax.numpy as jnp
 
 
-def _run_ids(sizes):
-  """Runs of equal size along alphas ``[n, A]``: ``(change, rid)``, ``[A, n]``.
+def _change_codes(sizes, pad):
+  """Every run start of sizes ``[n, A]`` in one list: ``(codes, total)``.
 
-  Alpha-major outputs: ``change[a, i]``: a run of point i starts at alpha a;
-  ``rid[a, i]`` is the index of the run alpha a belongs to (a running count
-  of changes, a scan along alphas: no sort). Point i has ``rid[-1, i] + 1``
-  runs. Only the boolean changes are transposed (a quarter of the memory of
-  int32 sizes), and the counts are made in the alpha-major layout.
-  """
-  n = sizes.shape[0]
-  change = jnp.concatenate(
-      [jnp.ones((n, 1), bool), sizes[:, 1:] != sizes[:, :-1]], axis=1).T
-  rid = _cumsum0(change, jnp.int32) - 1  # [A, n]
-  return change, rid
-
-
-def _window_runs(sizes, change, rid, first, num_runs):
-  """Runs ``first .. first + R - 1`` of each point: ``(start, size)``.
-
-  ``sizes`` ``[n, A]``; ``change`` and ``rid`` alpha-major ``[A, n]``
-  (``_run_ids``). ``start`` ``[n, R]`` is the first alpha of each run in
-  order (A for runs a point does not have), ``size`` its set size; runs are
-  contiguous (run r ends where run r + 1 starts). The starts land with one
-  scatter.
+  A run of point i starts at alpha a where ``a = 0`` or its size changes
+  (RAPS sizes go up and down along the alphas). ``codes`` ``[n * A + pad]``
+  int32 holds ``i * A + a`` for the ``total`` run starts (point by point,
+  runs in alpha order), then -1; ``pad`` extra entries keep every slice of
+  ``pad`` entries from a position below ``total`` in range. The starts land
+  with one scatter at positions counted by a scan along the alphas that
+  starts each point at its offset (the runs of the points before it): no
+  sort.
   """
   n, num_a = sizes.shape
-  keep = change & (rid >= first) & (rid < first + num_runs)
-  flat = jnp.where(keep, jnp.arange(n)[None, :] * num_runs + rid - first,
-                   n * num_runs)
-  start = jnp.full(n * num_runs, num_a, jnp.int32).at[flat.ravel()].set(
-      jnp.broadcast_to(jnp.arange(num_a, dtype=jnp.int32)[:, None],
-                       (num_a, n)).ravel(), mode="drop").reshape(n, num_runs)
-  size = jnp.take_along_axis(sizes, jnp.minimum(start, num_a - 1), axis=1)
-  return start, size
+  change = jnp.concatenate(
+      [jnp.ones((n, 1), bool), sizes[:, 1:] != sizes[:, :-1]], axis=1)
+  runs = change.sum(axis=1, dtype=jnp.int32)
+  out = n * num_a + pad
+
+  def step(c, row):
+    c = c + row.astype(jnp.int32)
+    return c, jnp.where(row, c, out)
+  pos = jax.lax.scan(step, _exclusive_cumsum(runs) - 1, change.T)[1]
+  code = (jnp.arange(n, dtype=jnp.int32)[None, :] * num_a
+          + jnp.arange(num_a, dtype=jnp.int32)[:, None])  # [A, n]
+  codes = jnp.full(out, -1, jnp.int32).at[pos.ravel()].set(
+      code.ravel(), mode="drop")
+  return codes, runs.sum()
+
+
+def _exclusive_cumsum(x, block=128):
+  """``cumsum(x) - x`` of int ``[n]`` by two small triangular products.
+
+  Sums within blocks of ``block`` entries and over the block totals as
+  integer matrix products (exact; a few kernels, where XLA's cumsum takes a
+  chain of reduce-windows).
+  """
+  n = x.shape[0]
+  num_b = -(-n // block)
+  x2 = jnp.pad(x, (0, num_b * block - n)).reshape(num_b, block)
+  before = lambda m: (jnp.arange(m)[:, None] < jnp.arange(m)[None, :]).astype(
+      x.dtype)
+  within = jnp.dot(x2, before(block), preferred_element_type=x.dtype)
+  offset = jnp.dot(x2.sum(axis=1), before(num_b),
+                   preferred_element_type=x.dtype)
+  return (within + offset[:, None]).reshape(-1)[:n]
+
+
+def _change_events(code, sizes, agent, rows, *, score_index, num_scores,
+                   num_experts, fixed=(), fixed_col=None):
+  """Telescoped events of the run starts ``code`` (``_change_codes``).
+
+  Runs are contiguous along the alphas, so at the start ``a`` of a run of
+  point i its contribution changes from its value at ``a - 1`` to its new
+  one (from nothing at ``a = 0``): one event per run and column (two for
+  the expert histogram of the strategies outside ``fixed``), in the layout
+  of ``_run_events`` (entries ``code < 0`` land in the unread row A).
+
+  Args:
+    code: ``[R]`` int32 ``i * A + a`` run starts, -1 for none.
+    sizes: ``[n, A]`` set sizes.
+    agent: ``[S, n, K + 1]`` who answers at each size (0 model, -1 nobody).
+    rows: ``[n, K + 1, S * G + H]`` counts-table rows (``_count_rows``).
+    score_index: this score's position ``c`` in the tables.
+    num_scores: C.
+    num_experts: J.
+    fixed: static positions (along S) of strategies whose expert, wherever
+      an expert answers, is ``fixed_col`` at every size.
+    fixed_col: ``[len(fixed), n]`` int 0-based expert of each fixed
+      strategy and point.
+  """
+  num_s = agent.shape[0]
+  n, num_a = sizes.shape
+  ok = code >= 0
+  safe = jnp.where(ok, code, 0)
+  i = safe // num_a
+  a = jnp.where(ok, safe % num_a, num_a)
+  has_prev = a >= 1
+  flat = sizes.reshape(-1)
+  both = jnp.stack([flat[safe], flat[jnp.maximum(safe - 1, 0)]],
+                   axis=-1)  # [R, 2]: the new size and the one before
+  who = agent[:, i[:, None], both]  # [S, R, 2]
+  cnt = rows[i[:, None], both]  # [R, 2, W]
+  is_e = ((who >= 1) & (who <= num_experts)
+          & jnp.stack([ok, has_prev], axis=-1))
+  col = jnp.where(is_e, who - 1, 0)
+  moving = [t for t in range(num_s) if t not in fixed]
+
+  def base(strategies):  # [s, R] row offsets in [C, S, A + 1, J]
+    block = score_index * num_s + jnp.array(strategies, jnp.int32)
+    return (block[:, None] * (num_a + 1) + a) * num_experts
+
+  idx, val = [], []
+  if moving:
+    e, c = _pick(is_e, moving).astype(jnp.int32), _pick(col, moving)
+    row = base(moving)
+    idx += [row + c[..., 0], row + c[..., 1]]
+    val += [e[..., 0], -e[..., 1]]
+  if fixed:
+    e = _pick(is_e, fixed).astype(jnp.int32)
+    idx.append(base(fixed) + fixed_col[:, i])
+    val.append(e[..., 0] - e[..., 1])
+  # Every histogram event of the chunk in one scatter.
+  hist = [(jnp.concatenate(idx), jnp.concatenate(val))]
+  prev_cnt = jnp.where(has_prev[:, None], cnt[:, 1], 0)
+  counts = (a * num_scores + score_index,
+            (cnt[:, 0] - prev_cnt).astype(jnp.int32))
+  return hist, counts
 
 
 def _cumsum0(x, dtype=None):
@@ -82,27 +158,10 @@ def _count_rows(weights, shared):
        shared], axis=-1)
 
 
-def _per_run(size, agent, rows):
-  """Per-run values ``(who [S, n, R], cnt [n, R, W])``.
-
-  ``rows`` ``[n, K + 1, W]``: ``_count_rows``; each run takes its size's
-  whole row (one gather of contiguous rows).
-  """
-  num_s = agent.shape[0]
-  who = jnp.take_along_axis(agent, jnp.broadcast_to(size, (num_s,)
-                                                    + size.shape), axis=2)
-  cnt = jnp.take_along_axis(rows, size[..., None], axis=1)
-  return who, cnt
-
-
-def _prev(x, axis, before=None):
-  """``x`` shifted by one along ``axis``: the previous run's values.
-
-  The first run's previous value is ``before`` (the run before a window of
-  runs; same shape as ``x`` without ``axis``), zeros when None.
-  """
-  first = (jnp.zeros_like(jax.lax.slice_in_dim(x, 0, 1, axis=axis))
-           if before is None else jnp.expand_dims(before, axis).astype(x.dtype))
+def _prev(x, axis):
+  """``x`` shifted by one along ``axis``: the previous run's values (zeros
+  before the first run)."""
+  first = jnp.zeros_like(jax.lax.slice_in_dim(x, 0, 1, axis=axis))
   return jnp.concatenate(
       [first, jax.lax.slice_in_dim(x, 0, x.shape[axis] - 1, axis=axis)],
       axis=axis)
@@ -115,8 +174,7 @@ def _pick(x, rows, axis=0):
 
 
 def _run_events(start, who, cnt, *, score_index, num_scores, num_alphas,
-                num_experts, before=None, fixed=(), fixed_col=None,
-                fixed_runs=None):
+                num_experts, fixed=(), fixed_col=None, fixed_runs=None):
   """Telescoped events of one score's runs: ``(hist, counts)``.
 
   Runs are contiguous along the alphas, so at ``start[i, r]`` point i's
@@ -137,9 +195,6 @@ def _run_events(start, who, cnt, *, score_index, num_scores, num_alphas,
     num_scores: C.
     num_alphas: A.
     num_experts: J.
-    before: ``(who [S, n], cnt [n, S * G + H])`` of the run before
-      ``start[:, 0]`` when the runs are a later window of a point's runs
-      (``_window_runs``); None: the first run starts from nothing.
     fixed: static positions (along S) of strategies whose expert, wherever
       an expert answers, is ``fixed_col`` at every run (the naive ones: one
       expert per point, the model at size 1).
@@ -150,16 +205,9 @@ def _run_events(start, who, cnt, *, score_index, num_scores, num_alphas,
       None: every run.
   """
   num_s = who.shape[0]
-  b_who, b_cnt = (None,) * 2 if before is None else before
   is_e = (who >= 1) & (who <= num_experts)
   col = jnp.where(is_e, who - 1, 0)
-  if b_who is None:
-    b_e = b_col = None
-  else:
-    b_e = (b_who >= 1) & (b_who <= num_experts)
-    b_col = jnp.where(b_e, b_who - 1, 0)
   moving = [t for t in range(num_s) if t not in fixed]
-  sub = lambda x, rows: None if x is None else _pick(x, rows)
 
   def rows(strategies, st):  # [s, n, R] row offsets in [C, S, A + 1, J]
     block = (score_index * num_s + jnp.array(strategies, jnp.int32))
@@ -170,13 +218,12 @@ def _run_events(start, who, cnt, *, score_index, num_scores, num_alphas,
     e, c = _pick(is_e, moving), _pick(col, moving)
     row = rows(moving, start)
     # The new expert's +1 and the previous one's -1, stacked: one scatter.
-    prev_e = _prev(e, 2, sub(b_e, moving)).astype(jnp.int32)
-    hist.append((jnp.stack([row + c, row + _prev(c, 2, sub(b_col, moving))]),
+    prev_e = _prev(e, 2).astype(jnp.int32)
+    hist.append((jnp.stack([row + c, row + _prev(c, 2)]),
                  jnp.stack([e.astype(jnp.int32), -prev_e])))
   if fixed:
     e = _pick(is_e, fixed).astype(jnp.int32)
-    val = e - _prev(e, 2, sub(b_e, fixed).astype(jnp.int32)
-                    if b_e is not None else None)
+    val = e - _prev(e, 2)
     st = start
     if fixed_runs is not None:
       val, st = _pick(val, fixed_runs, 2), _pick(start, fixed_runs, 1)
@@ -184,7 +231,7 @@ def _run_events(start, who, cnt, *, score_index, num_scores, num_alphas,
   # Counts table [A + 1, C, S * G + H]: one row of S * G + H columns per
   # run (one windowed update, not one per column).
   counts = (start * num_scores + score_index,
-            (cnt - _prev(cnt, 1, b_cnt)).astype(jnp.int32))
+            (cnt - _prev(cnt, 1)).astype(jnp.int32))
   return hist, counts
 
 
