@@ -10,6 +10,7 @@ from l2d_jax import conformal
 from l2d_jax import data
 from l2d_jax import deferral
 from l2d_jax import experts
+from l2d_jax.conformal import _quantile
 from l2d_jax.conformal import _sweep
 from l2d_jax.conformal import _sweep_events
 from l2d_jax.conformal import _sweep_slots
@@ -334,6 +335,20 @@ def test_change_codes_list_every_run_start():
   assert int(total) == len(want)
   np.testing.assert_array_equal(
       codes, want + [-1] * (n * num_a + pad - len(want)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sort_floats_equals_numpy_sort(dtype):
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(3, 4, 57)).astype(dtype)
+  x[0, 0, :6] = [-0.0, 0.0, np.inf, -np.inf, np.nan, -np.nan]
+  x[1, 2, ::3] = 0.25  # ties
+  with jax.enable_x64(dtype == np.float64):
+    got = np.asarray(_quantile._sort_floats(jnp.asarray(x)))  # pylint: disable=protected-access
+  assert got.dtype == dtype
+  want = np.sort(x, axis=-1)  # -0 and 0 equal, NaN last, as jnp.sort
+  np.testing.assert_array_equal(got, want)  # NaN-aware; -0.0 == 0.0
+  assert not np.signbit(got[got == 0]).any()  # zeros made canonical
 
 
 @pytest.mark.parametrize("n", [1, 5, 128, 129, 9000])

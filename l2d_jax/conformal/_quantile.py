@@ -523,3 +523,26 @@ def paper_alpha_grid(model_accuracy: float) -> np.ndarray:
   fine = np.arange(1, end + 1)
   coarse = np.arange(end + 10, 991, 10)
   return np.round(np.concatenate([fine, coarse]) / 1000.0, 3)
+
+
+def _sort_floats(x: jax.Array) -> jax.Array:
+  """``x`` sorted along its last axis, for order statistics used in ``>=``.
+
+  The order of ``jnp.sort`` (-0 and 0 equal, NaN last), computed as an
+  integer sort, which XLA CPU runs several times faster than a float sort
+  with ``jnp.sort``'s total-order comparator: zeros and NaNs are made
+  canonical (0.0, the default NaN), the IEEE bits are mapped to integers of
+  the same order, sorted and mapped back. The values equal ``jnp.sort``'s
+  (a -0.0 comes out as 0.0, a NaN as the default NaN): the same results in
+  any comparison. Other float widths than 32 and 64 bits use ``jnp.sort``.
+  """
+  itype = {4: jnp.int32, 8: jnp.int64}.get(jnp.dtype(x.dtype).itemsize)
+  if itype is None or not jnp.issubdtype(x.dtype, jnp.floating):
+    return jnp.sort(x, axis=-1)
+  x = jnp.where(x == 0, jnp.zeros_like(x), x)
+  x = jnp.where(jnp.isnan(x), jnp.full_like(x, jnp.nan), x)
+  low = jnp.array(jnp.iinfo(itype).max, itype)
+  flip = lambda b: jnp.where(b < 0, b ^ low, b)  # an involution
+  keys = flip(jax.lax.bitcast_convert_type(x, itype))
+  keys = jax.lax.sort(keys, dimension=x.ndim - 1, is_stable=False)
+  return jax.lax.bitcast_convert_type(flip(keys), x.dtype)

@@ -116,7 +116,8 @@ def _tune_from_conformity(aps: jax.Array, r1: jax.Array, pos: jax.Array,
   # pair are sorted once ([K, L, n]) instead of once per (alpha, lam).
   k_all = jnp.arange(1, num_k + 1)[:, None, None]  # [K, 1, 1]
   lam_b = lam_grid[None, :, None]  # [1, L, 1]
-  cal = jnp.sort(aps_y - lam_b * jnp.maximum(0, r1_y - k_all), axis=-1)
+  cal = _quantile._sort_floats(  # pylint: disable=protected-access
+      aps_y - lam_b * jnp.maximum(0, r1_y - k_all))
   k_row = jnp.clip(k_reg - 1, 0, num_k - 1)[:, None]  # [A, 1]
   l_col = jnp.arange(num_l)[None, :]  # [1, L]
   j = low_q[:, None]

@@ -20,7 +20,7 @@ def _thresholds(cal_c: jax.Array, j: jax.Array) -> jax.Array:
   gives ``-inf`` (every label is in the set).
   """
   n = cal_c.shape[-1]
-  c = jnp.sort(cal_c, axis=-1)
+  c = _quantile._sort_floats(cal_c)  # pylint: disable=protected-access
   pos = jnp.clip(j - 1, 0, n - 1)
   at = (c[pos] if c.ndim == 1
         else jnp.take_along_axis(c, pos[:, None], axis=-1)[:, 0])
@@ -244,8 +244,9 @@ def _raps_sizes(aps_cal_y: jax.Array, r1_cal_y: jax.Array,
   num_k = aps_test.shape[-1]
   low = _quantile.alpha_floor(n + 1, alphas)
   k_all = jnp.arange(1, num_k + 1)[:, None, None]
-  cal = jnp.sort(aps_cal_y - lam_grid[None, :, None]
-                 * jnp.maximum(0, r1_cal_y - k_all), axis=-1)  # [K, L, n]
+  cal = _quantile._sort_floats(  # pylint: disable=protected-access
+      aps_cal_y - lam_grid[None, :, None]
+      * jnp.maximum(0, r1_cal_y - k_all))  # [K, L, n]
   at = cal[jnp.clip(k_reg - 1, 0, num_k - 1), lam_index,
            jnp.clip(low - 1, 0, n - 1)]
   t = jnp.where(low == 0, -jnp.inf, at)  # [A]
