@@ -351,6 +351,26 @@ def test_sort_floats_equals_numpy_sort(dtype):
   assert not np.signbit(got[got == 0]).any()  # zeros made canonical
 
 
+def test_alpha_floors_equal_alpha_floor_per_n():
+  alphas = np.array([0.001, 0.01, 0.0133, 0.1, 0.25, 1 / 3, 0.5, 0.999, 0.0,
+                     1.0], np.float32)
+  ns = (2, 299, 301, 1001, 70001)
+  want = np.stack([np.floor(np.float64(n) * alphas.astype(np.float64))
+                   for n in ns])
+  traced = jax.jit(lambda a: _quantile.alpha_floors(ns, a))(alphas)
+  for r, n in enumerate(ns):
+    # Rows equal the single-n floors, traced and concrete.
+    one = jax.jit(lambda a, n=n: _quantile.alpha_floor(n, a))(alphas)
+    np.testing.assert_array_equal(traced[r], one)
+    np.testing.assert_array_equal(
+        _quantile.alpha_floors(ns, alphas[:-2])[r],
+        _quantile.alpha_floor(n, alphas[:-2]))
+  # Decimal alphas are exact; alphas outside (0, 1) give -1 under jit.
+  np.testing.assert_array_equal(traced[:, [0, 1, 2, 3, 4, 6, 7]],
+                                want[:, [0, 1, 2, 3, 4, 6, 7]])
+  np.testing.assert_array_equal(traced[:, -2:], -1)
+
+
 @pytest.mark.parametrize("n", [1, 5, 128, 129, 9000])
 def test_exclusive_cumsum_equals_numpy(n):
   x = np.random.default_rng(n).integers(0, 300, n).astype(np.int32)

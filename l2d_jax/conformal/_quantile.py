@@ -78,8 +78,12 @@ def _floor_concrete(n1: int, alpha: np.ndarray) -> np.ndarray:
   return np.asarray(flat, dtype=np.int64).reshape(alpha.shape)
 
 
-def _floor_traced(n1: int, alpha: jax.Array) -> jax.Array:
+def _floor_traced(n1, alpha: jax.Array) -> jax.Array:
   """``floor(n1 * alpha)`` under jit; -1 where alpha is not in (0, 1).
+
+  ``n1`` is an int, or a tuple of ints for ``[len(n1), *alpha.shape]``
+  floors of each (the decimal analysis of alpha done once; each row equals
+  the single-int result).
 
   Decimal alphas (<= 6 significant digits, <= 8 decimal places) are exact:
   the float product only brackets the answer within ``w`` integers, and each
@@ -101,14 +105,23 @@ def _floor_traced(n1: int, alpha: jax.Array) -> jax.Array:
   k_int = jnp.take_along_axis(k, first[..., None], axis=-1)[..., 0]
   k_int = jnp.where(is_decimal, k_int, 0).astype(jnp.int32)
   m_int = jnp.asarray(10**places, jnp.int32)[first]
+  many = isinstance(n1, tuple)
+  if many:
+    # One row per n: n as a [len(n1), 1, ...] constant (exact in float32
+    # and int32 like the Python int), the window w wide enough for all.
+    n_max = max(n1)
+    n1 = np.asarray(n1).reshape((-1,) + (1,) * alpha.ndim)
+  else:
+    n_max = n1
   t = n1 * a
   c0 = jnp.floor(t)
   eps = float(jnp.finfo(work).eps)
-  w = int(math.ceil(1.5 * n1 * eps)) + 1
+  w = int(math.ceil(1.5 * n_max * eps)) + 1
   if 2 * w * 10**_TRACED_MAX_PLACES < 2**31:
     c0i = jnp.clip(c0, 0, n1).astype(jnp.int32)
     cands = c0i[..., None] + jnp.arange(-w + 1, w + 1, dtype=jnp.int32)
-    diff = (jnp.int32(n1) * k_int)[..., None] - cands * m_int[..., None]
+    diff = ((jnp.asarray(n1, jnp.int32) * k_int)[..., None]
+            - cands * m_int[..., None])
     exact = c0i - w + jnp.sum(diff >= 0, axis=-1, dtype=jnp.int32)
     out = jnp.where(is_decimal, exact, c0i)
   else:
@@ -126,6 +139,16 @@ def alpha_floor(n1: int, alpha: ArrayLike) -> jax.Array:
   if not jnp.issubdtype(alpha.dtype, jnp.floating):
     alpha = alpha.astype(float)
   return _floor_traced(n1, alpha)
+
+
+def alpha_floors(ns: tuple[int, ...], alpha: ArrayLike) -> jax.Array:
+  """``[len(ns), *alpha.shape]``: row r is ``alpha_floor(ns[r], alpha)``."""
+  if _validation.is_concrete(alpha):
+    return jnp.stack([alpha_floor(n, alpha) for n in ns])
+  alpha = jnp.asarray(alpha)
+  if not jnp.issubdtype(alpha.dtype, jnp.floating):
+    alpha = alpha.astype(float)
+  return _floor_traced(tuple(int(n) for n in ns), alpha)
 
 
 def quantile_rank(n: int, alpha: ArrayLike) -> jax.Array:

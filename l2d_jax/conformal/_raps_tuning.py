@@ -77,7 +77,7 @@ def tune_raps(
 
 
 def _tune_from_conformity(aps: jax.Array, r1: jax.Array, pos: jax.Array,
-                          alpha: ArrayLike, lam_grid: jax.Array):
+                          alpha: ArrayLike, lam_grid: jax.Array, lows=None):
   """``tune_raps`` from the tuning points' sorted APS conformities.
 
   Args:
@@ -86,6 +86,8 @@ def _tune_from_conformity(aps: jax.Array, r1: jax.Array, pos: jax.Array,
     pos: ``[n]`` int rank of each point's true label.
     alpha: scalar or ``[A]`` miscoverage levels.
     lam_grid: ``[L]`` candidate penalties.
+    lows: ``alpha_floors((n - 1, n + 1), alpha)`` when the caller has them
+      (the sweep computes them once for every split); None: computed here.
 
   Returns:
     ``(k_reg, lam, lam_index)`` with the shape of ``alpha``; ``lam_index``
@@ -94,8 +96,11 @@ def _tune_from_conformity(aps: jax.Array, r1: jax.Array, pos: jax.Array,
   """
   n, num_k = aps.shape
   # Both ranks below are exact: ceil(m (1 - a)) = m - floor(m a).
-  low_k = _quantile.alpha_floor(n - 1, alpha)
-  low_q = _quantile.alpha_floor(n + 1, alpha)
+  if lows is None:
+    low_k = _quantile.alpha_floor(n - 1, alpha)
+    low_q = _quantile.alpha_floor(n + 1, alpha)
+  else:
+    low_k, low_q = lows
   scalar = low_k.ndim == 0
   low_k, low_q = jnp.atleast_1d(low_k), jnp.atleast_1d(low_q)
   lam_grid = jnp.asarray(lam_grid, dtype=jnp.result_type(float))

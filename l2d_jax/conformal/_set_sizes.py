@@ -218,7 +218,8 @@ def split_set_sizes(
 def _raps_sizes(aps_cal_y: jax.Array, r1_cal_y: jax.Array,
                 aps_test: jax.Array, r1_test: jax.Array, alphas: jax.Array,
                 k_reg: jax.Array, lam_index: jax.Array,
-                lam_grid: jax.Array) -> jax.Array:
+                lam_grid: jax.Array, low: jax.Array | None = None
+                ) -> jax.Array:
   """RAPS set sizes ``[m, A]`` with per-alpha ``(k_reg, lam)`` from a grid.
 
   The same sets as ``split_set_sizes(..., score='raps')`` with
@@ -236,13 +237,16 @@ def _raps_sizes(aps_cal_y: jax.Array, r1_cal_y: jax.Array,
     k_reg: ``[A]`` int32 in ``[1, K]`` (``tune_raps``).
     lam_index: ``[A]`` int32 positions in ``lam_grid``.
     lam_grid: ``[L]`` penalties.
+    low: ``alpha_floor(n + 1, alphas)`` when the caller has it; None:
+      computed here.
 
   Returns:
     ``[m, A]`` int32 sizes, -1 where alpha is invalid.
   """
   n = aps_cal_y.shape[0]
   num_k = aps_test.shape[-1]
-  low = _quantile.alpha_floor(n + 1, alphas)
+  if low is None:
+    low = _quantile.alpha_floor(n + 1, alphas)
   k_all = jnp.arange(1, num_k + 1)[:, None, None]
   cal = _quantile._sort_floats(  # pylint: disable=protected-access
       aps_cal_y - lam_grid[None, :, None]

@@ -170,6 +170,13 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
   grp = jnp.zeros((num_p, 0), jnp.int32) if groups is None else groups
   num_g = 1 if groups is None else 2
   num_h = 2  # shared columns: set size, label covered
+  # The alpha ranks of every split's calibration sizes, computed once: LAC
+  # and APS calibrate on n_cal + n_tune points, RAPS tunes on n_tune and
+  # calibrates on n_cal.
+  n_cal, n_tune = cal_idx.shape[1], tune_idx.shape[1]
+  lows = _quantile.alpha_floors(
+      (n_cal + n_tune + 1,) + ((n_tune - 1, n_tune + 1, n_cal + 1)
+                               if "raps" in scores else ()), alphas_sorted)
 
   def one_split(xs):
     p, cal, test, tune, g = xs
@@ -230,7 +237,7 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
     if "raps" in scores:
       k_reg, _, lam_i = _raps_tuning._tune_from_conformity(  # pylint: disable=protected-access
           aps_pool[tune], r1_pool[tune], label_rank[tune], alphas_sorted,
-          lam_arr)
+          lam_arr, lows=(lows[1], lows[2]))
     else:
       k_reg = lam_i = jnp.zeros(num_a, jnp.int32)
     # LAC and APS need no tuning: they calibrate on the tuning points too.
@@ -243,7 +250,7 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
               fixed=fixed, fixed_col=fixed_col)
     if lin_scores:
       # LAC and APS in one vmapped body (one copy of the code to compile).
-      low = _quantile.alpha_floor(cal_all.shape[0] + 1, alphas_sorted)
+      low = lows[0]
 
       def lin_events(cp, crossing, c_i):
         t = _set_sizes._thresholds(  # pylint: disable=protected-access
@@ -268,7 +275,7 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
           jnp.take_along_axis(aps_pool[cal], lr, axis=1)[:, 0],
           jnp.take_along_axis(r1_pool[cal], lr, axis=1)[:, 0],
           aps_pool[test], r1_pool[test], alphas_sorted, k_reg, lam_i,
-          lam_arr)
+          lam_arr, low=lows[3])
       # Every point's run starts in one list (about K per point, up to A),
       # read in chunks of 2n until all are in.
       chunk = 2 * n
