@@ -25,13 +25,13 @@ from tests.test_data_loaders import _C10H_HEADER
 from tests.test_data_loaders import _C10H_ROWS
 from tests.test_data_loaders import _H16_HEADER
 from tests.test_data_loaders import _LABELS
-from tests.test_data_loaders import _byo_dir
+from tests.test_data_loaders_byo import _byo_dir
 from tests.test_data_loaders import _c10h_file
 from tests.test_data_loaders import _c10h_row
 from tests.test_data_loaders import _c10n_dir
 from tests.test_data_loaders import _c10s_dir
 from tests.test_data_loaders import _h16_row
-from tests.test_data_loaders import _write_csv
+from tests.data_writers import write_csv as _write_csv
 
 _CLASSES16 = ("knife", "keyboard", "elephant")
 
