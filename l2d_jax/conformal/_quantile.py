@@ -105,8 +105,7 @@ def _floor_traced(n1, alpha: jax.Array) -> jax.Array:
   k_int = jnp.take_along_axis(k, first[..., None], axis=-1)[..., 0]
   k_int = jnp.where(is_decimal, k_int, 0).astype(jnp.int32)
   m_int = jnp.asarray(10**places, jnp.int32)[first]
-  many = isinstance(n1, tuple)
-  if many:
+  if isinstance(n1, tuple):
     # One row per n: n as a [len(n1), 1, ...] constant (exact in float32
     # and int32 like the Python int), the window w wide enough for all.
     n_max = max(n1)

@@ -177,6 +177,8 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
   lows = _quantile.alpha_floors(
       (n_cal + n_tune + 1,) + ((n_tune - 1, n_tune + 1, n_cal + 1)
                                if "raps" in scores else ()), alphas_sorted)
+  # LAC/APS calibration; RAPS tuning (k_reg, then q); RAPS calibration.
+  low_lin, low_tune, low_raps = lows[0], lows[1:3], lows[3:]
 
   def one_split(xs):
     p, cal, test, tune, g = xs
@@ -237,7 +239,7 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
     if "raps" in scores:
       k_reg, _, lam_i = _raps_tuning._tune_from_conformity(  # pylint: disable=protected-access
           aps_pool[tune], r1_pool[tune], label_rank[tune], alphas_sorted,
-          lam_arr, lows=(lows[1], lows[2]))
+          lam_arr, lows=tuple(low_tune))
     else:
       k_reg = lam_i = jnp.zeros(num_a, jnp.int32)
     # LAC and APS need no tuning: they calibrate on the tuning points too.
@@ -250,11 +252,9 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
               fixed=fixed, fixed_col=fixed_col)
     if lin_scores:
       # LAC and APS in one vmapped body (one copy of the code to compile).
-      low = lows[0]
-
       def lin_events(cp, crossing, c_i):
         t = _set_sizes._thresholds(  # pylint: disable=protected-access
-            cp[cal_all, label_rank[cal_all]], low)
+            cp[cal_all, label_rank[cal_all]], low_lin)
         bounds = _set_sizes.size_boundaries(cp[test], t,
                                             include_crossing=crossing)
         # Runs in alpha order: sizes K, K - 1, ..., 0 (empty ones too).
@@ -275,7 +275,7 @@ def _deferral_sweep(probs, labels, annotations, cal_idx, test_idx, alphas, key,
           jnp.take_along_axis(aps_pool[cal], lr, axis=1)[:, 0],
           jnp.take_along_axis(r1_pool[cal], lr, axis=1)[:, 0],
           aps_pool[test], r1_pool[test], alphas_sorted, k_reg, lam_i,
-          lam_arr, low=lows[3])
+          lam_arr, low=low_raps[0])
       # Every point's run starts in one list (about K per point, up to A),
       # read in chunks of 2n until all are in.
       chunk = 2 * n

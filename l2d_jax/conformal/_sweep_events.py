@@ -133,19 +133,6 @@ def _change_events(code, sizes, agent, rows, *, score_index, num_scores,
   return hist, counts
 
 
-def _cumsum0(x, dtype=None):
-  """Inclusive running sum along axis 0 (a scan: XLA CPU's cumsum is slow).
-
-  ``dtype``: of the sums (``x`` is converted row by row inside the scan).
-  """
-  dtype = x.dtype if dtype is None else dtype
-
-  def step(c, row):
-    c = c + row.astype(dtype)
-    return c, c
-  return jax.lax.scan(step, jnp.zeros(x.shape[1:], dtype), x)[1]
-
-
 def _count_rows(weights, shared):
   """``[n, K + 1, S * G + H]`` counts-table row of each point and set size.
 
@@ -159,8 +146,10 @@ def _count_rows(weights, shared):
 
 
 def _prev(x, axis):
-  """``x`` shifted by one along ``axis``: the previous run's values (zeros
-  before the first run)."""
+  """``x`` shifted by one along ``axis``: the previous run's values.
+
+  Zeros before the first run.
+  """
   first = jnp.zeros_like(jax.lax.slice_in_dim(x, 0, 1, axis=axis))
   return jnp.concatenate(
       [first, jax.lax.slice_in_dim(x, 0, x.shape[axis] - 1, axis=axis)],
